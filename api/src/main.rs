@@ -1,0 +1,47 @@
+//! `api` — serve the API; `api create-admin EMAIL` (password from
+//! `BOOTSTRAP_ADMIN_PASSWORD`) — create an admin; `api migrate` — apply migrations.
+
+use shared::config::{Component, Config};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = match Config::from_env(Component::Api) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    shared::telemetry::init(Component::Api.service_name(), &config.app.log_filter);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] | ["serve"] => api::run(config).await,
+        ["migrate"] => shared::db::migrate_command(&config.database).await,
+        ["create-admin", email] => create_admin(config, email).await,
+        _ => {
+            eprintln!("usage: api [serve | migrate | create-admin EMAIL]  (the password comes from BOOTSTRAP_ADMIN_PASSWORD)");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "api stopped");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn create_admin(mut config: Config, email: &str) -> anyhow::Result<()> {
+    let password = std::env::var("BOOTSTRAP_ADMIN_PASSWORD")
+        .map_err(|_| anyhow::anyhow!("BOOTSTRAP_ADMIN_PASSWORD: is required by create-admin"))?;
+    config.bootstrap_admin = None;
+    let api = api::Api::build(config).await?;
+    if api::bootstrap_admin(&api.state, email, password).await? {
+        println!("admin {email} created");
+    } else {
+        println!("an admin already exists; nothing created");
+    }
+    Ok(())
+}

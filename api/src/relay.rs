@@ -1,0 +1,180 @@
+//! Relays session events from Redis pub/sub to the WebSockets connected to
+//! this instance. Each session's channel is subscribed while at least one
+//! local socket follows it. After a lost Redis connection every socket is
+//! told to resync from PostgreSQL, so nothing stored is missed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{PushInfo, PushKind, Value};
+use shared::config::RedisConfig;
+use shared::events::session_channel;
+use shared::ids::SessionId;
+use tokio::sync::{Mutex, broadcast, mpsc};
+
+/// What a socket receives from the relay.
+#[derive(Debug, Clone)]
+pub enum Relayed {
+    /// An event as published: its `seq` and JSON text.
+    Event {
+        /// The event's `seq`.
+        seq: i64,
+        /// The JSON sent to the client as is.
+        json: Arc<str>,
+    },
+    /// Events may have been missed: reload from PostgreSQL.
+    Resync,
+}
+
+/// Handle on the relay; cheap to clone.
+#[derive(Clone)]
+pub struct Relay {
+    conn: ConnectionManager,
+    key_prefix: Arc<str>,
+    // Joins and leaves, and the SUBSCRIBE / UNSUBSCRIBE they cause, happen one at a time.
+    membership: Arc<Mutex<HashMap<SessionId, usize>>>,
+    // Read on every message.
+    senders: Arc<RwLock<HashMap<SessionId, broadcast::Sender<Relayed>>>>,
+}
+
+/// A socket's place in the relay; leaving is dropping it.
+pub struct Follow {
+    /// Events for the session.
+    pub receiver: broadcast::Receiver<Relayed>,
+    relay: Relay,
+    session: SessionId,
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        let relay = self.relay.clone();
+        let session = self.session;
+        tokio::spawn(async move { relay.leave(session).await });
+    }
+}
+
+impl Relay {
+    /// Connects the subscriber and starts dispatching.
+    pub fn start(config: &RedisConfig) -> redis::RedisResult<Relay> {
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let conn = shared::redis_conn::subscriber(config, push_tx)?;
+        let relay = Relay {
+            conn,
+            key_prefix: config.key_prefix.as_str().into(),
+            membership: Arc::default(),
+            senders: Arc::default(),
+        };
+        tokio::spawn(relay.clone().dispatch(push_rx));
+        Ok(relay)
+    }
+
+    /// Follows a session's events; subscribed (confirmed by Redis) on return.
+    pub async fn follow(&self, session: SessionId) -> redis::RedisResult<Follow> {
+        let mut membership = self.membership.lock().await;
+        let count = membership.entry(session).or_insert(0);
+        if *count == 0 {
+            let mut conn = self.conn.clone();
+            conn.subscribe(session_channel(&self.key_prefix, session)).await?;
+            let (sender, _) = broadcast::channel(1024);
+            self.write_senders().insert(session, sender);
+        }
+        *count += 1;
+        let receiver = self
+            .read_senders()
+            .get(&session)
+            .map(broadcast::Sender::subscribe)
+            .unwrap_or_else(|| broadcast::channel(1).1);
+        Ok(Follow { receiver, relay: self.clone(), session })
+    }
+
+    async fn leave(&self, session: SessionId) {
+        let mut membership = self.membership.lock().await;
+        let Some(count) = membership.get_mut(&session) else { return };
+        *count -= 1;
+        if *count > 0 {
+            return;
+        }
+        membership.remove(&session);
+        self.write_senders().remove(&session);
+        let mut conn = self.conn.clone();
+        if let Err(e) = conn.unsubscribe(session_channel(&self.key_prefix, session)).await {
+            tracing::debug!(error = %e, "unsubscribe failed (the connection will be replaced)");
+        }
+    }
+
+    fn read_senders(&self) -> std::sync::RwLockReadGuard<'_, HashMap<SessionId, broadcast::Sender<Relayed>>> {
+        self.senders.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write_senders(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<SessionId, broadcast::Sender<Relayed>>> {
+        self.senders.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn dispatch(self, mut pushes: mpsc::UnboundedReceiver<PushInfo>) {
+        let prefix = format!("{}:events:", self.key_prefix);
+        while let Some(push) = pushes.recv().await {
+            match push.kind {
+                PushKind::Message => {
+                    if let Some((session, seq, json)) = parse_message(&prefix, push.data) {
+                        if let Some(sender) = self.read_senders().get(&session) {
+                            let _ = sender.send(Relayed::Event { seq, json });
+                        }
+                    }
+                }
+                PushKind::Disconnection => {
+                    tracing::warn!("Redis subscriber connection lost; resubscribing");
+                    tokio::spawn(self.clone().resubscribe());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Re-establishes every subscription, then tells every socket to resync.
+    async fn resubscribe(self) {
+        let membership = self.membership.lock().await;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let mut conn = self.conn.clone();
+            let mut ok = true;
+            for session in membership.keys() {
+                if conn.subscribe(session_channel(&self.key_prefix, *session)).await.is_err() {
+                    ok = false;
+                    break;
+                }
+            }
+            if ok && redis::cmd("PING").query_async::<Value>(&mut conn).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+        for sender in self.read_senders().values() {
+            let _ = sender.send(Relayed::Resync);
+        }
+        tracing::info!(sessions = membership.len(), "Redis subscriptions restored");
+    }
+}
+
+fn parse_message(prefix: &str, data: Vec<Value>) -> Option<(SessionId, i64, Arc<str>)> {
+    let mut data = data.into_iter();
+    let channel = value_text(data.next()?)?;
+    let payload = value_text(data.next()?)?;
+    let session = channel.strip_prefix(prefix)?.parse().ok()?;
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: i64,
+    }
+    let seq = serde_json::from_str::<Seq>(&payload).ok()?.seq;
+    Some((session, seq, payload.into()))
+}
+
+fn value_text(value: Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}

@@ -1,0 +1,156 @@
+//! `/health` in the seed's shape, `/health/live` and `/health/ready`. Every
+//! dependency check has its own timeout, so a dead dependency gives an
+//! `error` text, never a hang.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::{Value, json};
+use shared::jobs::QueueName;
+
+use crate::state::AppState;
+
+/// The routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+}
+
+async fn live() -> impl IntoResponse {
+    axum::Json(json!({ "status": "alive" }))
+}
+
+/// Runs `check` under the health timeout; `Err(text)` when it fails or times out.
+async fn timed<T, E: std::fmt::Display>(limit: Duration, check: impl Future<Output = Result<T, E>>) -> (Result<T, String>, u64) {
+    let start = Instant::now();
+    let result = match tokio::time::timeout(limit, check).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("Connection timeout after {}ms", limit.as_millis())),
+    };
+    (result, start.elapsed().as_millis() as u64)
+}
+
+async fn database_check(state: &AppState) -> (bool, Value) {
+    let limit = state.config.api.health_check_timeout;
+    let (result, ms) = timed(limit, sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.db)).await;
+    let size = state.config.database.max_connections;
+    let in_use = state.db.size().saturating_sub(state.db.num_idle() as u32);
+    let pool = json!({ "size": size, "in_use": in_use, "available": size.saturating_sub(in_use) });
+    match result {
+        Ok(_) => (true, json!({ "status": "healthy", "response_time_ms": ms, "connection_pool": pool })),
+        Err(e) => (false, json!({ "status": "unhealthy", "error": e, "response_time_ms": ms, "connection_pool": pool })),
+    }
+}
+
+async fn redis_check(state: &AppState) -> (bool, Value) {
+    let limit = state.config.api.health_check_timeout;
+    let mut conn = state.redis.clone();
+    let (result, ms) = timed(limit, async move {
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut conn).await?;
+        Ok::<_, redis::RedisError>(info)
+    })
+    .await;
+    match result {
+        Ok(info) => {
+            let used = info
+                .lines()
+                .find_map(|l| l.strip_prefix("used_memory:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            (
+                true,
+                json!({ "status": "healthy", "response_time_ms": ms, "connected": true, "memory_used_mb": used / 1_048_576 }),
+            )
+        }
+        Err(e) => (false, json!({ "status": "unhealthy", "error": e, "connected": false })),
+    }
+}
+
+async fn queues_check(state: &AppState) -> (bool, Value) {
+    let limit = state.config.api.health_check_timeout;
+    let mut conn = state.redis.clone();
+    let prefix = state.config.redis.key_prefix.clone();
+    let (result, ms) = timed(limit, async move {
+        let mut queues = serde_json::Map::new();
+        let mut every_pool_alive = true;
+        for queue in QueueName::ALL {
+            let depth = shared::queue::depth(&mut conn, &prefix, queue).await?;
+            every_pool_alive &= depth.workers > 0;
+            queues.insert(queue.as_str().into(), serde_json::to_value(depth).unwrap_or_default());
+        }
+        Ok::<_, redis::RedisError>((every_pool_alive, queues))
+    })
+    .await;
+    match result {
+        Ok((alive, queues)) => {
+            let status = if alive { "healthy" } else { "degraded" };
+            let mut out = json!({ "status": status, "response_time_ms": ms });
+            out.as_object_mut().map(|o| o.extend(queues));
+            if !alive {
+                out["error"] = "a queue has no live worker pool".into();
+            }
+            (alive, out)
+        }
+        Err(e) => (false, json!({ "status": "unhealthy", "error": e })),
+    }
+}
+
+async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let ((db_ok, database), (redis_ok, redis), (queues_ok, queues)) =
+        tokio::join!(database_check(&state), redis_check(&state), queues_check(&state));
+    // The database is the source of truth: without it nothing works. Without
+    // Redis or workers, accepted answers wait (stored) but nothing moves.
+    let status = if !db_ok {
+        "unhealthy"
+    } else if !redis_ok || !queues_ok {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let body = json!({
+        "status": status,
+        "version": state.config.app.version,
+        "environment": state.config.app.environment,
+        "timestamp": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "checks": {
+            "database": database,
+            "redis": redis,
+            "ai_provider": {
+                "status": "healthy",
+                "provider": "scripted",
+                "circuits": {},
+            },
+            "queues": queues,
+            "websocket": { "status": "healthy", "active_connections": state.ws_active.load(Ordering::Relaxed) },
+        }
+    });
+    let code = if status == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (code, axum::Json(body))
+}
+
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let limit = state.config.api.health_check_timeout;
+    let (migrations, _) = timed(limit, shared::db::migrations_applied(&state.db)).await;
+    let (redis_ok, _) = redis_check(&state).await;
+    let database_ready = matches!(migrations, Ok(true));
+    let body = json!({
+        "status": if database_ready && redis_ok { "ready" } else { "not_ready" },
+        "database": match &migrations {
+            Ok(true) => "ready".to_owned(),
+            Ok(false) => "migrations pending".to_owned(),
+            Err(e) => e.clone(),
+        },
+        "redis": if redis_ok { "ready" } else { "unreachable" },
+    });
+    let code = if database_ready && redis_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, axum::Json(body))
+}

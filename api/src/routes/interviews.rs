@@ -1,0 +1,138 @@
+//! `/interviews`: recruiters define interviews; candidates start sessions on them.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde::{Deserialize, Serialize};
+use shared::db::{self, interviews::Interview, interviews::NewInterview};
+use shared::domain::{Language, Role};
+use shared::ids::{InterviewId, UserId};
+
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path};
+use crate::routes::sessions::SessionOut;
+use crate::routes::RequestId;
+use crate::state::AppState;
+
+/// The routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/interviews", post(create).get(list))
+        .route("/interviews/{id}", get(read))
+        .route("/interviews/{id}/sessions", post(start_session))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InterviewIn {
+    title: String,
+    position: String,
+    language: String,
+    topics: Vec<String>,
+    max_turns: i32,
+    duration_minutes: i32,
+}
+
+#[derive(Serialize)]
+struct InterviewOut {
+    id: InterviewId,
+    owner_id: UserId,
+    title: String,
+    position: String,
+    language: Language,
+    topics: Vec<String>,
+    max_turns: i32,
+    duration_minutes: i32,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<Interview> for InterviewOut {
+    fn from(i: Interview) -> Self {
+        Self {
+            id: i.id,
+            owner_id: i.owner_id,
+            title: i.title,
+            position: i.position,
+            language: i.language,
+            topics: i.topics.0,
+            max_turns: i.max_turns,
+            duration_minutes: i.duration_minutes,
+            created_at: i.created_at,
+        }
+    }
+}
+
+fn text_field(name: &str, value: String, max: usize) -> ApiResult<String> {
+    let value = value.trim().to_owned();
+    if value.is_empty() || value.chars().count() > max {
+        return Err(ApiError::invalid(format!("{name}: must be 1 to {max} characters")));
+    }
+    Ok(value)
+}
+
+impl InterviewIn {
+    fn validate(self) -> ApiResult<NewInterview> {
+        let language = self.language.parse().map_err(|e| ApiError::invalid(format!("language: {e}")))?;
+        if self.topics.is_empty() || self.topics.len() > 50 {
+            return Err(ApiError::invalid("topics: must hold 1 to 50 topics"));
+        }
+        let topics = self
+            .topics
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| text_field(&format!("topics[{i}]"), t, 500))
+            .collect::<ApiResult<Vec<_>>>()?;
+        if !(1..=100).contains(&self.max_turns) {
+            return Err(ApiError::invalid("max_turns: must be between 1 and 100"));
+        }
+        if !(1..=1440).contains(&self.duration_minutes) {
+            return Err(ApiError::invalid("duration_minutes: must be between 1 and 1440"));
+        }
+        Ok(NewInterview {
+            title: text_field("title", self.title, 200)?,
+            position: text_field("position", self.position, 200)?,
+            language,
+            topics,
+            max_turns: self.max_turns,
+            duration_minutes: self.duration_minutes,
+        })
+    }
+}
+
+async fn create(State(state): State<AppState>, user: AuthUser, Json(body): Json<InterviewIn>) -> ApiResult<impl IntoResponse> {
+    user.require(&[Role::Recruiter, Role::Admin])?;
+    let interview = db::interviews::insert(&state.db, user.id, &body.validate()?).await?;
+    Ok((StatusCode::CREATED, axum::Json(InterviewOut::from(interview))))
+}
+
+async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<impl IntoResponse> {
+    user.require(&[Role::Recruiter, Role::Admin])?;
+    let owner = (user.role != Role::Admin).then_some(user.id);
+    let interviews = db::interviews::list(&state.db, owner, 200).await?;
+    Ok(axum::Json(interviews.into_iter().map(InterviewOut::from).collect::<Vec<_>>()))
+}
+
+async fn read(State(state): State<AppState>, user: AuthUser, Path(id): Path<InterviewId>) -> ApiResult<impl IntoResponse> {
+    user.require(&[Role::Recruiter, Role::Admin])?;
+    let interview = db::interviews::find(&state.db, id).await?.ok_or_else(|| ApiError::not_found("interview"))?;
+    if user.role != Role::Admin && interview.owner_id != user.id {
+        return Err(ApiError::not_found("interview"));
+    }
+    Ok(axum::Json(InterviewOut::from(interview)))
+}
+
+async fn start_session(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Path(id): Path<InterviewId>,
+) -> ApiResult<impl IntoResponse> {
+    user.require(&[Role::Candidate])?;
+    let interview = db::interviews::find(&state.db, id).await?.ok_or_else(|| ApiError::not_found("interview"))?;
+    let (session, _opening) = state.core.start_session(&interview, user.id, &request_id).await?;
+    tracing::info!(session_id = %session.id, interview_id = %id, "Interview session started");
+    Ok((StatusCode::CREATED, axum::Json(SessionOut::from(&session))))
+}

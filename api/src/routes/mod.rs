@@ -1,0 +1,81 @@
+//! The router: every resource's routes under `API_PREFIX`, with request ids,
+//! access logs, body limits and CORS.
+
+pub mod auth;
+pub mod health;
+pub mod interviews;
+pub mod sessions;
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tracing::Instrument;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The id of the request being served: from `X-Request-Id` when it is sane, new otherwise.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(health::router())
+        .merge(auth::router())
+        .merge(interviews::router())
+        .merge(sessions::router())
+        .merge(crate::ws::router());
+    Router::new()
+        .nest(&state.config.api.prefix, api)
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(DefaultBodyLimit::max(state.config.api.max_body_bytes))
+        .layer(cors(&state.config.api.cors_allowed_origins))
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("idempotency-key"), REQUEST_ID.clone()])
+}
+
+fn sane_request_id(value: &HeaderValue) -> Option<String> {
+    let s = value.to_str().ok()?;
+    (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+        .then(|| s.to_owned())
+}
+
+/// Gives the request an id and a span, and logs it with its response time.
+async fn request_context(mut req: Request, next: Next) -> Response {
+    let request_id = req.headers().get(&REQUEST_ID).and_then(sane_request_id).unwrap_or_else(shared::new_request_id);
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let span = tracing::info_span!("request", request_id = %request_id, user_id = tracing::field::Empty);
+    let start = Instant::now();
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let status = response.status().as_u16();
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::error!(method = %method, path = %path, status, response_time_ms = elapsed_ms, "request failed");
+        } else {
+            tracing::info!(method = %method, path = %path, status, response_time_ms = elapsed_ms, "request completed");
+        }
+    });
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    response.into_response()
+}

@@ -1,0 +1,33 @@
+//! The state every handler shares.
+
+use std::sync::Arc;
+
+use redis::aio::ConnectionManager;
+use shared::config::Config;
+use shared::flow::Core;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::jwt::Jwt;
+use crate::relay::Relay;
+
+/// Shared by all handlers; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// PostgreSQL.
+    pub db: PgPool,
+    /// Redis, for tickets, connection limits and health.
+    pub redis: ConnectionManager,
+    /// Sessions, answers and their jobs.
+    pub core: Core,
+    /// Redis pub/sub → local WebSockets.
+    pub relay: Relay,
+    /// Token signing.
+    pub jwt: Jwt,
+    /// Cancelled at shutdown: WebSockets close with "going away".
+    pub shutdown: CancellationToken,
+    /// WebSockets open on this instance.
+    pub ws_active: Arc<std::sync::atomic::AtomicI64>,
+}

@@ -1,0 +1,460 @@
+//! The session WebSocket of SPEC §5.
+//!
+//! A socket follows its session on the relay first, then replays stored
+//! events after the client's `after_seq` from PostgreSQL, then forwards live
+//! events. It never sends a stream event whose `seq` it already sent, so the
+//! overlap between replay and live delivery (and a job delivered twice)
+//! reaches the client once.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use base64::Engine;
+use rand::RngExt;
+use serde::Deserialize;
+use serde_json::json;
+use shared::db;
+use shared::domain::Role;
+use shared::events::{Event, EventKind};
+use shared::flow::FlowError;
+use shared::ids::{SessionId, UserId};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::auth::{AuthUser, bearer, verify_bearer};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Json, Path, Query};
+use crate::relay::Relayed;
+use crate::routes::RequestId;
+use crate::routes::sessions::{answer_text, idempotency_key, visible_session};
+use crate::state::AppState;
+
+const TICKET_TTL_SECS: u64 = 30;
+const REPLAY_PAGE: i64 = 500;
+
+/// The routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/ws/sessions/{id}", get(connect))
+        .route("/ws/tickets", post(ticket))
+}
+
+#[derive(Deserialize)]
+struct TicketIn {
+    session_id: SessionId,
+}
+
+/// A short-lived single-use ticket for browsers, which cannot set headers on a WebSocket.
+async fn ticket(State(state): State<AppState>, user: AuthUser, Json(body): Json<TicketIn>) -> ApiResult<impl IntoResponse> {
+    visible_session(&state, &user, body.session_id).await?;
+    let bytes: [u8; 24] = rand::rng().random();
+    let ticket = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let mut conn = state.redis.clone();
+    redis::cmd("SET")
+        .arg(ticket_key(&state, &ticket))
+        .arg(format!("{}|{}|{}", user.id, user.role, body.session_id))
+        .arg("EX")
+        .arg(TICKET_TTL_SECS)
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("could not store the ticket: {e}")))?;
+    Ok(axum::Json(json!({ "ticket": ticket, "expires_in": TICKET_TTL_SECS })))
+}
+
+fn ticket_key(state: &AppState, ticket: &str) -> String {
+    format!("{}:ws-ticket:{ticket}", state.config.redis.key_prefix)
+}
+
+#[derive(Deserialize)]
+struct ConnectQuery {
+    after_seq: Option<i64>,
+    ticket: Option<String>,
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap, ticket: Option<&str>, session: SessionId) -> ApiResult<AuthUser> {
+    if let Some(token) = bearer(headers) {
+        return verify_bearer(state, token);
+    }
+    let Some(ticket) = ticket else {
+        return Err(ApiError::unauthorized("missing bearer token or ticket"));
+    };
+    let mut conn = state.redis.clone();
+    let stored: Option<String> = redis::cmd("GETDEL")
+        .arg(ticket_key(state, ticket))
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("could not check the ticket: {e}")))?;
+    let invalid = || ApiError::unauthorized("invalid or used ticket");
+    let stored = stored.ok_or_else(invalid)?;
+    let mut fields = stored.split('|');
+    let (Some(user), Some(role), Some(for_session)) = (fields.next(), fields.next(), fields.next()) else {
+        return Err(invalid());
+    };
+    if for_session != session.to_string() {
+        return Err(ApiError::unauthorized("ticket is for another session"));
+    }
+    Ok(AuthUser {
+        id: user.parse().map_err(|_| invalid())?,
+        role: role.parse().map_err(|_| invalid())?,
+    })
+}
+
+async fn connect(
+    State(state): State<AppState>,
+    Path(session_id): Path<SessionId>,
+    Query(query): Query<ConnectQuery>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => return ApiError::bad_request("not_a_websocket", rejection.body_text()).into_response(),
+    };
+    let user = match authenticate(&state, &headers, query.ticket.as_deref(), session_id).await {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = visible_session(&state, &user, session_id).await {
+        return e.into_response();
+    }
+    if query.after_seq.is_some_and(|s| s < 0) {
+        return ApiError::bad_request("invalid_query", "after_seq: must be 0 or more").into_response();
+    }
+    let limit = state.config.api.ws_max_message_bytes;
+    upgrade
+        // Frames up to 4x the limit are read and refused with 1009; larger ones
+        // are cut off by the protocol layer without being buffered.
+        .max_message_size(limit.saturating_mul(4))
+        .max_frame_size(limit.saturating_mul(4))
+        .on_upgrade(move |socket| async move {
+            let span = tracing::info_span!("websocket", request_id = %request_id, user_id = %user.id, session_id = %session_id);
+            tracing::Instrument::instrument(run(state, socket, user, session_id, query.after_seq.unwrap_or(0)), span).await
+        })
+}
+
+/// A client frame.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum ClientFrame {
+    Answer { text: String, client_msg_id: Option<String> },
+    Ping,
+    Resume { after_seq: i64 },
+}
+
+struct Socket {
+    state: AppState,
+    ws: WebSocket,
+    user: AuthUser,
+    session_id: SessionId,
+    /// The highest stream `seq` sent.
+    last_sent: i64,
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+async fn run(state: AppState, ws: WebSocket, user: AuthUser, session_id: SessionId, after_seq: i64) {
+    let conn_id = uuid::Uuid::new_v4().to_string();
+    let mut socket = Socket { state: state.clone(), ws, user, session_id, last_sent: after_seq };
+    match claim_connection_slot(&state, user.id, &conn_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let limit = state.config.api.ws_max_connections_per_user;
+            socket.close(close_code::POLICY, &format!("too many connections for this user (limit {limit})")).await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "connection limit unavailable");
+            socket.close(close_code::AGAIN, "try again later").await;
+            return;
+        }
+    }
+    state.ws_active.fetch_add(1, Ordering::Relaxed);
+    tracing::info!("websocket connected");
+    socket.serve(&conn_id).await;
+    state.ws_active.fetch_sub(1, Ordering::Relaxed);
+    release_connection_slot(&state, user.id, &conn_id).await;
+    tracing::info!("websocket disconnected");
+}
+
+impl Socket {
+    async fn serve(&mut self, conn_id: &str) {
+        let mut follow = match self.state.relay.follow(self.session_id).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot follow the session");
+                self.close(close_code::AGAIN, "event stream unavailable, reconnect").await;
+                return;
+            }
+        };
+        if self.send_state().await.is_err() || self.replay().await.is_err() {
+            return;
+        }
+        let heartbeat = self.state.config.api.ws_heartbeat;
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        let mut heard_since_ping = true;
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            tokio::select! {
+                frame = self.ws.recv() => {
+                    heard_since_ping = true;
+                    match frame {
+                        Some(Ok(message)) => {
+                            if let Flow::Close = self.on_frame(message).await {
+                                return;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            tracing::info!(error = %e, "websocket read failed");
+                            self.close(close_code::SIZE, "message too large or malformed").await;
+                            return;
+                        }
+                        None => return,
+                    }
+                }
+                relayed = follow.receiver.recv() => {
+                    let result = match relayed {
+                        Ok(Relayed::Event { seq, json }) => self.forward(seq, &json).await,
+                        Ok(Relayed::Resync) | Err(RecvError::Lagged(_)) => self.replay().await,
+                        Err(RecvError::Closed) => Err(()),
+                    };
+                    if result.is_err() {
+                        return;
+                    }
+                }
+                _ = ticker.tick() => {
+                    if !heard_since_ping {
+                        self.close(close_code::AWAY, "missed pong").await;
+                        return;
+                    }
+                    heard_since_ping = false;
+                    if self.ws.send(Message::Ping(Default::default())).await.is_err() {
+                        return;
+                    }
+                    refresh_connection_slot(&self.state, self.user.id, conn_id).await;
+                }
+                _ = shutdown.cancelled() => {
+                    self.close(close_code::AWAY, "server shutting down").await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, message: Message) -> Flow {
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => return self.error("unsupported_frame", "binary frames are not supported; send JSON text").await,
+            Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
+            Message::Close(_) => return Flow::Close,
+        };
+        let limit = self.state.config.api.ws_max_message_bytes;
+        if text.len() > limit {
+            self.close(close_code::SIZE, &format!("message larger than {limit} bytes")).await;
+            return Flow::Close;
+        }
+        let frame: ClientFrame = match serde_json::from_str(text.as_str()) {
+            Ok(f) => f,
+            Err(e) => return self.error("invalid_frame", &format!("invalid frame: {e}")).await,
+        };
+        match frame {
+            ClientFrame::Ping => self.send_local(EventKind::Pong).await,
+            ClientFrame::Resume { after_seq } if after_seq < 0 => {
+                self.error("invalid_frame", "after_seq: must be 0 or more").await
+            }
+            ClientFrame::Resume { after_seq } => {
+                self.last_sent = after_seq;
+                if self.replay().await.is_err() { Flow::Close } else { Flow::Continue }
+            }
+            ClientFrame::Answer { text, client_msg_id } => self.answer(text, client_msg_id).await,
+        }
+    }
+
+    async fn answer(&mut self, text: String, client_msg_id: Option<String>) -> Flow {
+        if let Err(e) = answer_text(&self.state, &text) {
+            return self.error("validation_error", &e).await;
+        }
+        if let Some(Err(e)) = client_msg_id.as_deref().map(idempotency_key) {
+            return self.error("validation_error", &format!("client_msg_id: {e}")).await;
+        }
+        if self.user.role != Role::Candidate {
+            return self.error("forbidden", "only the session's candidate may answer").await;
+        }
+        let request_id = shared::new_request_id();
+        let result = self
+            .state
+            .core
+            .submit_answer(self.session_id, self.user.id, &text, client_msg_id.as_deref(), &request_id)
+            .await;
+        match result {
+            Ok(accepted) => {
+                self.send_local(EventKind::AnswerAccepted {
+                    turn_id: accepted.turn.id,
+                    number: accepted.turn.number,
+                    client_msg_id,
+                    duplicate: !accepted.created,
+                })
+                .await
+            }
+            Err(FlowError::Db(e)) => {
+                let ApiError { code, message, .. } = ApiError::from(e);
+                self.error(code, &message).await
+            }
+            Err(e) => {
+                let ApiError { code, message, .. } = ApiError::from(e);
+                self.error(code, &message).await
+            }
+        }
+    }
+
+    async fn send_state(&mut self) -> Result<(), ()> {
+        let (status, last_seq) = match db::sessions::find(&self.state.db, self.session_id).await {
+            Ok(Some(s)) => (s.status, s.last_seq),
+            _ => return Err(()),
+        };
+        // A client cannot have seen more than was handed out.
+        self.last_sent = self.last_sent.min(last_seq);
+        match self.send_local(EventKind::SessionState { status, last_seq }).await {
+            Flow::Continue => Ok(()),
+            Flow::Close => Err(()),
+        }
+    }
+
+    /// Sends stored events after `last_sent`. The session row is share-locked
+    /// first, so an event published before this socket followed the channel
+    /// has been committed (or is seen live) by the time we read.
+    async fn replay(&mut self) -> Result<(), ()> {
+        loop {
+            let events = match stored_after(&self.state, self.session_id, self.last_sent).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "replay failed");
+                    self.close(close_code::AGAIN, "could not load missed events, reconnect").await;
+                    return Err(());
+                }
+            };
+            let page_full = events.len() as i64 == REPLAY_PAGE;
+            for event in events {
+                let json = serde_json::to_string(&event).map_err(|_| ())?;
+                self.forward(event.seq, &json).await?;
+            }
+            if !page_full {
+                return Ok(());
+            }
+        }
+    }
+
+
+    async fn forward(&mut self, seq: i64, json: &str) -> Result<(), ()> {
+        if seq <= self.last_sent {
+            return Ok(());
+        }
+        self.last_sent = seq;
+        self.ws.send(Message::Text(Utf8Bytes::from(json))).await.map_err(|_| ())
+    }
+
+    /// Sends a per-socket event; its `seq` is the socket's position.
+    async fn send_local(&mut self, kind: EventKind) -> Flow {
+        let event = Event { seq: self.last_sent, session_id: self.session_id, kind };
+        let Ok(json) = serde_json::to_string(&event) else { return Flow::Close };
+        match self.ws.send(Message::Text(json.into())).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Close,
+        }
+    }
+
+    async fn error(&mut self, code: &str, message: &str) -> Flow {
+        self.send_local(EventKind::Error { code: code.to_owned(), message: message.to_owned() }).await
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+        let _ = self.ws.send(Message::Close(Some(frame))).await;
+    }
+}
+
+async fn stored_after(state: &AppState, session: SessionId, after: i64) -> Result<Vec<Event>, db::DbError> {
+    let mut tx = state.db.begin().await?;
+    db::sessions::settled_seq(&mut *tx, session).await?;
+    let events = db::events::after(&mut *tx, session, after, REPLAY_PAGE).await?;
+    tx.commit().await?;
+    Ok(events)
+}
+
+fn connections_key(state: &AppState, user: UserId) -> String {
+    format!("{}:ws-conns:{user}", state.config.redis.key_prefix)
+}
+
+fn slot_ttl_ms(state: &AppState) -> i64 {
+    (state.config.api.ws_heartbeat * 3).as_millis() as i64
+}
+
+/// Counts the user's live connections across every API instance: a sorted
+/// set of connection ids scored by expiry, renewed at each heartbeat, so a
+/// crashed instance's connections lapse on their own.
+async fn claim_connection_slot(state: &AppState, user: UserId, conn_id: &str) -> redis::RedisResult<bool> {
+    static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+        redis::Script::new(
+            r"redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+              if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+              redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+              redis.call('PEXPIRE', KEYS[1], ARGV[5])
+              return 1",
+        )
+    });
+    let now = chrono::Utc::now().timestamp_millis();
+    let ttl = slot_ttl_ms(state);
+    let mut conn = state.redis.clone();
+    let claimed: i64 = SCRIPT
+        .key(connections_key(state, user))
+        .arg(now)
+        .arg(now + ttl)
+        .arg(state.config.api.ws_max_connections_per_user)
+        .arg(conn_id)
+        .arg(ttl)
+        .invoke_async(&mut conn)
+        .await?;
+    Ok(claimed == 1)
+}
+
+async fn refresh_connection_slot(state: &AppState, user: UserId, conn_id: &str) {
+    let expiry = chrono::Utc::now().timestamp_millis() + slot_ttl_ms(state);
+    let mut conn = state.redis.clone();
+    let key = connections_key(state, user);
+    let _ = redis::pipe()
+        .cmd("ZADD").arg(&key).arg("XX").arg(expiry).arg(conn_id)
+        .cmd("PEXPIRE").arg(&key).arg(slot_ttl_ms(state))
+        .query_async::<()>(&mut conn)
+        .await;
+}
+
+async fn release_connection_slot(state: &AppState, user: UserId, conn_id: &str) {
+    let mut conn = state.redis.clone();
+    let _ = redis::cmd("ZREM").arg(connections_key(state, user)).arg(conn_id).query_async::<()>(&mut conn).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_frames_parse_and_bad_ones_name_the_problem() {
+        assert!(matches!(serde_json::from_str::<ClientFrame>(r#"{"type":"ping"}"#), Ok(ClientFrame::Ping)));
+        assert!(matches!(
+            serde_json::from_str::<ClientFrame>(r#"{"type":"resume","after_seq":3}"#),
+            Ok(ClientFrame::Resume { after_seq: 3 })
+        ));
+        let err = serde_json::from_str::<ClientFrame>(r#"{"type":"answer"}"#).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("text")));
+        let err = serde_json::from_str::<ClientFrame>(r#"{"type":"dance"}"#).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("dance")));
+    }
+}

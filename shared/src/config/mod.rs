@@ -1,0 +1,470 @@
+//! Configuration from the seed's environment variables (see `.env.example`),
+//! validated once at start-up.
+
+mod vars;
+
+use std::time::Duration;
+
+pub use vars::{ConfigError, Vars};
+
+/// Which binary is loading the configuration: some variables are required
+/// only by the part that uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    /// The HTTP / WebSocket API.
+    Api,
+    /// The job worker.
+    Worker,
+    /// The cron scheduler.
+    Scheduler,
+}
+
+impl Component {
+    /// The `service` field of log lines.
+    pub fn service_name(self) -> &'static str {
+        match self {
+            Component::Api => "api-backend",
+            Component::Worker => "worker",
+            Component::Scheduler => "scheduler",
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `APP_NAME`, `APP_VERSION`, `ENVIRONMENT`, `LOG_LEVEL`.
+    pub app: AppConfig,
+    /// `DATABASE_*`.
+    pub database: DatabaseConfig,
+    /// `REDIS_*`.
+    pub redis: RedisConfig,
+    /// Queue and job policy shared by the API (which enqueues) and the worker.
+    pub jobs: JobsConfig,
+    /// `API_*`, `JWT_*`, `WS_*`, `CORS_*` and request limits.
+    pub api: ApiConfig,
+    /// Worker pools and the provider used by jobs.
+    pub worker: WorkerConfig,
+    /// `BOOTSTRAP_ADMIN_*`.
+    pub bootstrap_admin: Option<BootstrapAdmin>,
+}
+
+/// Application identity and logging.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// `APP_NAME`.
+    pub name: String,
+    /// `APP_VERSION` (default: the crate version).
+    pub version: String,
+    /// `ENVIRONMENT`: development, staging or production.
+    pub environment: String,
+    /// `LOG_LEVEL`: the seed's levels (DEBUG, INFO, WARNING, ERROR, CRITICAL) or a tracing filter.
+    pub log_filter: String,
+}
+
+/// PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `DATABASE_URL`; the seed's `postgresql+asyncpg://` scheme is accepted.
+    pub url: String,
+    /// `DATABASE_POOL_SIZE` + `DATABASE_MAX_OVERFLOW`: sqlx has one pool size, the sum.
+    pub max_connections: u32,
+    /// `DATABASE_POOL_TIMEOUT`: how long a request waits for a connection.
+    pub acquire_timeout: Duration,
+    /// `RUN_MIGRATIONS`: apply pending migrations at start-up.
+    pub run_migrations: bool,
+}
+
+/// Redis.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `REDIS_URL` with `REDIS_PASSWORD` applied.
+    pub url: String,
+    /// `REDIS_SOCKET_TIMEOUT`: connect and response timeout.
+    pub socket_timeout: Duration,
+    /// `REDIS_KEY_PREFIX`: prefix of every queue, key and channel this service uses.
+    pub key_prefix: String,
+}
+
+/// Queue policy.
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    /// `JOB_MAX_ATTEMPTS`: attempts of a job before it is dead.
+    pub max_attempts: u32,
+    /// `JOB_BACKOFF_BASE_MS`: first retry delay (doubles each attempt, full jitter).
+    pub backoff_base: Duration,
+    /// `JOB_BACKOFF_MAX_MS`: cap on a retry delay.
+    pub backoff_max: Duration,
+    /// `TURN_LEASE_SECONDS`: a running turn whose worker stops renewing its
+    /// lease this long is taken over by another worker.
+    pub lease: Duration,
+    /// `RECONCILE_INTERVAL_SECONDS`: how often a worker looks for lost jobs.
+    pub reconcile_interval: Duration,
+    /// `RECONCILE_QUEUED_AFTER_SECONDS`: a turn still `queued` after this long is re-enqueued.
+    pub requeue_after: Duration,
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// `API_HOST`.
+    pub host: String,
+    /// `API_PORT`.
+    pub port: u16,
+    /// `API_PREFIX` (default `/api/v1`).
+    pub prefix: String,
+    /// `JWT_SECRET_KEY`, and `JWT_SECRET_KEY_NEW` during a rotation.
+    pub jwt: JwtConfig,
+    /// `CORS_ALLOWED_ORIGINS` and the seed's `ALLOWED_ORIGINS`.
+    pub cors_allowed_origins: Vec<String>,
+    /// `MAX_REQUEST_BODY_BYTES`.
+    pub max_body_bytes: usize,
+    /// `ANSWER_MAX_CHARS`: longest accepted candidate answer.
+    pub answer_max_chars: usize,
+    /// `WS_HEARTBEAT_INTERVAL`: seconds between pings; a missed pong closes.
+    pub ws_heartbeat: Duration,
+    /// `WS_MAX_CONNECTIONS_PER_USER`.
+    pub ws_max_connections_per_user: usize,
+    /// `WS_MESSAGE_MAX_SIZE`: larger frames close the socket with 1009.
+    pub ws_max_message_bytes: usize,
+    /// `HEALTH_CHECK_TIMEOUT_MS`: per dependency check.
+    pub health_check_timeout: Duration,
+    /// `SESSION_TIMEOUT_MINUTES`: idle time after which a session expires.
+    pub session_timeout: Duration,
+}
+
+/// Token signing.
+#[derive(Clone)]
+pub struct JwtConfig {
+    /// `JWT_SECRET_KEY`: verifies, and signs unless a new key is set.
+    pub secret: String,
+    /// `JWT_SECRET_KEY_NEW`: during a rotation it signs; both verify.
+    pub new_secret: Option<String>,
+    /// `JWT_ACCESS_TOKEN_EXPIRE_MINUTES`.
+    pub access_ttl: Duration,
+    /// `JWT_REFRESH_TOKEN_EXPIRE_DAYS`.
+    pub refresh_ttl: Duration,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("secret", &"<redacted>")
+            .field("new_secret", &self.new_secret.as_ref().map(|_| "<redacted>"))
+            .field("access_ttl", &self.access_ttl)
+            .field("refresh_ttl", &self.refresh_ttl)
+            .finish()
+    }
+}
+
+/// Worker pools and provider.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `TURN_WORKER_CONCURRENCY`: turn jobs one worker process runs at once.
+    pub turn_concurrency: usize,
+    /// `BATCH_WORKER_CONCURRENCY`: evaluation and batch jobs at once, in their own pool.
+    pub batch_concurrency: usize,
+    /// `WORKER_SHUTDOWN_TIMEOUT_SECONDS`: on SIGTERM, how long held jobs may finish.
+    pub shutdown_timeout: Duration,
+    /// `AI_PROVIDER`.
+    pub provider: ProviderKind,
+    /// `SCRIPTED_DELTA_DELAY_MS`: pause between the scripted provider's deltas.
+    pub scripted_delta_delay: Duration,
+}
+
+/// The provider kinds of SPEC §7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// The built-in deterministic interviewer.
+    Scripted,
+}
+
+/// The first admin, created at start-up when none exists.
+#[derive(Clone)]
+pub struct BootstrapAdmin {
+    /// `BOOTSTRAP_ADMIN_EMAIL`.
+    pub email: String,
+    /// `BOOTSTRAP_ADMIN_PASSWORD`.
+    pub password: String,
+}
+
+impl std::fmt::Debug for BootstrapAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapAdmin")
+            .field("email", &self.email)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+const PROVIDERS_NOT_BUILT: [&str; 4] = ["azure_openai", "aws_bedrock", "gcp_vertex", "openai_compatible"];
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env(component: Component) -> Result<Self, ConfigError> {
+        Self::from_vars(Vars::from_env(), component)
+    }
+
+    /// Reads `vars`; every problem is collected and reported together.
+    pub fn from_vars(mut v: Vars, component: Component) -> Result<Self, ConfigError> {
+        let app = AppConfig {
+            name: v.string("APP_NAME", "AI Interview System"),
+            version: v.string("APP_VERSION", env!("CARGO_PKG_VERSION")),
+            environment: environment(&mut v),
+            log_filter: log_filter(&mut v),
+        };
+        let database = DatabaseConfig {
+            url: database_url(&mut v),
+            max_connections: v.ranged("DATABASE_POOL_SIZE", 20, 1, 1000)
+                + v.ranged("DATABASE_MAX_OVERFLOW", 10, 0, 1000),
+            acquire_timeout: v.seconds("DATABASE_POOL_TIMEOUT", 30, 1, 600),
+            run_migrations: v.flag("RUN_MIGRATIONS", true),
+        };
+        let redis = RedisConfig {
+            url: redis_url(&mut v),
+            socket_timeout: v.seconds("REDIS_SOCKET_TIMEOUT", 5, 1, 300),
+            key_prefix: key_prefix(&mut v),
+        };
+        let jobs = JobsConfig {
+            max_attempts: v.ranged("JOB_MAX_ATTEMPTS", 5, 1, 100),
+            backoff_base: v.millis("JOB_BACKOFF_BASE_MS", 500, 1, 3_600_000),
+            backoff_max: v.millis("JOB_BACKOFF_MAX_MS", 30_000, 1, 86_400_000),
+            lease: v.seconds("TURN_LEASE_SECONDS", 30, 1, 3600),
+            reconcile_interval: v.seconds("RECONCILE_INTERVAL_SECONDS", 5, 1, 3600),
+            requeue_after: v.seconds("RECONCILE_QUEUED_AFTER_SECONDS", 30, 1, 86_400),
+        };
+        if jobs.backoff_base > jobs.backoff_max {
+            v.problem("JOB_BACKOFF_BASE_MS", "must not exceed JOB_BACKOFF_MAX_MS");
+        }
+        let api = ApiConfig {
+            host: v.string("API_HOST", "0.0.0.0"),
+            port: v.parse("API_PORT", 8001),
+            prefix: api_prefix(&mut v),
+            jwt: jwt(&mut v, component == Component::Api),
+            cors_allowed_origins: {
+                let mut origins = v.list("CORS_ALLOWED_ORIGINS");
+                origins.extend(v.list("ALLOWED_ORIGINS"));
+                origins.dedup();
+                origins
+            },
+            max_body_bytes: v.ranged("MAX_REQUEST_BODY_BYTES", 65_536, 1_024, 16 * 1_048_576),
+            answer_max_chars: v.ranged("ANSWER_MAX_CHARS", 8_000, 1, 1_000_000),
+            ws_heartbeat: v.seconds("WS_HEARTBEAT_INTERVAL", 30, 1, 3600),
+            ws_max_connections_per_user: v.ranged("WS_MAX_CONNECTIONS_PER_USER", 3, 1, 1000),
+            ws_max_message_bytes: v.ranged("WS_MESSAGE_MAX_SIZE", 1_048_576, 256, 64 * 1_048_576),
+            health_check_timeout: v.millis("HEALTH_CHECK_TIMEOUT_MS", 2_000, 10, 60_000),
+            session_timeout: Duration::from_secs(60 * v.ranged("SESSION_TIMEOUT_MINUTES", 60, 1, 100_000)),
+        };
+        let worker = WorkerConfig {
+            turn_concurrency: v.ranged("TURN_WORKER_CONCURRENCY", 64, 1, 10_000),
+            batch_concurrency: v.ranged("BATCH_WORKER_CONCURRENCY", 4, 1, 1_000),
+            shutdown_timeout: v.seconds("WORKER_SHUTDOWN_TIMEOUT_SECONDS", 30, 1, 3600),
+            provider: provider(&mut v),
+            scripted_delta_delay: v.millis("SCRIPTED_DELTA_DELAY_MS", 20, 0, 10_000),
+        };
+        let bootstrap_admin = match (v.get("BOOTSTRAP_ADMIN_EMAIL"), v.get("BOOTSTRAP_ADMIN_PASSWORD")) {
+            (Some(email), Some(password)) => Some(BootstrapAdmin {
+                email: email.to_owned(),
+                password: password.to_owned(),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                v.problem("BOOTSTRAP_ADMIN_PASSWORD", "is required when BOOTSTRAP_ADMIN_EMAIL is set");
+                None
+            }
+            (None, Some(_)) => {
+                v.problem("BOOTSTRAP_ADMIN_EMAIL", "is required when BOOTSTRAP_ADMIN_PASSWORD is set");
+                None
+            }
+        };
+        v.finish()?;
+        Ok(Config { app, database, redis, jobs, api, worker, bootstrap_admin })
+    }
+}
+
+fn environment(v: &mut Vars) -> String {
+    let env = v.string("ENVIRONMENT", "development").to_ascii_lowercase();
+    if !matches!(env.as_str(), "development" | "staging" | "production" | "test") {
+        v.problem("ENVIRONMENT", format!("expected development, staging, production or test, got {env:?}"));
+    }
+    env
+}
+
+fn log_filter(v: &mut Vars) -> String {
+    let raw = v.string("LOG_LEVEL", "INFO");
+    let level = match raw.to_ascii_uppercase().as_str() {
+        "TRACE" => "trace",
+        "DEBUG" => "debug",
+        "INFO" => "info",
+        "WARNING" | "WARN" => "warn",
+        "ERROR" | "CRITICAL" => "error",
+        // Anything else is taken as a tracing filter such as `info,sqlx=warn`.
+        _ => return raw,
+    };
+    // Our crates at the chosen level; chatty dependencies one step quieter.
+    format!("{level},sqlx=warn,apalis=warn,apalis_core=warn,apalis_redis=warn,tower_http=warn")
+}
+
+fn database_url(v: &mut Vars) -> String {
+    let url = v.required("DATABASE_URL");
+    // The seed's SQLAlchemy URL names its driver; sqlx speaks the protocol itself.
+    let url = url
+        .replacen("postgresql+asyncpg://", "postgres://", 1)
+        .replacen("postgresql://", "postgres://", 1);
+    if !url.is_empty() && !url.starts_with("postgres://") {
+        v.problem("DATABASE_URL", "must start with postgres:// or postgresql://");
+    }
+    url
+}
+
+fn redis_url(v: &mut Vars) -> String {
+    let url = v.string("REDIS_URL", "redis://127.0.0.1:6379/0");
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        v.problem("REDIS_URL", "must start with redis:// or rediss://");
+        return url;
+    }
+    match v.get("REDIS_PASSWORD").map(str::to_owned) {
+        Some(password) if !url.contains('@') => {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("redis", &url));
+            format!("{scheme}://:{}@{rest}", percent_encode(&password))
+        }
+        _ => url,
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn key_prefix(v: &mut Vars) -> String {
+    let prefix = v.string("REDIS_KEY_PREFIX", "aiv");
+    // apalis-redis splits notification channels on ':', so queue names may not hold one.
+    if !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || prefix.len() > 64 {
+        v.problem("REDIS_KEY_PREFIX", "may hold only letters, digits, '_' and '-' (at most 64)");
+    }
+    prefix
+}
+
+fn api_prefix(v: &mut Vars) -> String {
+    let prefix = v.string("API_PREFIX", "/api/v1");
+    if !prefix.starts_with('/') || prefix.ends_with('/') {
+        v.problem("API_PREFIX", "must start with '/' and not end with one");
+    }
+    prefix
+}
+
+fn jwt(v: &mut Vars, required: bool) -> JwtConfig {
+    let algorithm = v.string("JWT_ALGORITHM", "HS256");
+    if algorithm != "HS256" {
+        v.problem("JWT_ALGORITHM", format!("only HS256 is supported, got {algorithm:?}"));
+    }
+    let secret = if required { v.required("JWT_SECRET_KEY") } else { v.string("JWT_SECRET_KEY", "") };
+    if required && !secret.is_empty() && secret.len() < 32 {
+        v.problem("JWT_SECRET_KEY", "must be at least 32 characters");
+    }
+    let new_secret = v.get("JWT_SECRET_KEY_NEW").map(str::to_owned);
+    if new_secret.as_ref().is_some_and(|s| s.len() < 32) {
+        v.problem("JWT_SECRET_KEY_NEW", "must be at least 32 characters");
+    }
+    JwtConfig {
+        secret,
+        new_secret,
+        access_ttl: Duration::from_secs(60 * v.ranged("JWT_ACCESS_TOKEN_EXPIRE_MINUTES", 30, 1, 1440)),
+        refresh_ttl: Duration::from_secs(86_400 * v.ranged("JWT_REFRESH_TOKEN_EXPIRE_DAYS", 7, 1, 365)),
+    }
+}
+
+fn provider(v: &mut Vars) -> ProviderKind {
+    let name = v.string("AI_PROVIDER", "scripted").to_ascii_lowercase();
+    match name.as_str() {
+        "scripted" => ProviderKind::Scripted,
+        other if PROVIDERS_NOT_BUILT.contains(&other) => {
+            v.problem(
+                "AI_PROVIDER",
+                format!("{other:?} is not built yet (see the providers issue); use \"scripted\""),
+            );
+            ProviderKind::Scripted
+        }
+        other => {
+            v.problem(
+                "AI_PROVIDER",
+                format!("unknown provider {other:?}; expected scripted, azure_openai, aws_bedrock, gcp_vertex or openai_compatible"),
+            );
+            ProviderKind::Scripted
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)], component: Component) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_vars(Vars::from_map(map), component)
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn the_seed_database_url_is_accepted() {
+        let c = load(
+            &[("DATABASE_URL", "postgresql+asyncpg://u:p@db:5432/ai"), ("JWT_SECRET_KEY", SECRET)],
+            Component::Api,
+        )
+        .expect("valid");
+        assert_eq!(c.database.url, "postgres://u:p@db:5432/ai");
+        assert_eq!(c.database.max_connections, 30);
+        assert_eq!(c.api.port, 8001);
+    }
+
+    #[test]
+    fn the_api_needs_a_long_jwt_secret_but_the_worker_does_not() {
+        let err = load(&[("DATABASE_URL", "postgres://x/y"), ("JWT_SECRET_KEY", "short")], Component::Api)
+            .expect_err("short secret");
+        assert!(err.to_string().contains("JWT_SECRET_KEY: must be at least 32"), "{err}");
+        assert!(load(&[("DATABASE_URL", "postgres://x/y")], Component::Worker).is_ok());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let err = load(
+            &[
+                ("DATABASE_URL", "mysql://x"),
+                ("API_PORT", "eighty"),
+                ("REDIS_KEY_PREFIX", "a:b"),
+                ("AI_PROVIDER", "azure_openai"),
+                ("WS_MAX_CONNECTIONS_PER_USER", "0"),
+            ],
+            Component::Worker,
+        )
+        .expect_err("bad");
+        let text = err.to_string();
+        for name in ["DATABASE_URL", "API_PORT", "REDIS_KEY_PREFIX", "AI_PROVIDER", "WS_MAX_CONNECTIONS_PER_USER"] {
+            assert!(text.contains(&format!("{name}:")), "{name} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn redis_password_goes_into_the_url() {
+        let c = load(
+            &[("DATABASE_URL", "postgres://x/y"), ("REDIS_URL", "redis://r:6379/0"), ("REDIS_PASSWORD", "p@ss")],
+            Component::Worker,
+        )
+        .expect("valid");
+        assert_eq!(c.redis.url, "redis://:p%40ss@r:6379/0");
+    }
+
+    #[test]
+    fn seed_log_levels_map_to_filters() {
+        let c = load(&[("DATABASE_URL", "postgres://x/y"), ("LOG_LEVEL", "WARNING")], Component::Worker)
+            .expect("valid");
+        assert!(c.app.log_filter.starts_with("warn,"));
+    }
+}

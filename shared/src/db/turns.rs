@@ -1,0 +1,276 @@
+//! Turns: stored `queued` before their job is pushed, claimed by one worker
+//! at a time under a lease, finished with a fencing check on the attempt.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgExecutor};
+
+use super::{DbError, conflict};
+use crate::domain::TurnStatus;
+use crate::events::Usage;
+use crate::ids::{SessionId, TurnId};
+
+/// A turn row.
+#[derive(Debug, Clone, FromRow)]
+pub struct Turn {
+    /// Id.
+    pub id: TurnId,
+    /// Session.
+    pub session_id: SessionId,
+    /// 0 for the opening turn, then 1, 2, ...
+    pub number: i32,
+    /// The candidate's answer (none for the opening turn).
+    pub candidate_message: Option<String>,
+    /// The interviewer's reply, once completed.
+    pub interviewer_message: Option<String>,
+    /// Status.
+    #[sqlx(try_from = "String")]
+    pub status: TurnStatus,
+    /// The client's idempotency key.
+    pub idempotency_key: Option<String>,
+    /// The HTTP request that created it.
+    pub request_id: Option<String>,
+    /// Provider that answered.
+    pub provider: Option<String>,
+    /// Model that answered.
+    pub model: Option<String>,
+    /// Tokens sent.
+    pub prompt_tokens: Option<i32>,
+    /// Tokens received.
+    pub completion_tokens: Option<i32>,
+    /// Estimated cost in USD.
+    pub cost_usd: Option<f64>,
+    /// Provider latency.
+    pub latency_ms: Option<i32>,
+    /// Attempts so far.
+    pub attempts: i32,
+    /// Last error.
+    pub error: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Finished.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+macro_rules! columns {
+    () => {
+        "id, session_id, number, candidate_message, interviewer_message, status, idempotency_key,
+    request_id, provider, model, prompt_tokens, completion_tokens, cost_usd, latency_ms, attempts, error,
+    created_at, completed_at"
+    };
+}
+
+/// Inserts a queued turn; a repeated idempotency key is `Conflict("turns_session_id_idempotency_key_key")`.
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    session: SessionId,
+    number: i32,
+    candidate_message: Option<&str>,
+    idempotency_key: Option<&str>,
+    request_id: &str,
+    job_id: &str,
+) -> Result<Turn, DbError> {
+    sqlx::query_as(concat!(
+        "INSERT INTO turns (id, session_id, number, candidate_message, idempotency_key, request_id, job_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+        columns!()
+    ))
+    .bind(TurnId::new())
+    .bind(session)
+    .bind(number)
+    .bind(candidate_message)
+    .bind(idempotency_key)
+    .bind(request_id)
+    .bind(job_id)
+    .fetch_one(db)
+    .await
+    .map_err(conflict)
+}
+
+/// The turn with this id.
+pub async fn find(db: impl PgExecutor<'_>, id: TurnId) -> Result<Option<Turn>, DbError> {
+    Ok(sqlx::query_as(concat!("SELECT ", columns!(), " FROM turns WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?)
+}
+
+/// The turn a session already created under this idempotency key.
+pub async fn find_by_key(db: impl PgExecutor<'_>, session: SessionId, key: &str) -> Result<Option<Turn>, DbError> {
+    Ok(sqlx::query_as(concat!("SELECT ", columns!(), " FROM turns WHERE session_id = $1 AND idempotency_key = $2"))
+        .bind(session)
+        .bind(key)
+        .fetch_optional(db)
+        .await?)
+}
+
+/// The newest turn of a session.
+pub async fn last(db: impl PgExecutor<'_>, session: SessionId) -> Result<Option<Turn>, DbError> {
+    Ok(sqlx::query_as(concat!("SELECT ", columns!(), " FROM turns WHERE session_id = $1 ORDER BY number DESC LIMIT 1"))
+        .bind(session)
+        .fetch_optional(db)
+        .await?)
+}
+
+/// Every turn of a session, in order.
+pub async fn list(db: impl PgExecutor<'_>, session: SessionId) -> Result<Vec<Turn>, DbError> {
+    Ok(sqlx::query_as(concat!("SELECT ", columns!(), " FROM turns WHERE session_id = $1 ORDER BY number"))
+        .bind(session)
+        .fetch_all(db)
+        .await?)
+}
+
+/// Records which queue job carries the turn now.
+pub async fn set_job(db: impl PgExecutor<'_>, id: TurnId, job_id: &str) -> Result<(), DbError> {
+    sqlx::query("UPDATE turns SET job_id = $2 WHERE id = $1")
+        .bind(id)
+        .bind(job_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// A turn a worker now holds.
+#[derive(Debug, Clone, Copy, FromRow)]
+pub struct Claim {
+    /// The attempt number: the fencing token every later write checks.
+    pub attempt: i32,
+    /// Whether an earlier attempt had started (and may have streamed text).
+    pub restarted: bool,
+}
+
+/// Takes the turn if it is queued, or running under an expired lease (its
+/// worker died). `None` if it is finished or another worker holds it.
+pub async fn claim(db: impl PgExecutor<'_>, id: TurnId, worker: &str, lease: Duration) -> Result<Option<Claim>, DbError> {
+    Ok(sqlx::query_as(
+        "UPDATE turns SET status = 'running', attempts = attempts + 1, worker = $2,
+             lease_until = now() + make_interval(secs => $3), started_at = coalesce(started_at, now())
+         WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND lease_until < now()))
+         RETURNING attempts AS attempt, (attempts > 1) AS restarted",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(lease.as_secs_f64())
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Extends the lease of a held turn; false if the turn was taken over.
+pub async fn renew(db: impl PgExecutor<'_>, id: TurnId, attempt: i32, lease: Duration) -> Result<bool, DbError> {
+    Ok(sqlx::query(
+        "UPDATE turns SET lease_until = now() + make_interval(secs => $3)
+         WHERE id = $1 AND attempts = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(attempt)
+    .bind(lease.as_secs_f64())
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// What a finished provider call produced.
+#[derive(Debug, Clone)]
+pub struct Reply<'a> {
+    /// The whole message.
+    pub message: &'a str,
+    /// Tokens.
+    pub usage: Usage,
+    /// Provider name.
+    pub provider: &'a str,
+    /// Model.
+    pub model: &'a str,
+    /// Estimated cost.
+    pub cost_usd: f64,
+    /// Latency of the call.
+    pub latency_ms: i32,
+}
+
+/// Stores the reply if this attempt still holds the turn.
+pub async fn complete(db: impl PgExecutor<'_>, id: TurnId, attempt: i32, reply: &Reply<'_>) -> Result<bool, DbError> {
+    Ok(sqlx::query(
+        "UPDATE turns SET status = 'completed', interviewer_message = $3, prompt_tokens = $4,
+             completion_tokens = $5, provider = $6, model = $7, cost_usd = $8, latency_ms = $9,
+             error = NULL, lease_until = NULL, completed_at = now()
+         WHERE id = $1 AND attempts = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(attempt)
+    .bind(reply.message)
+    .bind(reply.usage.prompt_tokens)
+    .bind(reply.usage.completion_tokens)
+    .bind(reply.provider)
+    .bind(reply.model)
+    .bind(reply.cost_usd)
+    .bind(reply.latency_ms)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Hands the turn back to the queue after a retryable failure.
+pub async fn release(db: impl PgExecutor<'_>, id: TurnId, attempt: i32, error: &str) -> Result<bool, DbError> {
+    Ok(sqlx::query(
+        "UPDATE turns SET status = 'queued', error = $3, lease_until = NULL, enqueued_at = now()
+         WHERE id = $1 AND attempts = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(attempt)
+    .bind(error)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Marks the turn failed for good.
+pub async fn fail(db: impl PgExecutor<'_>, id: TurnId, attempt: i32, error: &str) -> Result<bool, DbError> {
+    Ok(sqlx::query(
+        "UPDATE turns SET status = 'failed', error = $3, lease_until = NULL, completed_at = now()
+         WHERE id = $1 AND attempts = $2 AND status IN ('running', 'queued')",
+    )
+    .bind(id)
+    .bind(attempt)
+    .bind(error)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// A turn the reconciler found unattended.
+#[derive(Debug, Clone, FromRow)]
+pub struct Unattended {
+    /// The turn.
+    pub id: TurnId,
+    /// Its session.
+    pub session_id: SessionId,
+    /// Its request id.
+    pub request_id: Option<String>,
+    /// The job that last carried it.
+    pub job_id: Option<String>,
+    /// Whether it is `running` under an expired lease (else `queued` for long).
+    pub lease_expired: bool,
+}
+
+/// Turns queued longer than `queued_after`, or running under an expired
+/// lease. Each is stamped so the next pass leaves it alone for `queued_after`.
+pub async fn unattended(db: impl PgExecutor<'_>, queued_after: Duration, limit: i64) -> Result<Vec<Unattended>, DbError> {
+    Ok(sqlx::query_as(
+        "UPDATE turns t SET enqueued_at = now()
+         FROM (SELECT id, status = 'running' AS lease_expired FROM turns
+               WHERE (status = 'queued' AND enqueued_at < now() - make_interval(secs => $1))
+                  OR (status = 'running' AND lease_until < now()
+                      AND enqueued_at < now() - make_interval(secs => least($1, 1.0)))
+               ORDER BY enqueued_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
+         WHERE t.id = due.id
+         RETURNING t.id, t.session_id, t.request_id, t.job_id, due.lease_expired",
+    )
+    .bind(queued_after.as_secs_f64())
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}

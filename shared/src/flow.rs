@@ -1,0 +1,228 @@
+//! The interview flow of SPEC §3 as operations on PostgreSQL, the event
+//! stream and the queues: start a session, accept an answer, end a session.
+//! The API calls them for HTTP and WebSocket alike; the worker calls
+//! [`Core::finish_session_in`] when `max_turns` is reached.
+//!
+//! Every operation writes PostgreSQL first and pushes its job after the
+//! commit; a push that fails leaves a `queued` row the reconciler re-enqueues.
+
+use chrono::Utc;
+use sqlx::PgPool;
+
+use crate::db::{self, DbError, Tx};
+use crate::domain::{Role, SessionStatus, TurnStatus};
+use crate::events::EventKind;
+use crate::ids::{SessionId, UserId};
+use crate::jobs::{BatchJob, TurnJob};
+use crate::queue::{Queues, new_job_id};
+use crate::stream::EventBus;
+
+/// What an operation refuses, in the client's terms.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// No such session or interview.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The caller may not do this to the session.
+    #[error("not allowed on this session")]
+    Forbidden,
+    /// The session no longer takes answers.
+    #[error("the session is {0}")]
+    NotActive(SessionStatus),
+    /// The session's time is up.
+    #[error("the session's time is over")]
+    Expired,
+    /// The interviewer is still answering the previous turn.
+    #[error("the interviewer is still answering turn {0}; wait for turn.completed")]
+    TurnInProgress(i32),
+    /// The idempotency key was used before for a different answer.
+    #[error("this Idempotency-Key was already used for a different answer")]
+    KeyReused,
+    /// Storage failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// An accepted answer.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The turn.
+    pub turn: db::turns::Turn,
+    /// False when the idempotency key returned an earlier turn.
+    pub created: bool,
+}
+
+/// How an end request went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The session completed now.
+    Now,
+    /// A turn is in flight: the session completes when it finishes.
+    AfterTurn,
+    /// It had already ended.
+    Already(SessionStatus),
+}
+
+/// The database, the event stream and the queues: what every operation needs.
+#[derive(Clone)]
+pub struct Core {
+    /// PostgreSQL.
+    pub db: PgPool,
+    /// Session events.
+    pub bus: EventBus,
+    /// Job queues.
+    pub queues: Queues,
+}
+
+impl Core {
+    /// Starts a session for `candidate` and enqueues its opening turn.
+    pub async fn start_session(
+        &self,
+        interview: &db::interviews::Interview,
+        candidate: UserId,
+        request_id: &str,
+    ) -> Result<(db::sessions::Session, db::turns::Turn), FlowError> {
+        let id = SessionId::new();
+        let expires_at = Utc::now() + chrono::Duration::minutes(i64::from(interview.duration_minutes));
+        let job_id = new_job_id();
+        let mut tx = self.db.begin().await.map_err(DbError::from)?;
+        db::sessions::insert(&mut *tx, id, interview.id, candidate, expires_at).await?;
+        let turn = db::turns::insert(&mut *tx, id, 0, None, None, request_id, &job_id).await?;
+        self.bus
+            .emit(&mut tx, id, EventKind::TurnQueued { turn_id: turn.id, number: 0 })
+            .await?;
+        let session = db::sessions::find(&mut *tx, id).await?.ok_or(FlowError::NotFound("session"))?;
+        tx.commit().await.map_err(DbError::from)?;
+        self.push_turn(&job_id, &turn, request_id).await;
+        Ok((session, turn))
+    }
+
+    /// Stores the candidate's answer as a queued turn and enqueues it. The
+    /// same `key` again returns the first turn and creates nothing.
+    pub async fn submit_answer(
+        &self,
+        session_id: SessionId,
+        candidate: UserId,
+        text: &str,
+        key: Option<&str>,
+        request_id: &str,
+    ) -> Result<Accepted, FlowError> {
+        let mut tx = self.db.begin().await.map_err(DbError::from)?;
+        let session = db::sessions::lock(&mut *tx, session_id).await?.ok_or(FlowError::NotFound("session"))?;
+        if session.candidate_id != candidate {
+            return Err(FlowError::Forbidden);
+        }
+        // Under the session lock, so a concurrent duplicate sees the first one.
+        if let Some(key) = key
+            && let Some(turn) = db::turns::find_by_key(&mut *tx, session_id, key).await?
+        {
+            return if turn.candidate_message.as_deref() == Some(text) {
+                Ok(Accepted { turn, created: false })
+            } else {
+                Err(FlowError::KeyReused)
+            };
+        }
+        check_open(&session)?;
+        let last = db::turns::last(&mut *tx, session_id).await?;
+        if let Some(last) = &last
+            && matches!(last.status, TurnStatus::Queued | TurnStatus::Running)
+        {
+            return Err(FlowError::TurnInProgress(last.number));
+        }
+        let number = last.map_or(0, |t| t.number + 1);
+        let job_id = new_job_id();
+        let turn = db::turns::insert(&mut *tx, session_id, number, Some(text), key, request_id, &job_id).await?;
+        db::sessions::touch(&mut *tx, session_id).await?;
+        self.bus
+            .emit(&mut tx, session_id, EventKind::TurnQueued { turn_id: turn.id, number })
+            .await?;
+        tx.commit().await.map_err(DbError::from)?;
+        self.push_turn(&job_id, &turn, request_id).await;
+        Ok(Accepted { turn, created: true })
+    }
+
+    /// Ends the session (candidate, interview owner or admin). With a turn in
+    /// flight it ends when that turn finishes, so the evaluation sees it.
+    pub async fn end_session(
+        &self,
+        session_id: SessionId,
+        user: UserId,
+        role: Role,
+        request_id: &str,
+    ) -> Result<Ended, FlowError> {
+        let mut tx = self.db.begin().await.map_err(DbError::from)?;
+        let session = db::sessions::lock(&mut *tx, session_id).await?.ok_or(FlowError::NotFound("session"))?;
+        if !(role == Role::Admin || session.candidate_id == user || session.owner_id == user) {
+            return Err(FlowError::Forbidden);
+        }
+        if session.status != SessionStatus::Active {
+            return Ok(Ended::Already(session.status));
+        }
+        let in_flight = db::turns::last(&mut *tx, session_id)
+            .await?
+            .is_some_and(|t| matches!(t.status, TurnStatus::Queued | TurnStatus::Running));
+        if in_flight {
+            db::sessions::request_end(&mut *tx, session_id).await?;
+            tx.commit().await.map_err(DbError::from)?;
+            return Ok(Ended::AfterTurn);
+        }
+        let job = self
+            .finish_session_in(&mut tx, session_id, SessionStatus::Completed, "ended", request_id)
+            .await?;
+        tx.commit().await.map_err(DbError::from)?;
+        if let Some((job_id, job)) = job {
+            self.push_batch(&job_id, job).await;
+        }
+        Ok(Ended::Now)
+    }
+
+    /// Inside `tx` (the session locked): ends the session, publishes
+    /// `session.completed` and creates its pending evaluation. Returns the
+    /// evaluation job to push after the commit (`None` if it had ended).
+    pub async fn finish_session_in(
+        &self,
+        tx: &mut Tx<'_>,
+        session_id: SessionId,
+        status: SessionStatus,
+        reason: &str,
+        request_id: &str,
+    ) -> Result<Option<(String, BatchJob)>, FlowError> {
+        if !db::sessions::finish(&mut **tx, session_id, status).await? {
+            return Ok(None);
+        }
+        self.bus
+            .emit(tx, session_id, EventKind::SessionCompleted { status, reason: reason.to_owned() })
+            .await?;
+        let job_id = new_job_id();
+        db::evaluations::create(&mut **tx, session_id, request_id, &job_id).await?;
+        Ok(Some((job_id, BatchJob::Evaluation { session_id, request_id: request_id.to_owned() })))
+    }
+
+    /// Pushes a stored turn's job; a failure is left to the reconciler.
+    pub async fn push_turn(&self, job_id: &str, turn: &db::turns::Turn, request_id: &str) {
+        let job = TurnJob { turn_id: turn.id, session_id: turn.session_id, request_id: request_id.to_owned() };
+        if let Err(e) = self.queues.push_turn(job_id, job).await {
+            tracing::warn!(error = %e, turn_id = %turn.id, "turn stored but not enqueued; the reconciler will retry");
+        }
+    }
+
+    /// Pushes batch work; a failure is left to the reconciler.
+    pub async fn push_batch(&self, job_id: &str, job: BatchJob) {
+        if let Err(e) = self.queues.push_batch(job_id, job).await {
+            tracing::warn!(error = %e, "batch job stored but not enqueued; the reconciler will retry");
+        }
+    }
+}
+
+fn check_open(session: &db::sessions::Session) -> Result<(), FlowError> {
+    if session.status != SessionStatus::Active {
+        return Err(FlowError::NotActive(session.status));
+    }
+    if session.end_requested_at.is_some() {
+        return Err(FlowError::NotActive(SessionStatus::Completed));
+    }
+    if session.expires_at <= Utc::now() {
+        return Err(FlowError::Expired);
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Pushing jobs onto the apalis-redis queues, and asking whether Redis still
+//! knows a job (the reconciler's test for a lost job).
+
+use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
+use apalis_redis::{Config as QueueConfig, RedisStorage};
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::jobs::{BatchJob, QueueName, TurnJob};
+
+/// A push that did not reach Redis.
+#[derive(Debug, thiserror::Error)]
+#[error("could not enqueue on {queue}: {message}")]
+pub struct QueueError {
+    /// The queue.
+    pub queue: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The apalis configuration of `queue` under `prefix`. Workers add their
+/// heartbeat settings to it.
+pub fn queue_config(prefix: &str, queue: QueueName) -> QueueConfig {
+    QueueConfig::default().queue(queue.key(prefix))
+}
+
+/// Producer side of both queues.
+#[derive(Clone)]
+pub struct Queues {
+    turns: RedisStorage<TurnJob>,
+    batch: RedisStorage<BatchJob>,
+    conn: ConnectionManager,
+}
+
+impl Queues {
+    /// Queues on `conn` under `prefix`.
+    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+        Self {
+            turns: RedisStorage::new(conn.clone()).with_config(queue_config(prefix, QueueName::Turns)),
+            batch: RedisStorage::new(conn.clone()).with_config(queue_config(prefix, QueueName::Batch)),
+            conn,
+        }
+    }
+
+    /// Enqueues a turn under `job_id` (from [`new_job_id`], stored with the turn first).
+    pub async fn push_turn(&self, job_id: &str, job: TurnJob) -> Result<(), QueueError> {
+        push(self.turns.clone(), QueueName::Turns, job_id, job).await
+    }
+
+    /// Enqueues batch work under `job_id`.
+    pub async fn push_batch(&self, job_id: &str, job: BatchJob) -> Result<(), QueueError> {
+        push(self.batch.clone(), QueueName::Batch, job_id, job).await
+    }
+
+    /// Whether Redis still holds the job (pending, scheduled, in flight or
+    /// dead). False after a flush or a lost push.
+    pub async fn holds(&self, queue: QueueName, job_id: &str) -> Result<bool, redis::RedisError> {
+        let data_hash = match queue {
+            QueueName::Turns => self.turns.get_config().job_data_hash(),
+            QueueName::Batch => self.batch.get_config().job_data_hash(),
+        };
+        let mut conn = self.conn.clone();
+        redis::cmd("HEXISTS").arg(data_hash).arg(job_id).query_async(&mut conn).await
+    }
+}
+
+/// A fresh job id. Stored with the row before the push, so the reconciler can
+/// tell whether Redis still holds the job.
+pub fn new_job_id() -> String {
+    ulid::Ulid::generate().to_string()
+}
+
+async fn push<J>(mut storage: RedisStorage<J>, queue: QueueName, job_id: &str, job: J) -> Result<(), QueueError>
+where
+    J: Serialize + DeserializeOwned + Unpin + Send + Sync + 'static,
+{
+    let error = |message: String| QueueError { queue: queue.as_str(), message };
+    let id: ulid::Ulid = job_id.parse().map_err(|e| error(format!("job id {job_id:?}: {e}")))?;
+    let task = TaskBuilder::new(job).task_id(TaskId::from_ulid(id)).build();
+    storage.push_task(task).await.map_err(|e| error(e.to_string()))
+}
+
+/// How often a worker pool records that it is alive.
+pub const POOL_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The sorted set of a queue's live worker pools: member = worker name,
+/// score = last heartbeat in Unix milliseconds.
+pub fn pool_key(prefix: &str, queue: QueueName) -> String {
+    format!("{prefix}:pool:{}", queue.as_str())
+}
+
+/// A queue's depth, read from Redis directly (apalis-redis 1.0's own stats
+/// read the wrong keys).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Depth {
+    /// Waiting to be taken.
+    pub pending: u64,
+    /// Delayed: retries waiting for their backoff, and future runs.
+    pub scheduled: u64,
+    /// Held by a worker.
+    pub running: u64,
+    /// Finished.
+    pub done: u64,
+    /// Given up; operators can retry or delete them.
+    pub dead: u64,
+    /// Worker pools that heartbeated within three intervals.
+    pub workers: u64,
+}
+
+/// Reads the depth of `queue`.
+pub async fn depth(conn: &mut ConnectionManager, prefix: &str, queue: QueueName) -> Result<Depth, redis::RedisError> {
+    let config = queue_config(prefix, queue);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let alive_after = now_ms - 3 * POOL_HEARTBEAT.as_millis() as i64;
+    let (pending, scheduled, done, dead, workers, inflight_sets): (u64, u64, u64, u64, u64, Vec<String>) = redis::pipe()
+        .cmd("LLEN")
+        .arg(config.active_jobs_list())
+        .cmd("ZCARD")
+        .arg(config.scheduled_jobs_set())
+        .cmd("SCARD")
+        .arg(config.done_jobs_set())
+        .cmd("SCARD")
+        .arg(config.dead_jobs_set())
+        .cmd("ZCOUNT")
+        .arg(pool_key(prefix, queue))
+        .arg(alive_after)
+        .arg("+inf")
+        .cmd("ZRANGE")
+        .arg(config.workers_set())
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await?;
+    let mut running = 0;
+    if !inflight_sets.is_empty() {
+        let mut pipe = redis::pipe();
+        for set in &inflight_sets {
+            pipe.cmd("SCARD").arg(set);
+        }
+        let counts: Vec<u64> = pipe.query_async(conn).await?;
+        running = counts.iter().sum();
+    }
+    Ok(Depth { pending, scheduled, running, done, dead, workers })
+}

@@ -1,0 +1,54 @@
+//! The one place events are published (see `events` for the ordering rule).
+
+use redis::aio::ConnectionManager;
+
+use crate::db::{self, DbError, Tx};
+use crate::events::{Event, EventKind, session_channel};
+use crate::ids::SessionId;
+
+/// Publishes session events on Redis and stores the ones resume needs.
+#[derive(Clone)]
+pub struct EventBus {
+    conn: ConnectionManager,
+    key_prefix: String,
+}
+
+impl EventBus {
+    /// A bus on `conn` for channels under `key_prefix`.
+    pub fn new(conn: ConnectionManager, key_prefix: impl Into<String>) -> Self {
+        Self { conn, key_prefix: key_prefix.into() }
+    }
+
+    /// Gives the event the session's next `seq`, stores it, and publishes it,
+    /// all before the caller commits `tx`. The session row stays locked until
+    /// then, so no other producer can publish a later `seq` first.
+    ///
+    /// A publish that fails is logged, not returned: the event is stored, and
+    /// sockets catch up from PostgreSQL when Redis comes back.
+    pub async fn emit(&self, tx: &mut Tx<'_>, session: SessionId, kind: EventKind) -> Result<Event, DbError> {
+        let seq = db::sessions::reserve_seqs(&mut **tx, session, 1).await?;
+        let event = Event { seq, session_id: session, kind };
+        if event.kind.is_stored() {
+            db::events::append(&mut **tx, &event).await?;
+        }
+        self.publish(&event).await;
+        Ok(event)
+    }
+
+    /// Publishes an event that already has its `seq` (a delta, or a stored
+    /// event published again). Failures are logged.
+    pub async fn publish(&self, event: &Event) {
+        let payload = match serde_json::to_string(event) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "event not serializable");
+                return;
+            }
+        };
+        let channel = session_channel(&self.key_prefix, event.session_id);
+        let mut conn = self.conn.clone();
+        if let Err(e) = redis::cmd("PUBLISH").arg(&channel).arg(payload).query_async::<i64>(&mut conn).await {
+            tracing::warn!(error = %e, session_id = %event.session_id, seq = event.seq, "event publish failed");
+        }
+    }
+}

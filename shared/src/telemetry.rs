@@ -1,0 +1,181 @@
+//! JSON logs in the seed's format, one object per line:
+//! `timestamp`, `level`, `service`, `module`, `request_id`, `user_id`,
+//! `message`, `context` (every other field of the event and its spans) and
+//! `performance.response_time_ms`.
+
+use std::io::Write;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Installs the JSON logger for `service` with the `LOG_LEVEL` filter. A second
+/// call (tests start several components in one process) keeps the first.
+pub fn init(service: &'static str, filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::registry()
+        .with(JsonLayer { service }.with_filter(filter))
+        .try_init();
+}
+
+/// The layer that writes the seed's log lines to stdout.
+pub struct JsonLayer {
+    service: &'static str,
+}
+
+struct SpanFields(Map<String, Value>);
+
+#[derive(Default)]
+struct Fields(Map<String, Value>);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), Value::String(format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), Value::String(value.to_owned()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0.insert(field.name().to_owned(), Value::String(value.to_string()));
+    }
+}
+
+impl<S> Layer<S> for JsonLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(SpanFields(fields.0));
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = Fields::default();
+        values.record(&mut fields);
+        let mut ext = span.extensions_mut();
+        if let Some(SpanFields(existing)) = ext.get_mut::<SpanFields>() {
+            existing.extend(fields.0);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        // Span fields from the outermost in, then the event's own: inner wins.
+        let mut all = Map::new();
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
+                    all.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+            }
+        }
+        let mut own = Fields::default();
+        event.record(&mut own);
+        all.extend(own.0);
+
+        let line = render(self.service, event.metadata(), all);
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(line.as_bytes());
+    }
+}
+
+fn level_name(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "ERROR",
+        Level::WARN => "WARNING",
+        Level::INFO => "INFO",
+        Level::DEBUG => "DEBUG",
+        Level::TRACE => "TRACE",
+    }
+}
+
+fn render(service: &str, meta: &tracing::Metadata<'_>, mut fields: Map<String, Value>) -> String {
+    let message = fields.remove("message").unwrap_or(Value::String(String::new()));
+    let request_id = fields.remove("request_id").unwrap_or(Value::Null);
+    let user_id = fields.remove("user_id").unwrap_or(Value::Null);
+    let response_time = fields.remove("response_time_ms");
+
+    let mut line = Map::new();
+    line.insert(
+        "timestamp".into(),
+        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string().into(),
+    );
+    line.insert("level".into(), level_name(meta.level()).into());
+    line.insert("service".into(), service.into());
+    line.insert("module".into(), meta.module_path().unwrap_or(meta.target()).into());
+    line.insert("request_id".into(), request_id);
+    line.insert("user_id".into(), user_id);
+    line.insert("message".into(), message);
+    line.insert("context".into(), Value::Object(fields));
+    if let Some(ms) = response_time {
+        line.insert("performance".into(), serde_json::json!({ "response_time_ms": ms }));
+    }
+    let mut text = Value::Object(line).to_string();
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_has_the_seed_fields() {
+        let meta = tracing::Metadata::new(
+            "x",
+            "api::routes",
+            Level::WARN,
+            None,
+            None,
+            Some("api::routes"),
+            tracing::field::FieldSet::new(&[], tracing_core_callsite()),
+            tracing::metadata::Kind::EVENT,
+        );
+        let mut fields = Map::new();
+        fields.insert("message".into(), "Interview session started".into());
+        fields.insert("request_id".into(), "req_1".into());
+        fields.insert("session_id".into(), "s".into());
+        fields.insert("response_time_ms".into(), 245.into());
+        let line: Value = serde_json::from_str(&render("api-backend", &meta, fields)).expect("json");
+        assert_eq!(line["level"], "WARNING");
+        assert_eq!(line["service"], "api-backend");
+        assert_eq!(line["module"], "api::routes");
+        assert_eq!(line["request_id"], "req_1");
+        assert_eq!(line["message"], "Interview session started");
+        assert_eq!(line["context"]["session_id"], "s");
+        assert_eq!(line["performance"]["response_time_ms"], 245);
+        assert!(line["user_id"].is_null());
+    }
+
+    fn tracing_core_callsite() -> tracing::callsite::Identifier {
+        struct Cs;
+        impl tracing::callsite::Callsite for Cs {
+            fn set_interest(&self, _: tracing::subscriber::Interest) {}
+            fn metadata(&self) -> &tracing::Metadata<'_> {
+                unreachable!("not registered")
+            }
+        }
+        static CS: Cs = Cs;
+        tracing::callsite::Identifier(&CS)
+    }
+}
