@@ -201,14 +201,14 @@ impl Core {
     /// Pushes a stored turn's job; a failure is left to the reconciler.
     pub async fn push_turn(&self, job_id: &str, turn: &db::turns::Turn, request_id: &str) {
         let job = TurnJob { turn_id: turn.id, session_id: turn.session_id, request_id: request_id.to_owned() };
-        if let Err(e) = self.queues.push_turn(job_id, job).await {
+        if let Err(e) = self.queues.push_turn(job_id, job, None).await {
             tracing::warn!(error = %e, turn_id = %turn.id, "turn stored but not enqueued; the reconciler will retry");
         }
     }
 
     /// Pushes batch work; a failure is left to the reconciler.
     pub async fn push_batch(&self, job_id: &str, job: BatchJob) {
-        if let Err(e) = self.queues.push_batch(job_id, job).await {
+        if let Err(e) = self.queues.push_batch(job_id, job, None).await {
             tracing::warn!(error = %e, "batch job stored but not enqueued; the reconciler will retry");
         }
     }

@@ -1,6 +1,8 @@
 //! Pushing jobs onto the apalis-redis queues, and asking whether Redis still
 //! knows a job (the reconciler's test for a lost job).
 
+use std::time::Duration;
+
 use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
 use apalis_redis::{Config as QueueConfig, RedisStorage};
 use redis::aio::ConnectionManager;
@@ -43,14 +45,15 @@ impl Queues {
         }
     }
 
-    /// Enqueues a turn under `job_id` (from [`new_job_id`], stored with the turn first).
-    pub async fn push_turn(&self, job_id: &str, job: TurnJob) -> Result<(), QueueError> {
-        push(self.turns.clone(), QueueName::Turns, job_id, job).await
+    /// Enqueues a turn under `job_id` (from [`new_job_id`], stored with the
+    /// turn first), to run now or after `delay` (a retry's backoff).
+    pub async fn push_turn(&self, job_id: &str, job: TurnJob, delay: Option<Duration>) -> Result<(), QueueError> {
+        push(self.turns.clone(), QueueName::Turns, job_id, job, delay).await
     }
 
-    /// Enqueues batch work under `job_id`.
-    pub async fn push_batch(&self, job_id: &str, job: BatchJob) -> Result<(), QueueError> {
-        push(self.batch.clone(), QueueName::Batch, job_id, job).await
+    /// Enqueues batch work under `job_id`, now or after `delay`.
+    pub async fn push_batch(&self, job_id: &str, job: BatchJob, delay: Option<Duration>) -> Result<(), QueueError> {
+        push(self.batch.clone(), QueueName::Batch, job_id, job, delay).await
     }
 
     /// Whether Redis still holds the job (pending, scheduled, in flight or
@@ -71,18 +74,28 @@ pub fn new_job_id() -> String {
     ulid::Ulid::generate().to_string()
 }
 
-async fn push<J>(mut storage: RedisStorage<J>, queue: QueueName, job_id: &str, job: J) -> Result<(), QueueError>
+async fn push<J>(
+    mut storage: RedisStorage<J>,
+    queue: QueueName,
+    job_id: &str,
+    job: J,
+    delay: Option<Duration>,
+) -> Result<(), QueueError>
 where
     J: Serialize + DeserializeOwned + Unpin + Send + Sync + 'static,
 {
     let error = |message: String| QueueError { queue: queue.as_str(), message };
     let id: ulid::Ulid = job_id.parse().map_err(|e| error(format!("job id {job_id:?}: {e}")))?;
-    let task = TaskBuilder::new(job).task_id(TaskId::from_ulid(id)).build();
+    let mut task = TaskBuilder::new(job).task_id(TaskId::from_ulid(id));
+    if let Some(delay) = delay {
+        task = task.run_after(delay);
+    }
+    let task = task.build();
     storage.push_task(task).await.map_err(|e| error(e.to_string()))
 }
 
 /// How often a worker pool records that it is alive.
-pub const POOL_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+pub const POOL_HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// The sorted set of a queue's live worker pools: member = worker name,
 /// score = last heartbeat in Unix milliseconds.

@@ -26,7 +26,19 @@ impl EventBus {
     /// A publish that fails is logged, not returned: the event is stored, and
     /// sockets catch up from PostgreSQL when Redis comes back.
     pub async fn emit(&self, tx: &mut Tx<'_>, session: SessionId, kind: EventKind) -> Result<Event, DbError> {
-        let seq = db::sessions::reserve_seqs(&mut **tx, session, 1).await?;
+        self.emit_reserving(tx, session, kind, 0).await
+    }
+
+    /// Like [`emit`](Self::emit), and also reserves the `block` numbers after
+    /// the event's `seq` for the deltas that follow it.
+    pub async fn emit_reserving(
+        &self,
+        tx: &mut Tx<'_>,
+        session: SessionId,
+        kind: EventKind,
+        block: i64,
+    ) -> Result<Event, DbError> {
+        let seq = db::sessions::reserve_seqs(&mut **tx, session, 1 + block).await?;
         let event = Event { seq, session_id: session, kind };
         if event.kind.is_stored() {
             db::events::append(&mut **tx, &event).await?;

@@ -1,0 +1,203 @@
+//! The evaluation job (on the `batch` queue): the session's scorecard,
+//! asked for as JSON, validated, stored, and published.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use apalis::prelude::{AbortError, BoxDynError, Data};
+use futures::StreamExt;
+use serde::Deserialize;
+use shared::db::{self, DbError, evaluations::Scorecard};
+use shared::domain::EvaluationStatus;
+use shared::events::{EventKind, Usage};
+use shared::ids::SessionId;
+use shared::jobs::BatchJob;
+use shared::queue::new_job_id;
+use tracing::Instrument;
+
+use crate::providers::{Chunk, ProviderError};
+use crate::{Deps, prompt, retry};
+
+/// The criteria every scorecard scores 1 to 5.
+pub const CRITERIA: [&str; 4] = ["communication", "technical_depth", "problem_solving", "engagement"];
+const RECOMMENDATIONS: [&str; 4] = ["strong_hire", "hire", "no_hire", "strong_no_hire"];
+
+/// The apalis handler for the `batch` queue.
+pub async fn handle(job: BatchJob, deps: Data<Arc<Deps>>) -> Result<(), BoxDynError> {
+    match job {
+        BatchJob::Evaluation { session_id, request_id } => {
+            let span = tracing::info_span!("evaluation", request_id = %request_id, session_id = %session_id);
+            evaluate(&deps, session_id, &request_id).instrument(span).await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CardJson {
+    scores: BTreeMap<String, i32>,
+    summary: String,
+    recommendation: String,
+}
+
+/// Parses and validates a scorecard; the error names what is wrong.
+pub fn parse_scorecard(text: &str) -> Result<(BTreeMap<String, i32>, String, String), String> {
+    let trimmed = text.trim().trim_start_matches("```json").trim_start_matches("```").trim_end_matches("```");
+    let card: CardJson = serde_json::from_str(trimmed.trim()).map_err(|e| format!("not a scorecard: {e}"))?;
+    for criterion in CRITERIA {
+        match card.scores.get(criterion) {
+            Some(s) if (1..=5).contains(s) => {}
+            Some(s) => return Err(format!("scores.{criterion}: {s} is not between 1 and 5")),
+            None => return Err(format!("scores.{criterion}: missing")),
+        }
+    }
+    if !RECOMMENDATIONS.contains(&card.recommendation.as_str()) {
+        return Err(format!("recommendation: {:?} is not one of {}", card.recommendation, RECOMMENDATIONS.join(", ")));
+    }
+    if card.summary.trim().is_empty() {
+        return Err("summary: empty".into());
+    }
+    Ok((card.scores, card.summary, card.recommendation))
+}
+
+async fn evaluate(deps: &Deps, session_id: SessionId, request_id: &str) -> Result<(), BoxDynError> {
+    let core = &deps.core;
+    let db = &core.db;
+    let Some(evaluation) = db::evaluations::find(db, session_id).await? else {
+        tracing::warn!("evaluation job for a session without an evaluation; dropped");
+        return Ok(());
+    };
+    if evaluation.status == EvaluationStatus::Completed || evaluation.status == EvaluationStatus::Failed {
+        return Ok(());
+    }
+    let Some(attempt) = db::evaluations::claim(db, session_id, deps.config.jobs.lease).await? else {
+        return Ok(());
+    };
+    let result = score(deps, session_id).await;
+    let (card, error) = match result {
+        Ok(card) => (Some(card), None),
+        Err(ScoreError::Provider(e)) => (None, Some(e)),
+        Err(ScoreError::Db(e)) => return Err(e.into()),
+    };
+    if let Some(card) = card {
+        let mut tx = db.begin().await?;
+        db::sessions::lock(&mut *tx, session_id).await?;
+        if db::evaluations::complete(&mut *tx, session_id, attempt, &card).await? {
+            let kind = EventKind::EvaluationCompleted {
+                scores: card.scores.clone(),
+                summary: card.summary.clone(),
+                recommendation: card.recommendation.clone(),
+            };
+            core.bus.emit(&mut tx, session_id, kind).await?;
+        }
+        tx.commit().await?;
+        tracing::info!(attempt, recommendation = %card.recommendation, "evaluation completed");
+        return Ok(());
+    }
+    let error = error.unwrap_or_else(|| ProviderError { provider: String::new(), message: "no result".into(), retryable: true, retry_after: None });
+    let attempt_no = attempt.max(0) as u32;
+    let give_up = !(error.retryable && retry::may_retry(&deps.config.jobs, attempt_no));
+    db::evaluations::release(db, session_id, attempt, &error.message, give_up).await?;
+    if give_up {
+        tracing::error!(attempt, error = %error, "evaluation failed");
+        return Err(AbortError::new(format!("evaluation failed after {attempt} attempts: {error}")).into());
+    }
+    let delay = retry::delay(&deps.config.jobs, attempt_no, error.retry_after);
+    let job_id = new_job_id();
+    db::evaluations::set_job(db, session_id, &job_id).await?;
+    core.queues
+        .push_batch(&job_id, BatchJob::Evaluation { session_id, request_id: request_id.to_owned() }, Some(delay))
+        .await?;
+    tracing::warn!(attempt, error = %error, "evaluation attempt failed; retrying");
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ScoreError {
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Asks for the scorecard; on invalid JSON asks once more with the validation
+/// error, then gives up with a clear reason.
+async fn score(deps: &Deps, session_id: SessionId) -> Result<Scorecard, ScoreError> {
+    let db = &deps.core.db;
+    let session = db::sessions::find(db, session_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
+    let interview = db::interviews::find(db, session.interview_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
+    let turns = db::turns::list(db, session_id).await?;
+    let mut request = prompt::evaluation(&interview, &turns);
+    let provider = &deps.provider;
+    let start = Instant::now();
+    let mut total = Usage::default();
+    for round in 0..2 {
+        let (text, usage) = collect(provider.stream(request.clone())).await?;
+        total.prompt_tokens += usage.prompt_tokens;
+        total.completion_tokens += usage.completion_tokens;
+        match parse_scorecard(&text) {
+            Ok((scores, summary, recommendation)) => {
+                return Ok(Scorecard {
+                    scores,
+                    summary,
+                    recommendation,
+                    provider: provider.name().to_owned(),
+                    model: provider.model().to_owned(),
+                    usage: total,
+                    cost_usd: crate::providers::cost(provider.prices(), total),
+                    latency_ms: start.elapsed().as_millis() as i32,
+                });
+            }
+            Err(problem) if round == 0 => {
+                request.messages.push(crate::providers::ChatMessage { speaker: crate::providers::Speaker::Assistant, content: text });
+                request.messages.push(crate::providers::ChatMessage {
+                    speaker: crate::providers::Speaker::User,
+                    content: format!("That was not a valid scorecard ({problem}). Reply with the JSON object only."),
+                });
+            }
+            Err(problem) => {
+                return Err(ProviderError {
+                    provider: provider.name().to_owned(),
+                    message: format!("invalid scorecard twice: {problem}"),
+                    retryable: false,
+                    retry_after: None,
+                }
+                .into());
+            }
+        }
+    }
+    Err(ProviderError { provider: provider.name().to_owned(), message: "no scorecard".into(), retryable: false, retry_after: None }.into())
+}
+
+async fn collect(
+    mut stream: futures::stream::BoxStream<'static, Result<Chunk, ProviderError>>,
+) -> Result<(String, Usage), ProviderError> {
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk? {
+            Chunk::Delta(d) => text.push_str(&d),
+            Chunk::Done { usage } => return Ok((text, usage)),
+        }
+    }
+    Err(ProviderError { provider: String::new(), message: "the stream ended without finishing".into(), retryable: true, retry_after: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scorecards_are_validated_with_a_reason() {
+        let good = r#"{"scores":{"communication":3,"technical_depth":4,"problem_solving":2,"engagement":5},"summary":"ok","recommendation":"hire"}"#;
+        assert!(parse_scorecard(good).is_ok());
+        assert!(parse_scorecard(&format!("```json\n{good}\n```")).is_ok());
+        let missing = good.replace(r#""engagement":5"#, r#""other":5"#);
+        assert_eq!(parse_scorecard(&missing).err().as_deref(), Some("scores.engagement: missing"));
+        let range = good.replace(r#""communication":3"#, r#""communication":9"#);
+        assert!(parse_scorecard(&range).err().is_some_and(|e| e.contains("communication")));
+        assert!(parse_scorecard("not json").err().is_some_and(|e| e.starts_with("not a scorecard")));
+        let rec = good.replace("\"hire\"", "\"maybe\"");
+        assert!(parse_scorecard(&rec).err().is_some_and(|e| e.starts_with("recommendation")));
+    }
+}

@@ -1,0 +1,4 @@
+//! Job handlers.
+
+pub mod evaluation;
+pub mod turn;

@@ -1,0 +1,287 @@
+//! The turn job: claim the turn, stream the interviewer's reply to the
+//! session channel, store it with usage and cost, publish `turn.completed`.
+//!
+//! Idempotent: a finished turn's job publishes the stored outcome again
+//! (sockets drop the duplicate `seq`); a turn another worker holds under a
+//! live lease is left alone; a takeover after a crash first publishes
+//! `turn.reset` so the client drops the dead attempt's partial text.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use apalis::prelude::{AbortError, BoxDynError, Data};
+use futures::StreamExt;
+use shared::db::{self, DbError, turns::Claim, turns::Reply, turns::Turn};
+use shared::domain::{SessionStatus, TurnStatus};
+use shared::events::{Event, EventKind, Usage};
+use shared::jobs::TurnJob;
+use shared::queue::new_job_id;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::Deps;
+use crate::providers::{Chunk, ProviderError};
+use crate::{prompt, retry};
+
+/// Sequence numbers reserved for a turn's deltas at a time.
+const DELTA_BLOCK: i64 = 256;
+
+/// The apalis handler.
+pub async fn handle(job: TurnJob, deps: Data<Arc<Deps>>) -> Result<(), BoxDynError> {
+    let span = tracing::info_span!("turn", request_id = %job.request_id, turn_id = %job.turn_id, session_id = %job.session_id);
+    run(&deps, &job).instrument(span).await
+}
+
+enum Outcome {
+    Completed,
+    /// The lease was lost to another worker; its result wins.
+    Superseded,
+    /// Shutdown deadline: the turn went back to the queue.
+    HandedBack,
+}
+
+async fn run(deps: &Deps, job: &TurnJob) -> Result<(), BoxDynError> {
+    let db = &deps.core.db;
+    let Some(turn) = db::turns::find(db, job.turn_id).await? else {
+        tracing::warn!("turn job for an unknown turn; dropped");
+        return Ok(());
+    };
+    if matches!(turn.status, TurnStatus::Completed | TurnStatus::Failed) {
+        if let Some(event) = db::events::turn_outcome(db, turn.session_id, turn.id).await? {
+            deps.core.bus.publish(&event).await;
+        }
+        tracing::info!(status = %turn.status, "turn already finished; outcome published again");
+        return Ok(());
+    }
+    let Some(claim) = db::turns::claim(db, turn.id, &deps.name, deps.config.jobs.lease).await? else {
+        tracing::info!("turn held by another worker");
+        return Ok(());
+    };
+    match attempt(deps, job, &turn, claim).await {
+        Ok(Outcome::Completed) => Ok(()),
+        Ok(Outcome::Superseded) => {
+            tracing::warn!(attempt = claim.attempt, "lease lost; another worker finishes the turn");
+            Ok(())
+        }
+        Ok(Outcome::HandedBack) => {
+            tracing::info!(attempt = claim.attempt, "turn handed back at shutdown");
+            Ok(())
+        }
+        Err(AttemptError::Provider(e)) => settle_failure(deps, job, &turn, claim, &e.message, e.retryable, e.retry_after).await,
+        Err(AttemptError::Db(e)) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for AttemptError {
+    fn from(e: sqlx::Error) -> Self {
+        AttemptError::Db(e.into())
+    }
+}
+
+async fn attempt(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Result<Outcome, AttemptError> {
+    let core = &deps.core;
+    let db = &core.db;
+    let session = db::sessions::find(db, turn.session_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
+    let interview =
+        db::interviews::find(db, session.interview_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
+    let earlier: Vec<Turn> = db::turns::list(db, turn.session_id)
+        .await?
+        .into_iter()
+        .filter(|t| t.number < turn.number && t.status == TurnStatus::Completed)
+        .collect();
+    let request = prompt::turn(&interview, &earlier, turn);
+
+    // turn.reset (after a dead attempt) and turn.started, with a block of
+    // sequence numbers for the deltas.
+    let mut tx = db.begin().await?;
+    db::sessions::lock(&mut *tx, turn.session_id).await?;
+    if claim.restarted {
+        let reason = "the previous attempt did not finish; the reply restarts".to_owned();
+        core.bus.emit(&mut tx, turn.session_id, EventKind::TurnReset { turn_id: turn.id, reason }).await?;
+    }
+    let started = core
+        .bus
+        .emit_reserving(&mut tx, turn.session_id, EventKind::TurnStarted { turn_id: turn.id, number: turn.number }, DELTA_BLOCK)
+        .await?;
+    tx.commit().await?;
+    let mut next_seq = started.seq + 1;
+    let mut block_end = started.seq + DELTA_BLOCK;
+
+    let lost = CancellationToken::new();
+    let keeper = tokio::spawn(keep_lease(deps.core.db.clone(), turn.id, claim.attempt, deps.config.jobs.lease, lost.clone()));
+    let _stop_keeper = AbortOnDrop(keeper);
+
+    let start = Instant::now();
+    let mut stream = deps.provider.stream(request);
+    let mut message = String::new();
+    let usage: Usage = loop {
+        let chunk = tokio::select! {
+            chunk = stream.next() => chunk,
+            () = lost.cancelled() => return Ok(Outcome::Superseded),
+            () = deps.hand_back.cancelled() => {
+                hand_back(deps, job, turn, claim).await?;
+                return Ok(Outcome::HandedBack);
+            }
+        };
+        match chunk {
+            Some(Ok(Chunk::Delta(text))) => {
+                if next_seq > block_end {
+                    next_seq = db::sessions::reserve_seqs(db, turn.session_id, DELTA_BLOCK).await?;
+                    block_end = next_seq + DELTA_BLOCK - 1;
+                }
+                message.push_str(&text);
+                let delta = Event { seq: next_seq, session_id: turn.session_id, kind: EventKind::TurnDelta { turn_id: turn.id, text } };
+                next_seq += 1;
+                core.bus.publish(&delta).await;
+            }
+            Some(Ok(Chunk::Done { usage })) => break usage,
+            Some(Err(e)) => return Err(e.into()),
+            None => {
+                return Err(ProviderError {
+                    provider: deps.provider.name().to_owned(),
+                    message: "the stream ended without finishing".into(),
+                    retryable: true,
+                    retry_after: None,
+                }
+                .into());
+            }
+        }
+    };
+    let latency_ms = start.elapsed().as_millis() as i32;
+    let reply = Reply {
+        message: &message,
+        usage,
+        provider: deps.provider.name(),
+        model: deps.provider.model(),
+        cost_usd: crate::providers::cost(deps.provider.prices(), usage),
+        latency_ms,
+    };
+
+    let mut tx = db.begin().await?;
+    let session = db::sessions::lock(&mut *tx, turn.session_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
+    if !db::turns::complete(&mut *tx, turn.id, claim.attempt, &reply).await? {
+        return Ok(Outcome::Superseded);
+    }
+    db::sessions::touch(&mut *tx, turn.session_id).await?;
+    core.bus
+        .emit(&mut tx, turn.session_id, EventKind::TurnCompleted { turn_id: turn.id, number: turn.number, message: message.clone(), usage })
+        .await?;
+    let reason = if turn.number >= session.max_turns {
+        Some("max_turns")
+    } else if session.end_requested_at.is_some() {
+        Some("ended")
+    } else {
+        None
+    };
+    let evaluation = match reason {
+        Some(reason) if session.status == SessionStatus::Active => core
+            .finish_session_in(&mut tx, turn.session_id, SessionStatus::Completed, reason, &job.request_id)
+            .await
+            .map_err(|e| match e {
+                shared::flow::FlowError::Db(e) => e,
+                other => DbError::Sqlx(sqlx::Error::Protocol(other.to_string())),
+            })?,
+        _ => None,
+    };
+    tx.commit().await?;
+    if let Some((job_id, job)) = evaluation {
+        core.push_batch(&job_id, job).await;
+    }
+    tracing::info!(
+        attempt = claim.attempt,
+        provider = reply.provider,
+        latency_ms,
+        prompt_tokens = usage.prompt_tokens,
+        completion_tokens = usage.completion_tokens,
+        "turn completed"
+    );
+    Ok(Outcome::Completed)
+}
+
+/// Retries with backoff while attempts remain; otherwise fails the turn for
+/// good, tells the client, and aborts the job into the dead set.
+async fn settle_failure(
+    deps: &Deps,
+    job: &TurnJob,
+    turn: &Turn,
+    claim: Claim,
+    message: &str,
+    retryable: bool,
+    retry_after: Option<std::time::Duration>,
+) -> Result<(), BoxDynError> {
+    let core = &deps.core;
+    let attempt = claim.attempt.max(0) as u32;
+    if retryable && retry::may_retry(&deps.config.jobs, attempt) {
+        let delay = retry::delay(&deps.config.jobs, attempt, retry_after);
+        if db::turns::release(&core.db, turn.id, claim.attempt, message).await? {
+            let job_id = new_job_id();
+            db::turns::set_job(&core.db, turn.id, &job_id).await?;
+            core.queues.push_turn(&job_id, job.clone(), Some(delay)).await?;
+            tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, error = message, "turn attempt failed; retrying");
+        }
+        return Ok(());
+    }
+    let mut tx = core.db.begin().await?;
+    db::sessions::lock(&mut *tx, turn.session_id).await?;
+    if db::turns::fail(&mut *tx, turn.id, claim.attempt, message).await? {
+        let reason = if retryable {
+            format!("the interviewer could not answer after {attempt} attempts: {message}")
+        } else {
+            format!("the interviewer could not answer: {message}")
+        };
+        core.bus
+            .emit(&mut tx, turn.session_id, EventKind::TurnFailed { turn_id: turn.id, number: turn.number, reason, retryable })
+            .await?;
+    }
+    tx.commit().await?;
+    tracing::error!(attempt, error = message, "turn failed");
+    Err(AbortError::new(format!("turn failed after {attempt} attempts: {message}")).into())
+}
+
+/// Gives the turn back to the queue (shutdown deadline): another worker
+/// restarts it, and the client gets `turn.reset`.
+async fn hand_back(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Result<(), DbError> {
+    let core = &deps.core;
+    if db::turns::release(&core.db, turn.id, claim.attempt, "handed back at worker shutdown").await? {
+        let job_id = new_job_id();
+        db::turns::set_job(&core.db, turn.id, &job_id).await?;
+        if let Err(e) = core.queues.push_turn(&job_id, job.clone(), None).await {
+            tracing::warn!(error = %e, "hand-back push failed; the reconciler will re-enqueue");
+        }
+    }
+    Ok(())
+}
+
+/// Renews the lease every third of its length; cancels `lost` if another
+/// worker took the turn over.
+async fn keep_lease(db: sqlx::PgPool, turn: shared::ids::TurnId, attempt: i32, lease: std::time::Duration, lost: CancellationToken) {
+    let mut ticker = tokio::time::interval(lease / 3);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        match db::turns::renew(&db, turn, attempt, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,190 @@
+//! The worker: two supervised apalis worker pools (`turns`, `batch`) on
+//! apalis-redis, the reconciler that re-enqueues what Redis lost, and a
+//! heartbeat per pool that health and operators read.
+//!
+//! Delivery is at least once; every handler is idempotent because
+//! PostgreSQL holds each turn's state and a lease with a fencing attempt
+//! number. Attempts and backoff are ours: a failed attempt hands the turn
+//! back and pushes a new, delayed job; after `JOB_MAX_ATTEMPTS` the job is
+//! aborted into apalis's dead set and the client gets `turn.failed`.
+
+pub mod jobs;
+pub mod prompt;
+pub mod providers;
+pub mod reconciler;
+pub mod retry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use apalis::prelude::{BackendExt, Event, Monitor, ParallelizeExt, WorkerBuilder, WorkerBuilderExt};
+use apalis_redis::RedisStorage;
+use redis::aio::ConnectionManager;
+use shared::config::Config;
+use shared::db;
+use shared::flow::Core;
+use shared::jobs::{BatchJob, QueueName, TurnJob};
+use shared::queue::{POOL_HEARTBEAT, Queues, pool_key, queue_config};
+use shared::stream::EventBus;
+use tokio_util::sync::CancellationToken;
+
+use crate::providers::ChatProvider;
+
+/// What every job handler uses.
+pub struct Deps {
+    /// Database, events, queues.
+    pub core: Core,
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// The provider chain.
+    pub provider: Arc<dyn ChatProvider>,
+    /// This process's unique worker name (host, pid, random).
+    pub name: String,
+    /// Cancelled shortly before the shutdown deadline: handlers still running
+    /// hand their job back to the queue instead of being cut off.
+    pub hand_back: CancellationToken,
+}
+
+/// A unique name for this process: restarts never collide with a name whose
+/// heartbeat is still fresh (apalis refuses those).
+pub fn worker_name() -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "worker".into());
+    let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(40).collect();
+    format!("{host}-{}-{}", std::process::id(), &ulid::Ulid::generate().to_string()[20..])
+}
+
+/// Builds the dependencies from configuration.
+pub async fn deps(config: Config) -> anyhow::Result<Arc<Deps>> {
+    let pool = db::pool(&config.database).context("DATABASE_URL")?;
+    if config.database.run_migrations {
+        db::migrate(&pool).await.context("applying migrations")?;
+    }
+    let redis = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
+    let prefix = config.redis.key_prefix.clone();
+    Ok(Arc::new(Deps {
+        core: Core {
+            db: pool,
+            bus: EventBus::new(redis.clone(), prefix.clone()),
+            queues: Queues::new(redis, &prefix),
+        },
+        provider: providers::from_config(&config.worker),
+        config: Arc::new(config),
+        name: worker_name(),
+        hand_back: CancellationToken::new(),
+    }))
+}
+
+/// Runs the pools and the reconciler until `shutdown` resolves, then lets
+/// held jobs finish within `WORKER_SHUTDOWN_TIMEOUT_SECONDS` (handing back
+/// whatever is still running a second before the deadline).
+pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let config = deps.config.clone();
+    let prefix = config.redis.key_prefix.clone();
+    let conn = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
+    // Heartbeats a third of the lease: a dead worker's jobs are recovered
+    // by apalis within about the lease, and by our reconciler regardless.
+    let heartbeat = (config.jobs.lease / 3).max(Duration::from_secs(1));
+    let storage_config = |queue| queue_config(&prefix, queue).heartbeat_interval(heartbeat).missed_heartbeats(3);
+    let turns: RedisStorage<TurnJob> = RedisStorage::new(conn.clone()).with_config(storage_config(QueueName::Turns));
+    let batch: RedisStorage<BatchJob> = RedisStorage::new(conn.clone()).with_config(storage_config(QueueName::Batch));
+    // A short poll keeps idle pickup fast; apalis-redis does not wake idle workers on push.
+    let poll = Duration::from_millis(20);
+
+    let turns_alive = Arc::new(AtomicBool::new(false));
+    let batch_alive = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
+    tokio::spawn(heartbeat_pool(conn.clone(), pool_key(&prefix, QueueName::Turns), deps.name.clone(), turns_alive.clone(), stop.clone()));
+    tokio::spawn(heartbeat_pool(conn.clone(), pool_key(&prefix, QueueName::Batch), deps.name.clone(), batch_alive.clone(), stop.clone()));
+    tokio::spawn(reconciler::run(deps.clone(), stop.clone()));
+
+    let (d1, d2) = (deps.clone(), deps.clone());
+    let (name1, name2) = (format!("turns-{}", deps.name), format!("batch-{}", deps.name));
+    let turn_concurrency = config.worker.turn_concurrency;
+    let batch_concurrency = config.worker.batch_concurrency;
+    let alive = move |name: &str, up: bool| {
+        if name.starts_with("turns-") {
+            turns_alive.store(up, Ordering::Relaxed);
+        } else {
+            batch_alive.store(up, Ordering::Relaxed);
+        }
+    };
+    let monitor = Monitor::new()
+        .register(move |run: usize| {
+            WorkerBuilder::new(format!("{name1}-{run}"))
+                .backend(turns.clone().poll_with_interval(poll))
+                .data(d1.clone())
+                .concurrency(turn_concurrency)
+                .parallelize(tokio::spawn)
+                .build(jobs::turn::handle)
+        })
+        .register(move |run: usize| {
+            WorkerBuilder::new(format!("{name2}-{run}"))
+                .backend(batch.clone().poll_with_interval(poll))
+                .data(d2.clone())
+                .concurrency(batch_concurrency)
+                .parallelize(tokio::spawn)
+                .build(jobs::evaluation::handle)
+        })
+        .on_event(move |ctx, event| match event {
+            Event::Start => alive(ctx.name(), true),
+            Event::Stop => alive(ctx.name(), false),
+            Event::Error(e) => {
+                alive(ctx.name(), false);
+                tracing::error!(worker = ctx.name(), error = %e, "worker pool failed; restarting");
+            }
+            _ => {}
+        })
+        .should_restart(|ctx, error| {
+            tracing::warn!(worker = ctx.name(), error = %error, "restarting worker pool");
+            true
+        })
+        .shutdown_timeout(config.worker.shutdown_timeout);
+
+    let hand_back = deps.hand_back.clone();
+    let deadline = config.worker.shutdown_timeout;
+    let signal = async move {
+        shutdown.await;
+        tracing::info!(deadline_secs = deadline.as_secs(), "stopping: finishing held jobs");
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline.saturating_sub(Duration::from_secs(1))).await;
+            hand_back.cancel();
+        });
+    };
+    tracing::info!(worker = %deps.name, "worker started");
+    let result = monitor.run_with_signal(async move {
+        signal.await;
+        Ok(())
+    });
+    let result = result.await;
+    stop.cancel();
+    let mut conn = conn;
+    for queue in QueueName::ALL {
+        let _ = redis::cmd("ZREM").arg(pool_key(&prefix, queue)).arg(&deps.name).query_async::<()>(&mut conn).await;
+    }
+    result.context("worker pools")?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// Records the pool as alive every [`POOL_HEARTBEAT`] while it runs.
+async fn heartbeat_pool(mut conn: ConnectionManager, key: String, name: String, alive: Arc<AtomicBool>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(POOL_HEARTBEAT);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        let result = if alive.load(Ordering::Relaxed) {
+            redis::cmd("ZADD").arg(&key).arg(now).arg(&name).query_async::<()>(&mut conn).await
+        } else {
+            redis::cmd("ZREM").arg(&key).arg(&name).query_async::<()>(&mut conn).await
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "pool heartbeat failed");
+        }
+    }
+}

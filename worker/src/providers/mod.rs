@@ -1,0 +1,115 @@
+//! The one provider trait every LLM call goes through. The providers issue
+//! adds Azure OpenAI, Bedrock, Vertex and OpenAI-compatible clients and the
+//! failover chain behind it; today the chain is the built-in `scripted`
+//! interviewer.
+
+pub mod scripted;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use shared::config::{ProviderKind, WorkerConfig};
+use shared::domain::Language;
+use shared::events::Usage;
+
+/// Who said a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaker {
+    /// Instructions.
+    System,
+    /// The candidate.
+    User,
+    /// The interviewer.
+    Assistant,
+}
+
+/// One chat message of the prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// Speaker.
+    pub speaker: Speaker,
+    /// Text.
+    pub content: String,
+}
+
+/// What the call is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The interviewer's next message for turn `number` (0 = opening);
+    /// `last` when the answer being replied to is the final one.
+    Turn {
+        /// Turn number.
+        number: i32,
+        /// Whether this reply closes the interview.
+        last: bool,
+    },
+    /// A JSON scorecard of the whole session.
+    Evaluation,
+}
+
+/// A chat-completion request: the prompt for real models, plus the
+/// interview's facts the scripted interviewer works from.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    /// The prompt.
+    pub messages: Vec<ChatMessage>,
+    /// Turn or evaluation.
+    pub purpose: Purpose,
+    /// Interview language.
+    pub language: Language,
+    /// The question plan.
+    pub topics: Vec<String>,
+    /// The position.
+    pub position: String,
+}
+
+/// A piece of a streamed reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Chunk {
+    /// Text to append.
+    Delta(String),
+    /// The end, with the usage the provider reported.
+    Done {
+        /// Tokens.
+        usage: Usage,
+    },
+}
+
+/// A failed call, knowing whether it is worth retrying.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{provider}: {message}")]
+pub struct ProviderError {
+    /// Which provider.
+    pub provider: String,
+    /// What happened.
+    pub message: String,
+    /// 429, 5xx, timeouts, broken connections: yes; other 4xx: no.
+    pub retryable: bool,
+    /// The provider's `Retry-After`, when it sent one.
+    pub retry_after: Option<Duration>,
+}
+
+/// An LLM endpoint.
+pub trait ChatProvider: Send + Sync {
+    /// Name as stored with each turn (`scripted`, `azure_openai`, ...).
+    fn name(&self) -> &str;
+    /// Model as stored with each turn.
+    fn model(&self) -> &str;
+    /// USD per 1,000 prompt and completion tokens.
+    fn prices(&self) -> (f64, f64);
+    /// Streams the reply.
+    fn stream(&self, request: ChatRequest) -> BoxStream<'static, Result<Chunk, ProviderError>>;
+}
+
+/// Estimated cost of `usage` at `prices`.
+pub fn cost(prices: (f64, f64), usage: Usage) -> f64 {
+    (f64::from(usage.prompt_tokens) * prices.0 + f64::from(usage.completion_tokens) * prices.1) / 1000.0
+}
+
+/// The provider `AI_PROVIDER` names.
+pub fn from_config(config: &WorkerConfig) -> Arc<dyn ChatProvider> {
+    match config.provider {
+        ProviderKind::Scripted => Arc::new(scripted::Scripted::new(config.scripted_delta_delay)),
+    }
+}

@@ -1,0 +1,75 @@
+//! PostgreSQL is the source of truth; Redis may lose jobs (a flush, a push
+//! that failed after the commit, a worker that died holding one). Every
+//! `RECONCILE_INTERVAL_SECONDS` this re-enqueues turns and evaluations left
+//! unattended: `queued` / `pending` longer than `RECONCILE_QUEUED_AFTER_SECONDS`
+//! whose job Redis no longer holds, and `running` under an expired lease.
+//! Safe to run in every worker: rows are claimed with `SKIP LOCKED`, and
+//! handlers are idempotent.
+
+use std::sync::Arc;
+
+use shared::db;
+use shared::jobs::{BatchJob, QueueName, TurnJob};
+use shared::queue::new_job_id;
+use tokio_util::sync::CancellationToken;
+
+use crate::Deps;
+
+const PAGE: i64 = 500;
+
+/// Runs until `stop`.
+pub async fn run(deps: Arc<Deps>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(deps.config.jobs.reconcile_interval);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        match pass(&deps).await {
+            Ok((0, 0)) => {}
+            Ok((turns, evaluations)) => tracing::warn!(turns, evaluations, "re-enqueued lost work"),
+            Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
+        }
+    }
+}
+
+/// One pass; returns how many turns and evaluations were re-enqueued.
+pub async fn pass(deps: &Deps) -> anyhow::Result<(usize, usize)> {
+    let core = &deps.core;
+    let after = deps.config.jobs.requeue_after;
+    let mut turns = 0;
+    for turn in db::turns::unattended(&core.db, after, PAGE).await? {
+        let lost = match &turn.job_id {
+            Some(job) if !turn.lease_expired => !core.queues.holds(QueueName::Turns, job).await?,
+            _ => true,
+        };
+        if !lost {
+            continue;
+        }
+        let job_id = new_job_id();
+        db::turns::set_job(&core.db, turn.id, &job_id).await?;
+        let request_id = turn.request_id.unwrap_or_else(shared::new_request_id);
+        core.queues
+            .push_turn(&job_id, TurnJob { turn_id: turn.id, session_id: turn.session_id, request_id }, None)
+            .await?;
+        turns += 1;
+    }
+    let mut evaluations = 0;
+    for evaluation in db::evaluations::unattended(&core.db, after, PAGE).await? {
+        let lost = match &evaluation.job_id {
+            Some(job) if !evaluation.lease_expired => !core.queues.holds(QueueName::Batch, job).await?,
+            _ => true,
+        };
+        if !lost {
+            continue;
+        }
+        let job_id = new_job_id();
+        db::evaluations::set_job(&core.db, evaluation.session_id, &job_id).await?;
+        let request_id = evaluation.request_id.unwrap_or_else(shared::new_request_id);
+        core.queues
+            .push_batch(&job_id, BatchJob::Evaluation { session_id: evaluation.session_id, request_id }, None)
+            .await?;
+        evaluations += 1;
+    }
+    Ok((turns, evaluations))
+}
