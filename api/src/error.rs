@@ -84,7 +84,9 @@ impl From<FlowError> for ApiError {
             FlowError::NotActive(_) => ApiError::conflict("session_not_active", e.to_string()),
             FlowError::Expired => ApiError::conflict("session_expired", e.to_string()),
             FlowError::TurnInProgress(_) => ApiError::conflict("turn_in_progress", e.to_string()),
-            FlowError::KeyReused => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", e.to_string()),
+            FlowError::KeyReused => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", e.to_string())
+            }
             FlowError::Db(db) => db.into(),
         }
     }

@@ -29,7 +29,9 @@ where
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::JsonDataError(e) => ApiError::invalid(format!("invalid request body: {}", e.body_text())),
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("malformed_json", format!("malformed JSON: {}", e.body_text())),
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::bad_request("malformed_json", format!("malformed JSON: {}", e.body_text()))
+        }
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

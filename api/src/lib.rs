@@ -65,7 +65,11 @@ impl Api {
 
     /// Serves on `listener` until `shutdown` resolves; then WebSockets close
     /// with "going away" and in-flight requests finish.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let token = self.state.shutdown.clone();
         let app = routes::router(self.state);
         axum::serve(listener, app)

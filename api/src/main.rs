@@ -19,7 +19,9 @@ async fn main() -> std::process::ExitCode {
         ["migrate"] => shared::db::migrate_command(&config.database).await,
         ["create-admin", email] => create_admin(config, email).await,
         _ => {
-            eprintln!("usage: api [serve | migrate | create-admin EMAIL]  (the password comes from BOOTSTRAP_ADMIN_PASSWORD)");
+            eprintln!(
+                "usage: api [serve | migrate | create-admin EMAIL]  (the password comes from BOOTSTRAP_ADMIN_PASSWORD)"
+            );
             return std::process::ExitCode::from(2);
         }
     };

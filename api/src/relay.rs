@@ -91,7 +91,9 @@ impl Relay {
 
     async fn leave(&self, session: SessionId) {
         let mut membership = self.membership.lock().await;
-        let Some(count) = membership.get_mut(&session) else { return };
+        let Some(count) = membership.get_mut(&session) else {
+            return;
+        };
         *count -= 1;
         if *count > 0 {
             return;
@@ -117,10 +119,10 @@ impl Relay {
         while let Some(push) = pushes.recv().await {
             match push.kind {
                 PushKind::Message => {
-                    if let Some((session, seq, json)) = parse_message(&prefix, push.data) {
-                        if let Some(sender) = self.read_senders().get(&session) {
-                            let _ = sender.send(Relayed::Event { seq, json });
-                        }
+                    if let Some((session, seq, json)) = parse_message(&prefix, push.data)
+                        && let Some(sender) = self.read_senders().get(&session)
+                    {
+                        let _ = sender.send(Relayed::Event { seq, json });
                     }
                 }
                 PushKind::Disconnection => {

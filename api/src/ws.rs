@@ -8,9 +8,9 @@
 
 use std::sync::atomic::Ordering;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -39,9 +39,7 @@ const REPLAY_PAGE: i64 = 500;
 
 /// The routes.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ws/sessions/{id}", get(connect))
-        .route("/ws/tickets", post(ticket))
+    Router::new().route("/ws/sessions/{id}", get(connect)).route("/ws/tickets", post(ticket))
 }
 
 #[derive(Deserialize)]
@@ -50,7 +48,11 @@ struct TicketIn {
 }
 
 /// A short-lived single-use ticket for browsers, which cannot set headers on a WebSocket.
-async fn ticket(State(state): State<AppState>, user: AuthUser, Json(body): Json<TicketIn>) -> ApiResult<impl IntoResponse> {
+async fn ticket(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Json(body): Json<TicketIn>,
+) -> ApiResult<impl IntoResponse> {
     visible_session(&state, &user, body.session_id).await?;
     let bytes: [u8; 24] = rand::rng().random();
     let ticket = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
@@ -76,7 +78,12 @@ struct ConnectQuery {
     ticket: Option<String>,
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap, ticket: Option<&str>, session: SessionId) -> ApiResult<AuthUser> {
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    ticket: Option<&str>,
+    session: SessionId,
+) -> ApiResult<AuthUser> {
     if let Some(token) = bearer(headers) {
         return verify_bearer(state, token);
     }
@@ -98,10 +105,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap, ticket: Option<&str
     if for_session != session.to_string() {
         return Err(ApiError::unauthorized("ticket is for another session"));
     }
-    Ok(AuthUser {
-        id: user.parse().map_err(|_| invalid())?,
-        role: role.parse().map_err(|_| invalid())?,
-    })
+    Ok(AuthUser { id: user.parse().map_err(|_| invalid())?, role: role.parse().map_err(|_| invalid())? })
 }
 
 async fn connect(
@@ -114,7 +118,9 @@ async fn connect(
 ) -> Response {
     let upgrade = match upgrade {
         Ok(u) => u,
-        Err(rejection) => return ApiError::bad_request("not_a_websocket", rejection.body_text()).into_response(),
+        Err(rejection) => {
+            return ApiError::bad_request("not_a_websocket", rejection.body_text()).into_response();
+        }
     };
     let user = match authenticate(&state, &headers, query.ticket.as_deref(), session_id).await {
         Ok(u) => u,
@@ -252,7 +258,9 @@ impl Socket {
     async fn on_frame(&mut self, message: Message) -> Flow {
         let text = match message {
             Message::Text(text) => text,
-            Message::Binary(_) => return self.error("unsupported_frame", "binary frames are not supported; send JSON text").await,
+            Message::Binary(_) => {
+                return self.error("unsupported_frame", "binary frames are not supported; send JSON text").await;
+            }
             Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
             Message::Close(_) => return Flow::Close,
         };
@@ -263,7 +271,9 @@ impl Socket {
         }
         let frame: ClientFrame = match serde_json::from_str(text.as_str()) {
             Ok(f) => f,
-            Err(e) => return self.error("invalid_frame", &format!("invalid frame: {e}")).await,
+            Err(e) => {
+                return self.error("invalid_frame", &format!("invalid frame: {e}")).await;
+            }
         };
         match frame {
             ClientFrame::Ping => self.send_local(EventKind::Pong).await,
@@ -352,7 +362,6 @@ impl Socket {
         }
     }
 
-
     async fn forward(&mut self, seq: i64, json: &str) -> Result<(), ()> {
         if seq <= self.last_sent {
             return Ok(());
@@ -364,7 +373,9 @@ impl Socket {
     /// Sends a per-socket event; its `seq` is the socket's position.
     async fn send_local(&mut self, kind: EventKind) -> Flow {
         let event = Event { seq: self.last_sent, session_id: self.session_id, kind };
-        let Ok(json) = serde_json::to_string(&event) else { return Flow::Close };
+        let Ok(json) = serde_json::to_string(&event) else {
+            return Flow::Close;
+        };
         match self.ws.send(Message::Text(json.into())).await {
             Ok(()) => Flow::Continue,
             Err(_) => Flow::Close,
@@ -430,8 +441,14 @@ async fn refresh_connection_slot(state: &AppState, user: UserId, conn_id: &str) 
     let mut conn = state.redis.clone();
     let key = connections_key(state, user);
     let _ = redis::pipe()
-        .cmd("ZADD").arg(&key).arg("XX").arg(expiry).arg(conn_id)
-        .cmd("PEXPIRE").arg(&key).arg(slot_ttl_ms(state))
+        .cmd("ZADD")
+        .arg(&key)
+        .arg("XX")
+        .arg(expiry)
+        .arg(conn_id)
+        .cmd("PEXPIRE")
+        .arg(&key)
+        .arg(slot_ttl_ms(state))
         .query_async::<()>(&mut conn)
         .await;
 }

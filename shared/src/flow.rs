@@ -88,9 +88,7 @@ impl Core {
         let mut tx = self.db.begin().await.map_err(DbError::from)?;
         db::sessions::insert(&mut *tx, id, interview.id, candidate, expires_at).await?;
         let turn = db::turns::insert(&mut *tx, id, 0, None, None, request_id, &job_id).await?;
-        self.bus
-            .emit(&mut tx, id, EventKind::TurnQueued { turn_id: turn.id, number: 0 })
-            .await?;
+        self.bus.emit(&mut tx, id, EventKind::TurnQueued { turn_id: turn.id, number: 0 }).await?;
         let session = db::sessions::find(&mut *tx, id).await?.ok_or(FlowError::NotFound("session"))?;
         tx.commit().await.map_err(DbError::from)?;
         self.push_turn(&job_id, &turn, request_id).await;
@@ -133,9 +131,7 @@ impl Core {
         let job_id = new_job_id();
         let turn = db::turns::insert(&mut *tx, session_id, number, Some(text), key, request_id, &job_id).await?;
         db::sessions::touch(&mut *tx, session_id).await?;
-        self.bus
-            .emit(&mut tx, session_id, EventKind::TurnQueued { turn_id: turn.id, number })
-            .await?;
+        self.bus.emit(&mut tx, session_id, EventKind::TurnQueued { turn_id: turn.id, number }).await?;
         tx.commit().await.map_err(DbError::from)?;
         self.push_turn(&job_id, &turn, request_id).await;
         Ok(Accepted { turn, created: true })
@@ -166,9 +162,7 @@ impl Core {
             tx.commit().await.map_err(DbError::from)?;
             return Ok(Ended::AfterTurn);
         }
-        let job = self
-            .finish_session_in(&mut tx, session_id, SessionStatus::Completed, "ended", request_id)
-            .await?;
+        let job = self.finish_session_in(&mut tx, session_id, SessionStatus::Completed, "ended", request_id).await?;
         tx.commit().await.map_err(DbError::from)?;
         if let Some((job_id, job)) = job {
             self.push_batch(&job_id, job).await;
@@ -190,9 +184,7 @@ impl Core {
         if !db::sessions::finish(&mut **tx, session_id, status).await? {
             return Ok(None);
         }
-        self.bus
-            .emit(tx, session_id, EventKind::SessionCompleted { status, reason: reason.to_owned() })
-            .await?;
+        self.bus.emit(tx, session_id, EventKind::SessionCompleted { status, reason: reason.to_owned() }).await?;
         let job_id = new_job_id();
         db::evaluations::create(&mut **tx, session_id, request_id, &job_id).await?;
         Ok(Some((job_id, BatchJob::Evaluation { session_id, request_id: request_id.to_owned() })))

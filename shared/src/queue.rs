@@ -126,25 +126,26 @@ pub async fn depth(conn: &mut ConnectionManager, prefix: &str, queue: QueueName)
     let config = queue_config(prefix, queue);
     let now_ms = chrono::Utc::now().timestamp_millis();
     let alive_after = now_ms - 3 * POOL_HEARTBEAT.as_millis() as i64;
-    let (pending, scheduled, done, dead, workers, inflight_sets): (u64, u64, u64, u64, u64, Vec<String>) = redis::pipe()
-        .cmd("LLEN")
-        .arg(config.active_jobs_list())
-        .cmd("ZCARD")
-        .arg(config.scheduled_jobs_set())
-        .cmd("SCARD")
-        .arg(config.done_jobs_set())
-        .cmd("SCARD")
-        .arg(config.dead_jobs_set())
-        .cmd("ZCOUNT")
-        .arg(pool_key(prefix, queue))
-        .arg(alive_after)
-        .arg("+inf")
-        .cmd("ZRANGE")
-        .arg(config.workers_set())
-        .arg(0)
-        .arg(-1)
-        .query_async(conn)
-        .await?;
+    let (pending, scheduled, done, dead, workers, inflight_sets): (u64, u64, u64, u64, u64, Vec<String>) =
+        redis::pipe()
+            .cmd("LLEN")
+            .arg(config.active_jobs_list())
+            .cmd("ZCARD")
+            .arg(config.scheduled_jobs_set())
+            .cmd("SCARD")
+            .arg(config.done_jobs_set())
+            .cmd("SCARD")
+            .arg(config.dead_jobs_set())
+            .cmd("ZCOUNT")
+            .arg(pool_key(prefix, queue))
+            .arg(alive_after)
+            .arg("+inf")
+            .cmd("ZRANGE")
+            .arg(config.workers_set())
+            .arg(0)
+            .arg(-1)
+            .query_async(conn)
+            .await?;
     let mut running = 0;
     if !inflight_sets.is_empty() {
         let mut pipe = redis::pipe();

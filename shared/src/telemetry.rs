@@ -18,9 +18,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// call (tests start several components in one process) keeps the first.
 pub fn init(service: &'static str, filter: &str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::registry()
-        .with(JsonLayer { service }.with_filter(filter))
-        .try_init();
+    let _ = tracing_subscriber::registry().with(JsonLayer { service }.with_filter(filter)).try_init();
 }
 
 /// The layer that writes the seed's log lines to stdout.
@@ -116,10 +114,7 @@ fn render(service: &str, meta: &tracing::Metadata<'_>, mut fields: Map<String, V
     let response_time = fields.remove("response_time_ms");
 
     let mut line = Map::new();
-    line.insert(
-        "timestamp".into(),
-        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string().into(),
-    );
+    line.insert("timestamp".into(), chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string().into());
     line.insert("level".into(), level_name(meta.level()).into());
     line.insert("service".into(), service.into());
     line.insert("module".into(), meta.module_path().unwrap_or(meta.target()).into());

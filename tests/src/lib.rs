@@ -155,17 +155,21 @@ impl Drop for TestEnv {
         let prefix = self.prefix.clone();
         // Drop runs outside any runtime we may block on: clean up on a thread of its own.
         let cleanup = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
             rt.block_on(async move {
                 if let Ok(admin) = sqlx::PgPool::connect(&admin_database_url()).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")))
-                        .execute(&admin)
-                        .await;
+                    let _ =
+                        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")))
+                            .execute(&admin)
+                            .await;
                 }
                 if let Ok(client) = redis::Client::open(redis_url())
                     && let Ok(mut conn) = client.get_multiplexed_async_connection().await
                 {
-                    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap_or_default();
+                    let keys: Vec<String> =
+                        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap_or_default();
                     for chunk in keys.chunks(500) {
                         let _ = redis::cmd("DEL").arg(chunk).query_async::<()>(&mut conn).await;
                     }
@@ -256,7 +260,13 @@ impl Client {
     }
 
     /// Sends a request.
-    pub async fn send(&self, method: &str, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> anyhow::Result<Reply> {
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Reply> {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
@@ -277,7 +287,8 @@ impl Client {
     /// Sends a raw body with a content type.
     pub async fn send_raw(&self, method: &str, path: &str, body: Vec<u8>, content_type: &str) -> anyhow::Result<Reply> {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).header("content-type", content_type).body(body);
+        let mut req =
+            self.http.request(method, format!("{}{path}", self.base)).header("content-type", content_type).body(body);
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }

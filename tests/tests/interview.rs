@@ -46,7 +46,12 @@ async fn a_whole_interview_end_to_end() -> anyhow::Result<()> {
     }
     // One over HTTP.
     let r = candidate
-        .send("POST", &format!("/sessions/{session}/turns"), Some(json!({ "text": "Answer 4 over HTTP." })), &[("Idempotency-Key", "http-4")])
+        .send(
+            "POST",
+            &format!("/sessions/{session}/turns"),
+            Some(json!({ "text": "Answer 4 over HTTP." })),
+            &[("Idempotency-Key", "http-4")],
+        )
         .await?;
     assert_eq!(r.status, 202, "{r:?}");
     assert_eq!(r.body["number"], 4);
@@ -75,7 +80,8 @@ async fn a_whole_interview_end_to_end() -> anyhow::Result<()> {
     for pair in stream.windows(2) {
         assert!(pair[1]["seq"].as_i64() > pair[0]["seq"].as_i64(), "seq not increasing: {} then {}", pair[0], pair[1]);
     }
-    let completed: Vec<i64> = ws.seen.iter().filter(|e| is(e, "turn.completed")).filter_map(|e| e["number"].as_i64()).collect();
+    let completed: Vec<i64> =
+        ws.seen.iter().filter(|e| is(e, "turn.completed")).filter_map(|e| e["number"].as_i64()).collect();
     assert_eq!(completed, vec![0, 1, 2, 3, 4]);
     assert_eq!(completed.iter().collect::<HashSet<_>>().len(), completed.len());
 
@@ -83,7 +89,9 @@ async fn a_whole_interview_end_to_end() -> anyhow::Result<()> {
     assert_eq!(r.body["status"], "completed");
     let turns = r.body["turns"].as_array().cloned().unwrap_or_default();
     assert_eq!(turns.len(), 5);
-    assert!(turns.iter().all(|t| t["status"] == "completed" && t["provider"] == "scripted" && t["usage"]["completion_tokens"].as_i64() > Some(0)));
+    assert!(turns.iter().all(|t| t["status"] == "completed"
+        && t["provider"] == "scripted"
+        && t["usage"]["completion_tokens"].as_i64() > Some(0)));
 
     ws.close().await;
     worker.stop().await?;

@@ -65,11 +65,7 @@ pub async fn deps(config: Config) -> anyhow::Result<Arc<Deps>> {
     let redis = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
     let prefix = config.redis.key_prefix.clone();
     Ok(Arc::new(Deps {
-        core: Core {
-            db: pool,
-            bus: EventBus::new(redis.clone(), prefix.clone()),
-            queues: Queues::new(redis, &prefix),
-        },
+        core: Core { db: pool, bus: EventBus::new(redis.clone(), prefix.clone()), queues: Queues::new(redis, &prefix) },
         provider: providers::from_config(&config.worker),
         config: Arc::new(config),
         name: worker_name(),
@@ -96,8 +92,20 @@ pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 's
     let turns_alive = Arc::new(AtomicBool::new(false));
     let batch_alive = Arc::new(AtomicBool::new(false));
     let stop = CancellationToken::new();
-    tokio::spawn(heartbeat_pool(conn.clone(), pool_key(&prefix, QueueName::Turns), deps.name.clone(), turns_alive.clone(), stop.clone()));
-    tokio::spawn(heartbeat_pool(conn.clone(), pool_key(&prefix, QueueName::Batch), deps.name.clone(), batch_alive.clone(), stop.clone()));
+    tokio::spawn(heartbeat_pool(
+        conn.clone(),
+        pool_key(&prefix, QueueName::Turns),
+        deps.name.clone(),
+        turns_alive.clone(),
+        stop.clone(),
+    ));
+    tokio::spawn(heartbeat_pool(
+        conn.clone(),
+        pool_key(&prefix, QueueName::Batch),
+        deps.name.clone(),
+        batch_alive.clone(),
+        stop.clone(),
+    ));
     tokio::spawn(reconciler::run(deps.clone(), stop.clone()));
 
     let (d1, d2) = (deps.clone(), deps.clone());
@@ -170,7 +178,13 @@ pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 's
 }
 
 /// Records the pool as alive every [`POOL_HEARTBEAT`] while it runs.
-async fn heartbeat_pool(mut conn: ConnectionManager, key: String, name: String, alive: Arc<AtomicBool>, stop: CancellationToken) {
+async fn heartbeat_pool(
+    mut conn: ConnectionManager,
+    key: String,
+    name: String,
+    alive: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(POOL_HEARTBEAT);
     loop {
         tokio::select! {

@@ -67,7 +67,9 @@ impl Jwt {
                 verifying: vec![new.as_bytes().to_vec(), old],
                 access_ttl_secs: config.access_ttl.as_secs() as i64,
             },
-            None => Self { signing: old.clone(), verifying: vec![old], access_ttl_secs: config.access_ttl.as_secs() as i64 },
+            None => {
+                Self { signing: old.clone(), verifying: vec![old], access_ttl_secs: config.access_ttl.as_secs() as i64 }
+            }
         }
     }
 
@@ -83,7 +85,8 @@ impl Jwt {
     /// The claims of a valid, unexpired access token.
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
         let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(TokenError::Malformed);
         };
@@ -97,10 +100,8 @@ impl Jwt {
         }
         let signature = B64.decode(signature).map_err(|_| TokenError::Malformed)?;
         let signing_input = &token[..token.len() - token.rsplit('.').next().map_or(0, str::len) - 1];
-        let valid = self
-            .verifying
-            .iter()
-            .any(|key| mac(key, signing_input.as_bytes()).verify_slice(&signature).is_ok());
+        let valid =
+            self.verifying.iter().any(|key| mac(key, signing_input.as_bytes()).verify_slice(&signature).is_ok());
         if !valid {
             return Err(TokenError::Signature);
         }
@@ -117,7 +118,8 @@ impl Jwt {
 
 fn mac(key: &[u8], data: &[u8]) -> Hmac<Sha256> {
     // HMAC accepts keys of any length; this cannot fail.
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     mac.update(data);
     mac
 }
@@ -164,11 +166,8 @@ mod tests {
         let none = format!("{}.{payload}.", B64.encode(r#"{"alg":"none","typ":"JWT"}"#));
         assert_eq!(jwt(A, None).verify(&none, 1_001), Err(TokenError::Algorithm));
 
-        let forged_payload = B64.encode(
-            String::from_utf8(B64.decode(payload).expect("b64"))
-                .expect("utf8")
-                .replace("admin", "candidate"),
-        );
+        let forged_payload = B64
+            .encode(String::from_utf8(B64.decode(payload).expect("b64")).expect("utf8").replace("admin", "candidate"));
         let parts: Vec<&str> = token.split('.').collect();
         let forged = format!("{}.{forged_payload}.{}", parts[0], parts[2]);
         assert_eq!(jwt(A, None).verify(&forged, 1_001), Err(TokenError::Signature));

@@ -40,10 +40,8 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The caller a bearer token names, or a 401 saying why not.
 pub fn verify_bearer(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
-    let claims = state
-        .jwt
-        .verify(token, chrono::Utc::now().timestamp())
-        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    let claims =
+        state.jwt.verify(token, chrono::Utc::now().timestamp()).map_err(|e| ApiError::unauthorized(e.to_string()))?;
     let user = AuthUser { id: claims.sub, role: claims.role };
     tracing::Span::current().record("user_id", tracing::field::display(user.id));
     Ok(user)

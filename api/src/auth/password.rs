@@ -5,10 +5,7 @@ use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 /// Hashes a password (argon2id, default parameters, random salt).
 pub async fn hash(password: String) -> Result<String, String> {
     tokio::task::spawn_blocking(move || {
-        Argon2::default()
-            .hash_password(password.as_bytes())
-            .map(|h| h.to_string())
-            .map_err(|e| e.to_string())
+        Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())?

@@ -35,7 +35,11 @@ struct RegisterIn {
 const MIN_PASSWORD: usize = 8;
 const MAX_PASSWORD: usize = 256;
 
-async fn register(State(state): State<AppState>, caller: Option<AuthUser>, Json(body): Json<RegisterIn>) -> ApiResult<impl IntoResponse> {
+async fn register(
+    State(state): State<AppState>,
+    caller: Option<AuthUser>,
+    Json(body): Json<RegisterIn>,
+) -> ApiResult<impl IntoResponse> {
     let email = Email::parse(&body.email).map_err(|e| ApiError::invalid(format!("email: {e}")))?;
     let role: Role = match body.role.as_deref() {
         None => Role::Candidate,

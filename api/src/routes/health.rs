@@ -18,10 +18,7 @@ use crate::state::AppState;
 
 /// The routes.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
+    Router::new().route("/health", get(health)).route("/health/live", get(live)).route("/health/ready", get(ready))
 }
 
 async fn live() -> impl IntoResponse {
@@ -29,7 +26,10 @@ async fn live() -> impl IntoResponse {
 }
 
 /// Runs `check` under the health timeout; `Err(text)` when it fails or times out.
-async fn timed<T, E: std::fmt::Display>(limit: Duration, check: impl Future<Output = Result<T, E>>) -> (Result<T, String>, u64) {
+async fn timed<T, E: std::fmt::Display>(
+    limit: Duration,
+    check: impl Future<Output = Result<T, E>>,
+) -> (Result<T, String>, u64) {
     let start = Instant::now();
     let result = match tokio::time::timeout(limit, check).await {
         Ok(Ok(v)) => Ok(v),
@@ -47,7 +47,9 @@ async fn database_check(state: &AppState) -> (bool, Value) {
     let pool = json!({ "size": size, "in_use": in_use, "available": size.saturating_sub(in_use) });
     match result {
         Ok(_) => (true, json!({ "status": "healthy", "response_time_ms": ms, "connection_pool": pool })),
-        Err(e) => (false, json!({ "status": "unhealthy", "error": e, "response_time_ms": ms, "connection_pool": pool })),
+        Err(e) => {
+            (false, json!({ "status": "unhealthy", "error": e, "response_time_ms": ms, "connection_pool": pool }))
+        }
     }
 }
 
@@ -94,7 +96,9 @@ async fn queues_check(state: &AppState) -> (bool, Value) {
         Ok((alive, queues)) => {
             let status = if alive { "healthy" } else { "degraded" };
             let mut out = json!({ "status": status, "response_time_ms": ms });
-            out.as_object_mut().map(|o| o.extend(queues));
+            if let Some(o) = out.as_object_mut() {
+                o.extend(queues);
+            }
             if !alive {
                 out["error"] = "a queue has no live worker pool".into();
             }

@@ -13,8 +13,8 @@ use shared::ids::{InterviewId, UserId};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
-use crate::routes::sessions::SessionOut;
 use crate::routes::RequestId;
+use crate::routes::sessions::SessionOut;
 use crate::state::AppState;
 
 /// The routes.
@@ -102,7 +102,11 @@ impl InterviewIn {
     }
 }
 
-async fn create(State(state): State<AppState>, user: AuthUser, Json(body): Json<InterviewIn>) -> ApiResult<impl IntoResponse> {
+async fn create(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Json(body): Json<InterviewIn>,
+) -> ApiResult<impl IntoResponse> {
     user.require(&[Role::Recruiter, Role::Admin])?;
     let interview = db::interviews::insert(&state.db, user.id, &body.validate()?).await?;
     Ok((StatusCode::CREATED, axum::Json(InterviewOut::from(interview))))
@@ -115,7 +119,11 @@ async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<impl I
     Ok(axum::Json(interviews.into_iter().map(InterviewOut::from).collect::<Vec<_>>()))
 }
 
-async fn read(State(state): State<AppState>, user: AuthUser, Path(id): Path<InterviewId>) -> ApiResult<impl IntoResponse> {
+async fn read(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<InterviewId>,
+) -> ApiResult<impl IntoResponse> {
     user.require(&[Role::Recruiter, Role::Admin])?;
     let interview = db::interviews::find(&state.db, id).await?.ok_or_else(|| ApiError::not_found("interview"))?;
     if user.role != Role::Admin && interview.owner_id != user.id {

@@ -114,7 +114,11 @@ pub async fn visible_session(state: &AppState, user: &AuthUser, id: SessionId) -
     }
 }
 
-async fn read(State(state): State<AppState>, user: AuthUser, Path(id): Path<SessionId>) -> ApiResult<impl IntoResponse> {
+async fn read(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<SessionId>,
+) -> ApiResult<impl IntoResponse> {
     let session = visible_session(&state, &user, id).await?;
     let turns = db::turns::list(&state.db, id).await?;
     let mut out = SessionOut::from(&session);
@@ -160,7 +164,8 @@ async fn submit(
         None => None,
         Some(v) => {
             let key = v.to_str().map_err(|_| ApiError::bad_request("invalid_header", "Idempotency-Key: not ASCII"))?;
-            idempotency_key(key).map_err(|e| ApiError::bad_request("invalid_header", format!("Idempotency-Key: {e}")))?;
+            idempotency_key(key)
+                .map_err(|e| ApiError::bad_request("invalid_header", format!("Idempotency-Key: {e}")))?;
             Some(key)
         }
     };
@@ -214,7 +219,11 @@ struct EvaluationOut {
     error: Option<String>,
 }
 
-async fn evaluation(State(state): State<AppState>, user: AuthUser, Path(id): Path<SessionId>) -> ApiResult<impl IntoResponse> {
+async fn evaluation(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<SessionId>,
+) -> ApiResult<impl IntoResponse> {
     let session = visible_session(&state, &user, id).await?;
     if !(user.role == Role::Admin || session.owner_id == user.id) {
         return Err(ApiError::forbidden());

@@ -190,10 +190,7 @@ pub struct BootstrapAdmin {
 
 impl std::fmt::Debug for BootstrapAdmin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BootstrapAdmin")
-            .field("email", &self.email)
-            .field("password", &"<redacted>")
-            .finish()
+        f.debug_struct("BootstrapAdmin").field("email", &self.email).field("password", &"<redacted>").finish()
     }
 }
 
@@ -263,10 +260,9 @@ impl Config {
             scripted_delta_delay: v.millis("SCRIPTED_DELTA_DELAY_MS", 20, 0, 10_000),
         };
         let bootstrap_admin = match (v.get("BOOTSTRAP_ADMIN_EMAIL"), v.get("BOOTSTRAP_ADMIN_PASSWORD")) {
-            (Some(email), Some(password)) => Some(BootstrapAdmin {
-                email: email.to_owned(),
-                password: password.to_owned(),
-            }),
+            (Some(email), Some(password)) => {
+                Some(BootstrapAdmin { email: email.to_owned(), password: password.to_owned() })
+            }
             (None, None) => None,
             (Some(_), None) => {
                 v.problem("BOOTSTRAP_ADMIN_PASSWORD", "is required when BOOTSTRAP_ADMIN_EMAIL is set");
@@ -308,9 +304,7 @@ fn log_filter(v: &mut Vars) -> String {
 fn database_url(v: &mut Vars) -> String {
     let url = v.required("DATABASE_URL");
     // The seed's SQLAlchemy URL names its driver; sqlx speaks the protocol itself.
-    let url = url
-        .replacen("postgresql+asyncpg://", "postgres://", 1)
-        .replacen("postgresql://", "postgres://", 1);
+    let url = url.replacen("postgresql+asyncpg://", "postgres://", 1).replacen("postgresql://", "postgres://", 1);
     if !url.is_empty() && !url.starts_with("postgres://") {
         v.problem("DATABASE_URL", "must start with postgres:// or postgresql://");
     }
@@ -384,10 +378,7 @@ fn provider(v: &mut Vars) -> ProviderKind {
     match name.as_str() {
         "scripted" => ProviderKind::Scripted,
         other if PROVIDERS_NOT_BUILT.contains(&other) => {
-            v.problem(
-                "AI_PROVIDER",
-                format!("{other:?} is not built yet (see the providers issue); use \"scripted\""),
-            );
+            v.problem("AI_PROVIDER", format!("{other:?} is not built yet (see the providers issue); use \"scripted\""));
             ProviderKind::Scripted
         }
         other => {
@@ -463,8 +454,8 @@ mod tests {
 
     #[test]
     fn seed_log_levels_map_to_filters() {
-        let c = load(&[("DATABASE_URL", "postgres://x/y"), ("LOG_LEVEL", "WARNING")], Component::Worker)
-            .expect("valid");
+        let c =
+            load(&[("DATABASE_URL", "postgres://x/y"), ("LOG_LEVEL", "WARNING")], Component::Worker).expect("valid");
         assert!(c.app.log_filter.starts_with("warn,"));
     }
 }

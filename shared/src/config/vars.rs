@@ -129,23 +129,13 @@ impl Vars {
     /// A comma-separated list; blank items dropped.
     pub fn list(&self, name: &str) -> Vec<String> {
         self.get(name)
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default()
     }
 
     /// Ends reading: the problems, if any.
     pub fn finish(self) -> Result<(), ConfigError> {
-        if self.problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError { problems: self.problems })
-        }
+        if self.problems.is_empty() { Ok(()) } else { Err(ConfigError { problems: self.problems }) }
     }
 }
 

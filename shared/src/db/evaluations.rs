@@ -52,16 +52,21 @@ macro_rules! columns {
 }
 
 /// Creates the pending evaluation of a session (once).
-pub async fn create(db: impl PgExecutor<'_>, session: SessionId, request_id: &str, job_id: &str) -> Result<bool, DbError> {
+pub async fn create(
+    db: impl PgExecutor<'_>,
+    session: SessionId,
+    request_id: &str,
+    job_id: &str,
+) -> Result<bool, DbError> {
     Ok(sqlx::query(
         "INSERT INTO evaluations (session_id, request_id, job_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
     )
-        .bind(session)
-        .bind(request_id)
-        .bind(job_id)
-        .execute(db)
-        .await?
-        .rows_affected()
+    .bind(session)
+    .bind(request_id)
+    .bind(job_id)
+    .execute(db)
+    .await?
+    .rows_affected()
         == 1)
 }
 
@@ -119,7 +124,12 @@ pub struct Scorecard {
 }
 
 /// Stores the scorecard if this attempt still holds the evaluation.
-pub async fn complete(db: impl PgExecutor<'_>, session: SessionId, attempt: i32, card: &Scorecard) -> Result<bool, DbError> {
+pub async fn complete(
+    db: impl PgExecutor<'_>,
+    session: SessionId,
+    attempt: i32,
+    card: &Scorecard,
+) -> Result<bool, DbError> {
     Ok(sqlx::query(
         "UPDATE evaluations SET status = 'completed', scores = $3, summary = $4, recommendation = $5,
              provider = $6, model = $7, prompt_tokens = $8, completion_tokens = $9, cost_usd = $10,
@@ -144,7 +154,13 @@ pub async fn complete(db: impl PgExecutor<'_>, session: SessionId, attempt: i32,
 }
 
 /// Hands the evaluation back for a retry, or fails it for good.
-pub async fn release(db: impl PgExecutor<'_>, session: SessionId, attempt: i32, error: &str, give_up: bool) -> Result<bool, DbError> {
+pub async fn release(
+    db: impl PgExecutor<'_>,
+    session: SessionId,
+    attempt: i32,
+    error: &str,
+    give_up: bool,
+) -> Result<bool, DbError> {
     Ok(sqlx::query(
         "UPDATE evaluations SET status = CASE WHEN $4 THEN 'failed' ELSE 'pending' END, error = $3,
              lease_until = NULL, enqueued_at = now()

@@ -20,14 +20,13 @@ pub async fn append(db: impl PgExecutor<'_>, event: &Event) -> Result<(), DbErro
 
 /// Stored events with `seq > after`, oldest first.
 pub async fn after(db: impl PgExecutor<'_>, session: SessionId, after: i64, limit: i64) -> Result<Vec<Event>, DbError> {
-    let rows: Vec<Json<Event>> = sqlx::query_scalar(
-        "SELECT event FROM session_events WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-    )
-    .bind(session)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(db)
-    .await?;
+    let rows: Vec<Json<Event>> =
+        sqlx::query_scalar("SELECT event FROM session_events WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+            .bind(session)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(db)
+            .await?;
     Ok(rows.into_iter().map(|Json(e)| e).collect())
 }
 

@@ -57,8 +57,11 @@ macro_rules! columns {
 
 /// Inserts an interview.
 pub async fn insert(db: impl PgExecutor<'_>, owner: UserId, new: &NewInterview) -> Result<Interview, DbError> {
-    Ok(sqlx::query_as(concat!("INSERT INTO interviews (id, owner_id, title, position, language, topics, max_turns, duration_minutes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ", columns!()))
+    Ok(sqlx::query_as(concat!(
+        "INSERT INTO interviews (id, owner_id, title, position, language, topics, max_turns, duration_minutes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+        columns!()
+    ))
     .bind(InterviewId::new())
     .bind(owner)
     .bind(&new.title)
@@ -81,7 +84,11 @@ pub async fn find(db: impl PgExecutor<'_>, id: InterviewId) -> Result<Option<Int
 
 /// Interviews newest first: those of `owner`, or all when `owner` is `None`.
 pub async fn list(db: impl PgExecutor<'_>, owner: Option<UserId>, limit: i64) -> Result<Vec<Interview>, DbError> {
-    Ok(sqlx::query_as(concat!("SELECT ", columns!(), " FROM interviews WHERE ($1::uuid IS NULL OR owner_id = $1) ORDER BY created_at DESC LIMIT $2"))
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM interviews WHERE ($1::uuid IS NULL OR owner_id = $1) ORDER BY created_at DESC LIMIT $2"
+    ))
     .bind(owner)
     .bind(limit)
     .fetch_all(db)

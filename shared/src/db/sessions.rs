@@ -65,19 +65,13 @@ pub async fn insert(
 
 /// The session with this id.
 pub async fn find(db: impl PgExecutor<'_>, id: SessionId) -> Result<Option<Session>, DbError> {
-    Ok(sqlx::query_as(concat!(select!(), " WHERE s.id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await?)
+    Ok(sqlx::query_as(concat!(select!(), " WHERE s.id = $1")).bind(id).fetch_optional(db).await?)
 }
 
 /// The session, its row locked until the transaction ends: every producer of
 /// events for it waits here, which is what keeps publish order equal to `seq` order.
 pub async fn lock(db: impl PgExecutor<'_>, id: SessionId) -> Result<Option<Session>, DbError> {
-    Ok(sqlx::query_as(concat!(select!(), " WHERE s.id = $1 FOR UPDATE OF s"))
-        .bind(id)
-        .fetch_optional(db)
-        .await?)
+    Ok(sqlx::query_as(concat!(select!(), " WHERE s.id = $1 FOR UPDATE OF s")).bind(id).fetch_optional(db).await?)
 }
 
 /// Waits for any transaction producing events for the session to finish, then
@@ -87,27 +81,21 @@ pub async fn settled_seq(db: impl PgExecutor<'_>, id: SessionId) -> Result<Optio
         .bind(id)
         .fetch_optional(db)
         .await?;
-    row.map(|(status, seq)| Ok((status.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))?, seq)))
-        .transpose()
+    row.map(|(status, seq)| Ok((status.parse().map_err(|e: String| sqlx::Error::Decode(e.into()))?, seq))).transpose()
 }
 
 /// Hands out the next `n` sequence numbers; returns the first.
 pub async fn reserve_seqs(db: impl PgExecutor<'_>, id: SessionId, n: i64) -> Result<i64, DbError> {
-    Ok(
-        sqlx::query_scalar("UPDATE sessions SET last_seq = last_seq + $2 WHERE id = $1 RETURNING last_seq - $2 + 1")
-            .bind(id)
-            .bind(n)
-            .fetch_one(db)
-            .await?,
-    )
+    Ok(sqlx::query_scalar("UPDATE sessions SET last_seq = last_seq + $2 WHERE id = $1 RETURNING last_seq - $2 + 1")
+        .bind(id)
+        .bind(n)
+        .fetch_one(db)
+        .await?)
 }
 
 /// Records activity (an answer or a reply).
 pub async fn touch(db: impl PgExecutor<'_>, id: SessionId) -> Result<(), DbError> {
-    sqlx::query("UPDATE sessions SET last_activity_at = now() WHERE id = $1")
-        .bind(id)
-        .execute(db)
-        .await?;
+    sqlx::query("UPDATE sessions SET last_activity_at = now() WHERE id = $1").bind(id).execute(db).await?;
     Ok(())
 }
 

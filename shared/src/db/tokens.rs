@@ -30,14 +30,16 @@ pub async fn insert(
     hash: &[u8],
     expires_at: DateTime<Utc>,
 ) -> Result<(), DbError> {
-    sqlx::query("INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(Uuid::now_v7())
-        .bind(user)
-        .bind(family)
-        .bind(hash)
-        .bind(expires_at)
-        .execute(db)
-        .await?;
+    sqlx::query(
+        "INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, expires_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(user)
+    .bind(family)
+    .bind(hash)
+    .bind(expires_at)
+    .execute(db)
+    .await?;
     Ok(())
 }
 

@@ -90,10 +90,7 @@ pub async fn insert(
 
 /// The turn with this id.
 pub async fn find(db: impl PgExecutor<'_>, id: TurnId) -> Result<Option<Turn>, DbError> {
-    Ok(sqlx::query_as(concat!("SELECT ", columns!(), " FROM turns WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await?)
+    Ok(sqlx::query_as(concat!("SELECT ", columns!(), " FROM turns WHERE id = $1")).bind(id).fetch_optional(db).await?)
 }
 
 /// The turn a session already created under this idempotency key.
@@ -123,11 +120,7 @@ pub async fn list(db: impl PgExecutor<'_>, session: SessionId) -> Result<Vec<Tur
 
 /// Records which queue job carries the turn now.
 pub async fn set_job(db: impl PgExecutor<'_>, id: TurnId, job_id: &str) -> Result<(), DbError> {
-    sqlx::query("UPDATE turns SET job_id = $2 WHERE id = $1")
-        .bind(id)
-        .bind(job_id)
-        .execute(db)
-        .await?;
+    sqlx::query("UPDATE turns SET job_id = $2 WHERE id = $1").bind(id).bind(job_id).execute(db).await?;
     Ok(())
 }
 
@@ -142,7 +135,12 @@ pub struct Claim {
 
 /// Takes the turn if it is queued, or running under an expired lease (its
 /// worker died). `None` if it is finished or another worker holds it.
-pub async fn claim(db: impl PgExecutor<'_>, id: TurnId, worker: &str, lease: Duration) -> Result<Option<Claim>, DbError> {
+pub async fn claim(
+    db: impl PgExecutor<'_>,
+    id: TurnId,
+    worker: &str,
+    lease: Duration,
+) -> Result<Option<Claim>, DbError> {
     Ok(sqlx::query_as(
         "UPDATE turns SET status = 'running', attempts = attempts + 1, worker = $2,
              lease_until = now() + make_interval(secs => $3), started_at = coalesce(started_at, now())
@@ -258,7 +256,11 @@ pub struct Unattended {
 
 /// Turns queued longer than `queued_after`, or running under an expired
 /// lease. Each is stamped so the next pass leaves it alone for `queued_after`.
-pub async fn unattended(db: impl PgExecutor<'_>, queued_after: Duration, limit: i64) -> Result<Vec<Unattended>, DbError> {
+pub async fn unattended(
+    db: impl PgExecutor<'_>,
+    queued_after: Duration,
+    limit: i64,
+) -> Result<Vec<Unattended>, DbError> {
     Ok(sqlx::query_as(
         "UPDATE turns t SET enqueued_at = now()
          FROM (SELECT id, status = 'running' AS lease_expired FROM turns

@@ -32,13 +32,11 @@ macro_rules! columns {
 }
 
 /// Inserts a user; an email already taken is `Conflict("users_email_key")`.
-pub async fn insert(
-    db: impl PgExecutor<'_>,
-    email: &Email,
-    password_hash: &str,
-    role: Role,
-) -> Result<User, DbError> {
-    sqlx::query_as(concat!("INSERT INTO users (id, email, password_hash, role) VALUES ($1, $2, $3, $4) RETURNING ", columns!()))
+pub async fn insert(db: impl PgExecutor<'_>, email: &Email, password_hash: &str, role: Role) -> Result<User, DbError> {
+    sqlx::query_as(concat!(
+        "INSERT INTO users (id, email, password_hash, role) VALUES ($1, $2, $3, $4) RETURNING ",
+        columns!()
+    ))
     .bind(UserId::new())
     .bind(email.as_str())
     .bind(password_hash)
@@ -58,15 +56,10 @@ pub async fn find_by_email(db: impl PgExecutor<'_>, email: &str) -> Result<Optio
 
 /// The user with this id.
 pub async fn find(db: impl PgExecutor<'_>, id: UserId) -> Result<Option<User>, DbError> {
-    Ok(sqlx::query_as(concat!("SELECT ", columns!(), " FROM users WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await?)
+    Ok(sqlx::query_as(concat!("SELECT ", columns!(), " FROM users WHERE id = $1")).bind(id).fetch_optional(db).await?)
 }
 
 /// Whether any admin exists.
 pub async fn admin_exists(db: impl PgExecutor<'_>) -> Result<bool, DbError> {
-    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE role = 'admin')")
-        .fetch_one(db)
-        .await?)
+    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE role = 'admin')").fetch_one(db).await?)
 }

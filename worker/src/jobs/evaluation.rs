@@ -95,7 +95,12 @@ async fn evaluate(deps: &Deps, session_id: SessionId, request_id: &str) -> Resul
         tracing::info!(attempt, recommendation = %card.recommendation, "evaluation completed");
         return Ok(());
     }
-    let error = error.unwrap_or_else(|| ProviderError { provider: String::new(), message: "no result".into(), retryable: true, retry_after: None });
+    let error = error.unwrap_or_else(|| ProviderError {
+        provider: String::new(),
+        message: "no result".into(),
+        retryable: true,
+        retry_after: None,
+    });
     let attempt_no = attempt.max(0) as u32;
     let give_up = !(error.retryable && retry::may_retry(&deps.config.jobs, attempt_no));
     db::evaluations::release(db, session_id, attempt, &error.message, give_up).await?;
@@ -126,7 +131,8 @@ enum ScoreError {
 async fn score(deps: &Deps, session_id: SessionId) -> Result<Scorecard, ScoreError> {
     let db = &deps.core.db;
     let session = db::sessions::find(db, session_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
-    let interview = db::interviews::find(db, session.interview_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
+    let interview =
+        db::interviews::find(db, session.interview_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
     let turns = db::turns::list(db, session_id).await?;
     let mut request = prompt::evaluation(&interview, &turns);
     let provider = &deps.provider;
@@ -150,7 +156,10 @@ async fn score(deps: &Deps, session_id: SessionId) -> Result<Scorecard, ScoreErr
                 });
             }
             Err(problem) if round == 0 => {
-                request.messages.push(crate::providers::ChatMessage { speaker: crate::providers::Speaker::Assistant, content: text });
+                request.messages.push(crate::providers::ChatMessage {
+                    speaker: crate::providers::Speaker::Assistant,
+                    content: text,
+                });
                 request.messages.push(crate::providers::ChatMessage {
                     speaker: crate::providers::Speaker::User,
                     content: format!("That was not a valid scorecard ({problem}). Reply with the JSON object only."),
@@ -167,7 +176,13 @@ async fn score(deps: &Deps, session_id: SessionId) -> Result<Scorecard, ScoreErr
             }
         }
     }
-    Err(ProviderError { provider: provider.name().to_owned(), message: "no scorecard".into(), retryable: false, retry_after: None }.into())
+    Err(ProviderError {
+        provider: provider.name().to_owned(),
+        message: "no scorecard".into(),
+        retryable: false,
+        retry_after: None,
+    }
+    .into())
 }
 
 async fn collect(
@@ -180,7 +195,12 @@ async fn collect(
             Chunk::Done { usage } => return Ok((text, usage)),
         }
     }
-    Err(ProviderError { provider: String::new(), message: "the stream ended without finishing".into(), retryable: true, retry_after: None })
+    Err(ProviderError {
+        provider: String::new(),
+        message: "the stream ended without finishing".into(),
+        retryable: true,
+        retry_after: None,
+    })
 }
 
 #[cfg(test)]

@@ -28,7 +28,8 @@ const DELTA_BLOCK: i64 = 256;
 
 /// The apalis handler.
 pub async fn handle(job: TurnJob, deps: Data<Arc<Deps>>) -> Result<(), BoxDynError> {
-    let span = tracing::info_span!("turn", request_id = %job.request_id, turn_id = %job.turn_id, session_id = %job.session_id);
+    let span =
+        tracing::info_span!("turn", request_id = %job.request_id, turn_id = %job.turn_id, session_id = %job.session_id);
     run(&deps, &job).instrument(span).await
 }
 
@@ -67,7 +68,9 @@ async fn run(deps: &Deps, job: &TurnJob) -> Result<(), BoxDynError> {
             tracing::info!(attempt = claim.attempt, "turn handed back at shutdown");
             Ok(())
         }
-        Err(AttemptError::Provider(e)) => settle_failure(deps, job, &turn, claim, &e.message, e.retryable, e.retry_after).await,
+        Err(AttemptError::Provider(e)) => {
+            settle_failure(deps, job, &turn, claim, &e.message, e.retryable, e.retry_after).await
+        }
         Err(AttemptError::Db(e)) => Err(e.into()),
     }
 }
@@ -109,14 +112,20 @@ async fn attempt(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Resul
     }
     let started = core
         .bus
-        .emit_reserving(&mut tx, turn.session_id, EventKind::TurnStarted { turn_id: turn.id, number: turn.number }, DELTA_BLOCK)
+        .emit_reserving(
+            &mut tx,
+            turn.session_id,
+            EventKind::TurnStarted { turn_id: turn.id, number: turn.number },
+            DELTA_BLOCK,
+        )
         .await?;
     tx.commit().await?;
     let mut next_seq = started.seq + 1;
     let mut block_end = started.seq + DELTA_BLOCK;
 
     let lost = CancellationToken::new();
-    let keeper = tokio::spawn(keep_lease(deps.core.db.clone(), turn.id, claim.attempt, deps.config.jobs.lease, lost.clone()));
+    let keeper =
+        tokio::spawn(keep_lease(deps.core.db.clone(), turn.id, claim.attempt, deps.config.jobs.lease, lost.clone()));
     let _stop_keeper = AbortOnDrop(keeper);
 
     let start = Instant::now();
@@ -138,7 +147,11 @@ async fn attempt(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Resul
                     block_end = next_seq + DELTA_BLOCK - 1;
                 }
                 message.push_str(&text);
-                let delta = Event { seq: next_seq, session_id: turn.session_id, kind: EventKind::TurnDelta { turn_id: turn.id, text } };
+                let delta = Event {
+                    seq: next_seq,
+                    session_id: turn.session_id,
+                    kind: EventKind::TurnDelta { turn_id: turn.id, text },
+                };
                 next_seq += 1;
                 core.bus.publish(&delta).await;
             }
@@ -166,13 +179,18 @@ async fn attempt(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Resul
     };
 
     let mut tx = db.begin().await?;
-    let session = db::sessions::lock(&mut *tx, turn.session_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
+    let session =
+        db::sessions::lock(&mut *tx, turn.session_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
     if !db::turns::complete(&mut *tx, turn.id, claim.attempt, &reply).await? {
         return Ok(Outcome::Superseded);
     }
     db::sessions::touch(&mut *tx, turn.session_id).await?;
     core.bus
-        .emit(&mut tx, turn.session_id, EventKind::TurnCompleted { turn_id: turn.id, number: turn.number, message: message.clone(), usage })
+        .emit(
+            &mut tx,
+            turn.session_id,
+            EventKind::TurnCompleted { turn_id: turn.id, number: turn.number, message: message.clone(), usage },
+        )
         .await?;
     let reason = if turn.number >= session.max_turns {
         Some("max_turns")
@@ -225,7 +243,12 @@ async fn settle_failure(
             let job_id = new_job_id();
             db::turns::set_job(&core.db, turn.id, &job_id).await?;
             core.queues.push_turn(&job_id, job.clone(), Some(delay)).await?;
-            tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, error = message, "turn attempt failed; retrying");
+            tracing::warn!(
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                error = message,
+                "turn attempt failed; retrying"
+            );
         }
         return Ok(());
     }
@@ -238,7 +261,11 @@ async fn settle_failure(
             format!("the interviewer could not answer: {message}")
         };
         core.bus
-            .emit(&mut tx, turn.session_id, EventKind::TurnFailed { turn_id: turn.id, number: turn.number, reason, retryable })
+            .emit(
+                &mut tx,
+                turn.session_id,
+                EventKind::TurnFailed { turn_id: turn.id, number: turn.number, reason, retryable },
+            )
             .await?;
     }
     tx.commit().await?;
@@ -262,7 +289,13 @@ async fn hand_back(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Res
 
 /// Renews the lease every third of its length; cancels `lost` if another
 /// worker took the turn over.
-async fn keep_lease(db: sqlx::PgPool, turn: shared::ids::TurnId, attempt: i32, lease: std::time::Duration, lost: CancellationToken) {
+async fn keep_lease(
+    db: sqlx::PgPool,
+    turn: shared::ids::TurnId,
+    attempt: i32,
+    lease: std::time::Duration,
+    lost: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(lease / 3);
     ticker.tick().await;
     loop {

@@ -81,11 +81,19 @@ fn topic(request: &ChatRequest, index: usize) -> &str {
 fn question(language: Language, topic: &str, variant: usize) -> String {
     match (language, variant % 3) {
         (Language::En, 0) => format!("Could you tell me about your experience with {topic}?"),
-        (Language::En, 1) => format!("How have you approached {topic} in a recent project, and what did you learn?"),
-        (Language::En, _) => format!("What is the hardest problem you have solved involving {topic}?"),
+        (Language::En, 1) => {
+            format!("How have you approached {topic} in a recent project, and what did you learn?")
+        }
+        (Language::En, _) => {
+            format!("What is the hardest problem you have solved involving {topic}?")
+        }
         (Language::Ja, 0) => format!("{topic}についてのご経験を教えてください。"),
-        (Language::Ja, 1) => format!("最近のプロジェクトで{topic}にどのように取り組み、何を学びましたか？"),
-        (Language::Ja, _) => format!("{topic}に関して、これまでに解決した最も難しい問題は何ですか？"),
+        (Language::Ja, 1) => {
+            format!("最近のプロジェクトで{topic}にどのように取り組み、何を学びましたか？")
+        }
+        (Language::Ja, _) => {
+            format!("{topic}に関して、これまでに解決した最も難しい問題は何ですか？")
+        }
     }
 }
 
@@ -94,7 +102,9 @@ fn reply(request: &ChatRequest, number: i32, last: bool) -> String {
     let language = request.language;
     if last {
         return match language {
-            Language::En => "Thank you for your answers. That concludes our interview; your evaluation will follow.".into(),
+            Language::En => {
+                "Thank you for your answers. That concludes our interview; your evaluation will follow.".into()
+            }
             Language::Ja => "ご回答ありがとうございました。以上で面接を終了します。評価は後ほどお知らせします。".into(),
         };
     }
@@ -129,11 +139,8 @@ fn scorecard(request: &ChatRequest) -> String {
         request.messages.iter().filter(|m| m.speaker == Speaker::User).map(|m| m.content.as_str()).collect();
     let count = answers.len().max(1);
     let avg_len = answers.iter().map(|a| a.chars().count()).sum::<usize>() / count;
-    let topics_mentioned = request
-        .topics
-        .iter()
-        .filter(|t| answers.iter().any(|a| a.to_lowercase().contains(&t.to_lowercase())))
-        .count();
+    let topics_mentioned =
+        request.topics.iter().filter(|t| answers.iter().any(|a| a.to_lowercase().contains(&t.to_lowercase()))).count();
     let by_length = |l: usize| match l {
         0..=19 => 1,
         20..=59 => 2,
@@ -212,7 +219,8 @@ mod tests {
     #[tokio::test]
     async fn the_opening_asks_the_first_topic_in_the_interview_language() {
         let p = Scripted::new(Duration::ZERO);
-        let (en, deltas, usage) = collect(&p, request(Language::En, Purpose::Turn { number: 0, last: false }, &[])).await;
+        let (en, deltas, usage) =
+            collect(&p, request(Language::En, Purpose::Turn { number: 0, last: false }, &[])).await;
         assert!(en.starts_with("Hello") && en.contains("Rust"), "{en}");
         assert!(deltas > 3, "streams in small deltas");
         assert!(usage.completion_tokens > 0);
@@ -225,7 +233,15 @@ mod tests {
     #[tokio::test]
     async fn evaluations_are_valid_scorecards() {
         let p = Scripted::new(Duration::ZERO);
-        let (text, _, _) = collect(&p, request(Language::En, Purpose::Evaluation, &["I built a Rust service on PostgreSQL with queues and retries."])).await;
+        let (text, _, _) = collect(
+            &p,
+            request(
+                Language::En,
+                Purpose::Evaluation,
+                &["I built a Rust service on PostgreSQL with queues and retries."],
+            ),
+        )
+        .await;
         let card: serde_json::Value = serde_json::from_str(&text).expect("json");
         for k in ["communication", "technical_depth", "problem_solving", "engagement"] {
             let s = card["scores"][k].as_i64().expect("score");
