@@ -1,0 +1,101 @@
+//! Resume after a disconnect, and idle pickup latency.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::json;
+use tests::{TestEnv, is};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reconnect_with_after_seq_gets_what_it_missed_once() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let anon = api.client();
+    let recruiter = anon.user("r@example.com", "recruiter").await?;
+    let candidate = anon.user("c@example.com", "candidate").await?;
+    let interview = recruiter.interview("en", 10).await?;
+    let session = candidate.start_session(&interview).await?;
+
+    let mut ws = candidate.ws(&session, None).await?;
+    let opening = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    let last_seen = opening["seq"].as_i64().unwrap_or(0);
+    ws.close().await;
+
+    // While disconnected, an answer over HTTP completes.
+    let r = candidate.post(&format!("/sessions/{session}/turns"), json!({ "text": "answered while offline" })).await?;
+    assert_eq!(r.status, 202, "{r:?}");
+    let turn_id = r.body["turn_id"].clone();
+    let db = env.db().await?;
+    tests::eventually(WAIT, || {
+        let db = db.clone();
+        async move {
+            let status: String = sqlx::query_scalar("SELECT status FROM turns WHERE number = 1").fetch_one(&db).await?;
+            Ok((status == "completed").then_some(()))
+        }
+    })
+    .await?;
+
+    let mut ws = candidate.ws(&session, Some(last_seen)).await?;
+    let state = ws.next(WAIT).await?.unwrap_or_default();
+    assert!(is(&state, "session.state"), "{state}");
+    let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    assert_eq!(completed["turn_id"], turn_id);
+    assert_eq!(completed["message"].as_str().map(str::is_empty), Some(false));
+    // Nothing at or before `last_seen` again, nothing twice, and the missed
+    // turn.queued and turn.started came first.
+    ws.send(json!({ "type": "ping" })).await?;
+    ws.until(WAIT, |e| is(e, "pong")).await?;
+    let stream: Vec<i64> = ws
+        .seen
+        .iter()
+        .filter(|e| !is(e, "session.state") && !is(e, "pong"))
+        .filter_map(|e| e["seq"].as_i64())
+        .collect();
+    assert!(stream.iter().all(|s| *s > last_seen), "{stream:?} after {last_seen}");
+    assert_eq!(stream.iter().collect::<HashSet<_>>().len(), stream.len(), "duplicates in {stream:?}");
+    let kinds: Vec<&str> = ws.seen.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(&kinds[..4], ["session.state", "turn.queued", "turn.started", "turn.completed"], "{kinds:?}");
+
+    // A live turn after the resume still arrives, once.
+    ws.send(json!({ "type": "answer", "text": "and one more", "client_msg_id": "after-resume" })).await?;
+    let next = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    assert_eq!(next["number"], 2);
+    let completions = ws.seen.iter().filter(|e| is(e, "turn.completed")).count();
+    assert_eq!(completions, 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_an_idle_system_each_turn_starts_within_100_ms() -> anyhow::Result<()> {
+    let mut env = TestEnv::new().await?;
+    env.set("SCRIPTED_DELTA_DELAY_MS", "0");
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let anon = api.client();
+    let recruiter = anon.user("r@example.com", "recruiter").await?;
+    let candidate = anon.user("c@example.com", "candidate").await?;
+    let interview = recruiter.interview("en", 60).await?;
+    let session = candidate.start_session(&interview).await?;
+    let mut ws = candidate.ws(&session, None).await?;
+    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+
+    for i in 1..=50 {
+        // Let the queue go idle between submissions.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        ws.send(json!({ "type": "answer", "text": format!("answer {i}") })).await?;
+        ws.until(WAIT, |e| is(e, "turn.completed") && e["number"] == i).await?;
+    }
+    let db = env.db().await?;
+    let waits: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM started_at - created_at)::float8 * 1000 FROM turns WHERE number > 0 ORDER BY number",
+    )
+    .fetch_all(&db)
+    .await?;
+    assert_eq!(waits.len(), 50);
+    let worst = waits.iter().cloned().fold(0.0, f64::max);
+    assert!(worst < 100.0, "slowest pickup {worst:.1} ms; all: {waits:?}");
+    Ok(())
+}
