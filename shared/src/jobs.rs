@@ -32,6 +32,12 @@ impl QueueName {
     pub fn key(self, prefix: &str) -> String {
         format!("{prefix}-{}", self.as_str())
     }
+
+    /// The channel producers publish on after each push, so idle workers
+    /// fetch at once (apalis-redis itself only polls).
+    pub fn notify_channel(self, prefix: &str) -> String {
+        format!("{}:notify", self.key(prefix))
+    }
 }
 
 impl std::str::FromStr for QueueName {

@@ -33,6 +33,7 @@ pub struct Queues {
     turns: RedisStorage<TurnJob>,
     batch: RedisStorage<BatchJob>,
     conn: ConnectionManager,
+    prefix: String,
 }
 
 impl Queues {
@@ -42,29 +43,60 @@ impl Queues {
             turns: RedisStorage::new(conn.clone()).with_config(queue_config(prefix, QueueName::Turns)),
             batch: RedisStorage::new(conn.clone()).with_config(queue_config(prefix, QueueName::Batch)),
             conn,
+            prefix: prefix.to_owned(),
         }
     }
 
     /// Enqueues a turn under `job_id` (from [`new_job_id`], stored with the
     /// turn first), to run now or after `delay` (a retry's backoff).
     pub async fn push_turn(&self, job_id: &str, job: TurnJob, delay: Option<Duration>) -> Result<(), QueueError> {
-        push(self.turns.clone(), QueueName::Turns, job_id, job, delay).await
+        push(self.turns.clone(), QueueName::Turns, job_id, job, delay).await?;
+        self.notify(QueueName::Turns, delay).await
     }
 
     /// Enqueues batch work under `job_id`, now or after `delay`.
     pub async fn push_batch(&self, job_id: &str, job: BatchJob, delay: Option<Duration>) -> Result<(), QueueError> {
-        push(self.batch.clone(), QueueName::Batch, job_id, job, delay).await
+        push(self.batch.clone(), QueueName::Batch, job_id, job, delay).await?;
+        self.notify(QueueName::Batch, delay).await
     }
 
-    /// Whether Redis still holds the job (pending, scheduled, in flight or
-    /// dead). False after a flush or a lost push.
+    /// Wakes idle workers. Delayed jobs need no wake-up: workers poll once a
+    /// second as well. A lost notification only costs that second.
+    async fn notify(&self, queue: QueueName, delay: Option<Duration>) -> Result<(), QueueError> {
+        if delay.is_some_and(|d| !d.is_zero()) {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let published: Result<i64, _> =
+            redis::cmd("PUBLISH").arg(queue.notify_channel(&self.prefix)).arg(1).query_async(&mut conn).await;
+        if let Err(e) = published {
+            tracing::debug!(queue = queue.as_str(), error = %e, "queue notification not published");
+        }
+        Ok(())
+    }
+
+    /// Whether Redis still holds the job as work to do (pending, scheduled or
+    /// in flight). False after a flush or a lost push, and for a job that is
+    /// done or dead while its row still waits: both mean nobody will run it.
     pub async fn holds(&self, queue: QueueName, job_id: &str) -> Result<bool, redis::RedisError> {
-        let data_hash = match queue {
-            QueueName::Turns => self.turns.get_config().job_data_hash(),
-            QueueName::Batch => self.batch.get_config().job_data_hash(),
+        let config = match queue {
+            QueueName::Turns => self.turns.get_config(),
+            QueueName::Batch => self.batch.get_config(),
         };
         let mut conn = self.conn.clone();
-        redis::cmd("HEXISTS").arg(data_hash).arg(job_id).query_async(&mut conn).await
+        let (exists, done, dead): (bool, bool, bool) = redis::pipe()
+            .cmd("HEXISTS")
+            .arg(config.job_data_hash())
+            .arg(job_id)
+            .cmd("SISMEMBER")
+            .arg(config.done_jobs_set())
+            .arg(job_id)
+            .cmd("SISMEMBER")
+            .arg(config.dead_jobs_set())
+            .arg(job_id)
+            .query_async(&mut conn)
+            .await?;
+        Ok(exists && !done && !dead)
     }
 }
 

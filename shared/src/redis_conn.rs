@@ -1,7 +1,7 @@
 //! Redis connections with the timeouts of `REDIS_SOCKET_TIMEOUT` (apalis-redis
 //! would otherwise use a 500 ms response timeout that can kill a worker pool).
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisResult};
 
 use crate::config::RedisConfig;
@@ -25,14 +25,22 @@ pub fn manager(config: &RedisConfig) -> RedisResult<ConnectionManager> {
     ConnectionManager::new_lazy_with_config(client(config)?, manager_config(config))
 }
 
-/// A RESP3 connection whose pub/sub messages (and disconnections) go to `sender`.
-pub fn subscriber(
-    config: &RedisConfig,
-    sender: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
-) -> RedisResult<ConnectionManager> {
+fn resp3_client(config: &RedisConfig) -> RedisResult<Client> {
     let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())?;
     let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
-    let info = info.set_redis_settings(settings);
-    let client = Client::open(info)?;
-    ConnectionManager::new_lazy_with_config(client, manager_config(config).set_push_sender(sender))
+    Client::open(info.set_redis_settings(settings))
+}
+
+/// A RESP3 connection whose pub/sub messages (and disconnections) go to
+/// `sender`; the caller resubscribes after a disconnection.
+pub fn subscriber(config: &RedisConfig, sender: impl AsyncPushSender) -> RedisResult<ConnectionManager> {
+    ConnectionManager::new_lazy_with_config(resp3_client(config)?, manager_config(config).set_push_sender(sender))
+}
+
+/// Like [`subscriber`], but resubscribes to its channels by itself after a
+/// reconnect. The worker's queues run on it: on RESP2 a single dropped
+/// connection kills an apalis-redis pool, while this one reconnects.
+pub fn subscriber_resubscribing(config: &RedisConfig, sender: impl AsyncPushSender) -> RedisResult<ConnectionManager> {
+    let manager = manager_config(config).set_push_sender(sender).set_automatic_resubscription();
+    ConnectionManager::new_lazy_with_config(resp3_client(config)?, manager)
 }

@@ -20,13 +20,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use apalis::prelude::{BackendExt, Event, Monitor, ParallelizeExt, WorkerBuilder, WorkerBuilderExt};
+use apalis::prelude::{BackendExt, Event, Monitor, ParallelizeExt, Strategy, WorkerBuilder, WorkerBuilderExt};
 use apalis_redis::RedisStorage;
 use redis::aio::ConnectionManager;
 use shared::config::Config;
 use shared::db;
 use shared::flow::Core;
-use shared::jobs::{BatchJob, QueueName, TurnJob};
+use shared::jobs::QueueName;
 use shared::queue::{POOL_HEARTBEAT, Queues, pool_key, queue_config};
 use shared::stream::EventBus;
 use tokio_util::sync::CancellationToken;
@@ -80,14 +80,54 @@ pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 's
     let config = deps.config.clone();
     let prefix = config.redis.key_prefix.clone();
     let conn = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
+
+    // The queues run on a RESP3 connection: on RESP2 one dropped connection
+    // kills an apalis pool. Producers PUBLISH on each queue's notify channel
+    // after a push; that wakes the idle pool at once, and a 1 s poll covers
+    // delayed retries and notifications lost in a reconnect.
+    let (turns_wake, turns_woken) = futures::channel::mpsc::unbounded::<()>();
+    let (batch_wake, batch_woken) = futures::channel::mpsc::unbounded::<()>();
+    let turns_channel = QueueName::Turns.notify_channel(&prefix);
+    let batch_channel = QueueName::Batch.notify_channel(&prefix);
+    let route = {
+        let (turns_channel, batch_channel) = (turns_channel.clone(), batch_channel.clone());
+        move |push: redis::PushInfo| {
+            match push.kind {
+                redis::PushKind::Message => match push.data.first() {
+                    Some(redis::Value::BulkString(channel)) if *channel == turns_channel.as_bytes() => {
+                        let _ = turns_wake.unbounded_send(());
+                    }
+                    Some(redis::Value::BulkString(channel)) if *channel == batch_channel.as_bytes() => {
+                        let _ = batch_wake.unbounded_send(());
+                    }
+                    _ => {}
+                },
+                redis::PushKind::Disconnection => {
+                    let _ = turns_wake.unbounded_send(());
+                    let _ = batch_wake.unbounded_send(());
+                }
+                _ => {}
+            }
+            Ok::<(), std::convert::Infallible>(())
+        }
+    };
+    let mut queue_conn = shared::redis_conn::subscriber_resubscribing(&config.redis, route).context("REDIS_URL")?;
+    if let Err(e) = queue_conn.subscribe(&[&turns_channel, &batch_channel]).await {
+        // Not fatal: the 1 s poll still runs, and the connection resubscribes on reconnect.
+        tracing::warn!(error = %e, "queue notifications not subscribed yet; polling every second");
+    }
+    let wake = |woken| Strategy::new().stream(woken).interval(FALLBACK_POLL);
+    let (turns_strategy, batch_strategy) = (wake(turns_woken), wake(batch_woken));
+
     // Heartbeats a third of the lease: a dead worker's jobs are recovered
     // by apalis within about the lease, and by our reconciler regardless.
     let heartbeat = (config.jobs.lease / 3).max(Duration::from_secs(1));
     let storage_config = |queue| queue_config(&prefix, queue).heartbeat_interval(heartbeat).missed_heartbeats(3);
-    let turns: RedisStorage<TurnJob> = RedisStorage::new(conn.clone()).with_config(storage_config(QueueName::Turns));
-    let batch: RedisStorage<BatchJob> = RedisStorage::new(conn.clone()).with_config(storage_config(QueueName::Batch));
-    // A short poll keeps idle pickup fast; apalis-redis does not wake idle workers on push.
-    let poll = Duration::from_millis(20);
+    // Payloads are decoded in the handlers: see `jobs::decode`.
+    let turns: RedisStorage<serde_json::Value> =
+        RedisStorage::new(queue_conn.clone()).with_config(storage_config(QueueName::Turns));
+    let batch: RedisStorage<serde_json::Value> =
+        RedisStorage::new(queue_conn.clone()).with_config(storage_config(QueueName::Batch));
 
     let turns_alive = Arc::new(AtomicBool::new(false));
     let batch_alive = Arc::new(AtomicBool::new(false));
@@ -122,7 +162,7 @@ pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 's
     let monitor = Monitor::new()
         .register(move |run: usize| {
             WorkerBuilder::new(format!("{name1}-{run}"))
-                .backend(turns.clone().poll_with_interval(poll))
+                .backend(turns.clone().before_start(restart_pause(run)).poll_with_strategy(turns_strategy.clone()))
                 .data(d1.clone())
                 .concurrency(turn_concurrency)
                 .parallelize(tokio::spawn)
@@ -130,7 +170,7 @@ pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 's
         })
         .register(move |run: usize| {
             WorkerBuilder::new(format!("{name2}-{run}"))
-                .backend(batch.clone().poll_with_interval(poll))
+                .backend(batch.clone().before_start(restart_pause(run)).poll_with_strategy(batch_strategy.clone()))
                 .data(d2.clone())
                 .concurrency(batch_concurrency)
                 .parallelize(tokio::spawn)
@@ -175,6 +215,25 @@ pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 's
     result.context("worker pools")?;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// How often an idle pool fetches without a notification.
+const FALLBACK_POLL: Duration = Duration::from_secs(1);
+
+/// The pause before a pool's `run`-th restart: none at first start, then
+/// 1 s, 2 s, 4 s … up to 30 s, so a pool failing on a Redis outage does not
+/// spin against it.
+fn restart_pause<B>(run: usize) -> impl Fn(&mut B) -> futures::future::BoxFuture<'static, Result<(), apalis_redis::Error>> {
+    move |_| {
+        Box::pin(async move {
+            if run > 0 {
+                let pause = Duration::from_secs(1u64 << (run - 1).min(5)).min(Duration::from_secs(30));
+                tracing::warn!(restart = run, pause_ms = pause.as_millis() as u64, "restarting worker pool after a pause");
+                tokio::time::sleep(pause).await;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// Records the pool as alive every [`POOL_HEARTBEAT`] while it runs.

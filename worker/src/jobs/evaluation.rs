@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use apalis::prelude::{AbortError, BoxDynError, Data};
+use apalis::prelude::{AbortError, Attempt, BoxDynError, Data};
 use futures::StreamExt;
 use serde::Deserialize;
 use shared::db::{self, DbError, evaluations::Scorecard};
 use shared::domain::EvaluationStatus;
 use shared::events::{EventKind, Usage};
 use shared::ids::SessionId;
-use shared::jobs::BatchJob;
+use shared::jobs::{BatchJob, QueueName};
 use shared::queue::new_job_id;
 use tracing::Instrument;
 
@@ -24,13 +24,14 @@ pub const CRITERIA: [&str; 4] = ["communication", "technical_depth", "problem_so
 const RECOMMENDATIONS: [&str; 4] = ["strong_hire", "hire", "no_hire", "strong_no_hire"];
 
 /// The apalis handler for the `batch` queue.
-pub async fn handle(job: BatchJob, deps: Data<Arc<Deps>>) -> Result<(), BoxDynError> {
-    match job {
+pub async fn handle(raw: serde_json::Value, deps: Data<Arc<Deps>>, attempt: Attempt) -> Result<(), BoxDynError> {
+    let result = match super::decode(QueueName::Batch, raw)? {
         BatchJob::Evaluation { session_id, request_id } => {
             let span = tracing::info_span!("evaluation", request_id = %request_id, session_id = %session_id);
             evaluate(&deps, session_id, &request_id).instrument(span).await
         }
-    }
+    };
+    super::bound(result, &attempt, deps.config.jobs.max_attempts)
 }
 
 #[derive(Deserialize)]
@@ -74,7 +75,17 @@ async fn evaluate(deps: &Deps, session_id: SessionId, request_id: &str) -> Resul
     let Some(attempt) = db::evaluations::claim(db, session_id, deps.config.jobs.lease).await? else {
         return Ok(());
     };
-    let result = score(deps, session_id).await;
+    let result = if attempt.max(0) as u32 > deps.config.jobs.max_attempts {
+        // Re-runs after a crash count too: an evaluation that kills its worker stops here.
+        Err(ScoreError::Provider(ProviderError {
+            provider: deps.provider.name().to_owned(),
+            message: format!("{} earlier attempts never finished", attempt - 1),
+            retryable: false,
+            retry_after: None,
+        }))
+    } else {
+        score(deps, session_id).await
+    };
     let (card, error) = match result {
         Ok(card) => (Some(card), None),
         Err(ScoreError::Provider(e)) => (None, Some(e)),

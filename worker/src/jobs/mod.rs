@@ -1,4 +1,35 @@
-//! Job handlers.
+//! Job handlers, and the two guards every handler runs behind: payloads are
+//! decoded here (a payload that does not decode goes to the dead set instead
+//! of killing the pool that fetched it), and apalis's own retries of
+//! infrastructure errors stop at `JOB_MAX_ATTEMPTS`.
 
 pub mod evaluation;
 pub mod turn;
+
+use apalis::prelude::{AbortError, Attempt, BoxDynError};
+use serde::de::DeserializeOwned;
+use shared::jobs::QueueName;
+
+/// Decodes a job payload; an undecodable one is aborted into the dead set
+/// with a message naming the problem.
+pub fn decode<J: DeserializeOwned>(queue: QueueName, raw: serde_json::Value) -> Result<J, BoxDynError> {
+    serde_json::from_value(raw).map_err(|e| {
+        tracing::error!(queue = queue.as_str(), error = %e, "undecodable job payload; moved to the dead set");
+        AbortError::new(format!("undecodable {} job payload: {e}", queue.as_str())).into()
+    })
+}
+
+/// Provider failures are retried by the handlers themselves (our backoff,
+/// our count). What reaches apalis as an error is infrastructure (PostgreSQL
+/// or Redis unreachable): apalis retries it after 1 s, 2 s, 3 s, … and this
+/// stops it at `max_attempts`; the reconciler picks the row up again once
+/// the infrastructure is back.
+pub fn bound(result: Result<(), BoxDynError>, attempt: &Attempt, max_attempts: u32) -> Result<(), BoxDynError> {
+    match result {
+        Err(e) if !e.is::<AbortError>() && attempt.current() >= max_attempts as usize => {
+            tracing::error!(attempt = attempt.current(), error = %e, "job failed at its last attempt; moved to the dead set");
+            Err(AbortError::new(e).into())
+        }
+        other => other,
+    }
+}

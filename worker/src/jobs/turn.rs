@@ -9,12 +9,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use apalis::prelude::{AbortError, BoxDynError, Data};
+use apalis::prelude::{AbortError, Attempt, BoxDynError, Data};
 use futures::StreamExt;
 use shared::db::{self, DbError, turns::Claim, turns::Reply, turns::Turn};
 use shared::domain::{SessionStatus, TurnStatus};
 use shared::events::{Event, EventKind, Usage};
-use shared::jobs::TurnJob;
+use shared::jobs::{QueueName, TurnJob};
 use shared::queue::new_job_id;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -27,10 +27,11 @@ use crate::{prompt, retry};
 const DELTA_BLOCK: i64 = 256;
 
 /// The apalis handler.
-pub async fn handle(job: TurnJob, deps: Data<Arc<Deps>>) -> Result<(), BoxDynError> {
+pub async fn handle(raw: serde_json::Value, deps: Data<Arc<Deps>>, attempt: Attempt) -> Result<(), BoxDynError> {
+    let job: TurnJob = super::decode(QueueName::Turns, raw)?;
     let span =
         tracing::info_span!("turn", request_id = %job.request_id, turn_id = %job.turn_id, session_id = %job.session_id);
-    run(&deps, &job).instrument(span).await
+    super::bound(run(&deps, &job).instrument(span).await, &attempt, deps.config.jobs.max_attempts)
 }
 
 enum Outcome {
@@ -58,6 +59,12 @@ async fn run(deps: &Deps, job: &TurnJob) -> Result<(), BoxDynError> {
         tracing::info!("turn held by another worker");
         return Ok(());
     };
+    if claim.attempt.max(0) as u32 > deps.config.jobs.max_attempts {
+        // Crashes and hand-backs count too (apalis does not count re-runs of
+        // a job whose worker died): a turn that kills its worker stops here.
+        let reason = format!("{} earlier attempts never finished", claim.attempt - 1);
+        return settle_failure(deps, job, &turn, claim, &reason, false, None).await;
+    }
     match attempt(deps, job, &turn, claim).await {
         Ok(Outcome::Completed) => Ok(()),
         Ok(Outcome::Superseded) => {
