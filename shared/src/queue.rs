@@ -158,12 +158,21 @@ pub async fn depth(conn: &mut ConnectionManager, prefix: &str, queue: QueueName)
     let config = queue_config(prefix, queue);
     let now_ms = chrono::Utc::now().timestamp_millis();
     let alive_after = now_ms - 3 * POOL_HEARTBEAT.as_millis() as i64;
-    let (pending, scheduled, done, dead, workers, inflight_sets): (u64, u64, u64, u64, u64, Vec<String>) =
+    // apalis-redis puts every push in the scheduled set (score in seconds),
+    // so what is due there is pending too.
+    let now_secs = now_ms / 1000;
+    let (active, due, scheduled, done, dead, workers, inflight_sets): (u64, u64, u64, u64, u64, u64, Vec<String>) =
         redis::pipe()
             .cmd("LLEN")
             .arg(config.active_jobs_list())
-            .cmd("ZCARD")
+            .cmd("ZCOUNT")
             .arg(config.scheduled_jobs_set())
+            .arg("-inf")
+            .arg(now_secs)
+            .cmd("ZCOUNT")
+            .arg(config.scheduled_jobs_set())
+            .arg(format!("({now_secs}"))
+            .arg("+inf")
             .cmd("SCARD")
             .arg(config.done_jobs_set())
             .cmd("SCARD")
@@ -187,5 +196,5 @@ pub async fn depth(conn: &mut ConnectionManager, prefix: &str, queue: QueueName)
         let counts: Vec<u64> = pipe.query_async(conn).await?;
         running = counts.iter().sum();
     }
-    Ok(Depth { pending, scheduled, running, done, dead, workers })
+    Ok(Depth { pending: active + due, scheduled, running, done, dead, workers })
 }

@@ -118,11 +118,15 @@ impl TestEnv {
 
     /// Starts a worker with a given configuration.
     pub async fn start_worker_with(&self, config: Config) -> anyhow::Result<WorkerHandle> {
-        let deps = worker::deps(config).await?;
+        Ok(self.run_worker(worker::deps(config).await?))
+    }
+
+    /// Runs a worker on prepared dependencies (a provider of the test's own).
+    pub fn run_worker(&self, deps: std::sync::Arc<worker::Deps>) -> WorkerHandle {
         let stop = self.stop.child_token();
         let run_stop = stop.clone();
         let task = tokio::spawn(worker::run(deps, async move { run_stop.cancelled().await }));
-        Ok(WorkerHandle { stop, task: Some(task) })
+        WorkerHandle { stop, task: Some(task) }
     }
 
     /// Starts a component binary (`api`, `worker`, `scheduler`) as a child process.
@@ -452,4 +456,42 @@ where
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "condition not met within {limit:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A Redis server of this test's own, on a free port, for tests that do
+/// what the shared one must not see (FLUSHALL). Stopped when dropped.
+pub struct PrivateRedis {
+    /// `redis://127.0.0.1:{port}/0`.
+    pub url: String,
+    _process: tokio::process::Child,
+}
+
+impl PrivateRedis {
+    /// Starts `redis-server` (on `PATH`, as `scripts/test` ensures) without persistence.
+    pub async fn start() -> anyhow::Result<PrivateRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let process = tokio::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting redis-server (is it installed? scripts/test installs it)")?;
+        let url = format!("redis://127.0.0.1:{port}/0");
+        let client = redis::Client::open(url.as_str())?;
+        eventually(Duration::from_secs(10), || {
+            let client = client.clone();
+            async move { Ok(client.get_multiplexed_async_connection().await.ok().map(|_| ())) }
+        })
+        .await
+        .context("private redis-server did not come up")?;
+        Ok(PrivateRedis { url, _process: process })
+    }
+}
+
+/// Sends SIGTERM to a child process.
+pub fn terminate(child: &tokio::process::Child) -> anyhow::Result<()> {
+    let pid = child.id().context("process already reaped")?;
+    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+    anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
+    Ok(())
 }

@@ -1,8 +1,9 @@
-//! A worker killed without cleanup while it holds a turn.
+//! Lost work: a worker killed without cleanup while it holds a turn, and a
+//! Redis flushed while turns wait in it.
 
 use std::time::{Duration, Instant};
 
-use tests::{TestEnv, is};
+use tests::{PrivateRedis, TestEnv, is};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -44,5 +45,43 @@ async fn a_killed_worker_s_turn_completes_on_another_once() -> anyhow::Result<()
     assert_eq!(status, "completed");
     assert_eq!(attempts, 2);
     assert_eq!(Some(message.as_str()), completed["message"].as_str());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn turns_queued_when_redis_is_flushed_are_re_enqueued_and_complete() -> anyhow::Result<()> {
+    // FLUSHALL must not touch the Redis other tests share: this test has its own.
+    let redis = PrivateRedis::start().await?;
+    let mut env = TestEnv::new().await?;
+    env.set("REDIS_URL", &redis.url);
+    let api = env.start_api().await?;
+    let anon = api.client();
+    let recruiter = anon.user("r@example.com", "recruiter").await?;
+    let interview = recruiter.interview("en", 5).await?;
+    // No worker yet: every opening turn waits in the queue.
+    let mut sessions = Vec::new();
+    for i in 0..5 {
+        let candidate = anon.user(&format!("c{i}@example.com"), "candidate").await?;
+        sessions.push((candidate.start_session(&interview).await?, candidate));
+    }
+    let mut conn = redis::Client::open(redis.url.as_str())?.get_multiplexed_async_connection().await?;
+    let queued: u64 = redis::cmd("ZCARD").arg(format!("{}-turns:scheduled", env.prefix)).query_async(&mut conn).await?;
+    assert_eq!(queued, 5, "the five opening turns are queued in Redis");
+    let health = anon.get("/health").await?.body;
+    assert_eq!(health["checks"]["queues"]["turns"]["pending"], 5, "{health}");
+    assert_eq!(health["checks"]["queues"]["turns"]["scheduled"], 0, "{health}");
+    redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await?;
+
+    let flushed = Instant::now();
+    let _worker = env.start_worker().await?;
+    for (session, candidate) in &sessions {
+        let mut ws = candidate.ws(session, None).await?;
+        ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    }
+    // RECONCILE_QUEUED_AFTER_SECONDS=2, RECONCILE_INTERVAL_SECONDS=1 in tests.
+    assert!(flushed.elapsed() < Duration::from_secs(8), "took {:?}", flushed.elapsed());
+    let db = env.db().await?;
+    let statuses: Vec<(String, i32)> = sqlx::query_as("SELECT status, attempts FROM turns").fetch_all(&db).await?;
+    assert_eq!(statuses, vec![("completed".to_owned(), 1); 5]);
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! Resume after a disconnect, and idle pickup latency.
+//! Resume after a disconnect, idle pickup latency, and delivery across API
+//! instances.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -97,5 +98,36 @@ async fn on_an_idle_system_each_turn_starts_within_100_ms() -> anyhow::Result<()
     assert_eq!(waits.len(), 50);
     let worst = waits.iter().cloned().fold(0.0, f64::max);
     assert!(worst < 100.0, "slowest pickup {worst:.1} ms; all: {waits:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_socket_on_one_api_gets_the_turns_submitted_through_another() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let (api1, api2) = (env.start_api().await?, env.start_api().await?);
+    // Two worker processes on the same Redis.
+    let _workers = (env.spawn_process("worker", &[])?, env.spawn_process("worker", &[])?);
+    let recruiter = api1.client().user("r@example.com", "recruiter").await?;
+    let candidate = api1.client().user("c@example.com", "candidate").await?;
+    let interview = recruiter.interview("en", 10).await?;
+    let session = candidate.start_session(&interview).await?;
+    let mut on_api1 = candidate.ws(&session, None).await?;
+    on_api1.until(WAIT, |e| is(e, "turn.completed")).await?;
+
+    let via_api2 = api2.client().with_token(candidate.token.as_deref().unwrap_or_default());
+    for i in 1..=3 {
+        let r = via_api2.post(&format!("/sessions/{session}/turns"), json!({ "text": format!("answer {i}") })).await?;
+        assert_eq!(r.status, 202, "{r:?}");
+        let completed = on_api1.until(WAIT, |e| is(e, "turn.completed") && e["number"] == i).await?;
+        assert_eq!(completed["turn_id"], r.body["turn_id"]);
+    }
+    let seqs: Vec<i64> = on_api1.seen.iter().filter_map(|e| e["seq"].as_i64()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq strictly increasing: {seqs:?}");
+    // Every turn's stream arrived through API #1: deltas before its completion.
+    for i in 1..=3 {
+        let completed = on_api1.seen.iter().position(|e| is(e, "turn.completed") && e["number"] == i);
+        let started = on_api1.seen.iter().position(|e| is(e, "turn.started") && e["number"] == i);
+        assert!(started < completed && started.is_some(), "turn {i}: {:?}", on_api1.seen);
+    }
     Ok(())
 }

@@ -58,3 +58,80 @@ async fn redis_unreachable_degrades_health_and_fails_readiness() -> anyhow::Resu
     assert_eq!(ready.body["redis"], "unreachable");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_worker_pool_shows_in_health() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let api = env.start_api().await?;
+    let mut worker = env.spawn_process("worker", &[])?;
+    let client = api.client();
+    let workers = |body: &serde_json::Value| body["checks"]["queues"]["turns"]["workers"].as_u64();
+    let up = tests::eventually(Duration::from_secs(10), || {
+        let client = client.clone();
+        async move {
+            let r = client.get("/health").await?;
+            Ok((workers(&r.body) == Some(1)).then_some(r.body))
+        }
+    })
+    .await?;
+    assert_eq!(up["status"], "healthy");
+
+    worker.start_kill()?; // no cleanup: only the missing heartbeats tell
+    worker.wait().await?;
+    let killed = Instant::now();
+    let down = tests::eventually(Duration::from_secs(15), || {
+        let client = client.clone();
+        async move {
+            let r = client.get("/health").await?;
+            Ok((workers(&r.body) == Some(0)).then_some(r.body))
+        }
+    })
+    .await?;
+    // Three missed pool heartbeats of two seconds.
+    assert!(killed.elapsed() < Duration::from_secs(9), "took {:?}", killed.elapsed());
+    assert_eq!(down["status"], "degraded");
+    assert_eq!(down["checks"]["queues"]["status"], "degraded");
+    assert!(down["checks"]["queues"]["error"].is_string());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_worker_rides_out_dropped_redis_connections() -> anyhow::Result<()> {
+    // Dropping every client connection must not disturb other tests: a Redis of our own.
+    let redis = tests::PrivateRedis::start().await?;
+    let mut env = TestEnv::new().await?;
+    env.set("REDIS_URL", &redis.url);
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let anon = api.client();
+    let recruiter = anon.user("r@example.com", "recruiter").await?;
+    let interview = recruiter.interview("en", 5).await?;
+    let first = anon.user("c1@example.com", "candidate").await?;
+    let session = first.start_session(&interview).await?;
+    first.ws(&session, None).await?.until(Duration::from_secs(10), |e| tests::is(e, "turn.completed")).await?;
+
+    let mut conn = redis::Client::open(redis.url.as_str())?.get_multiplexed_async_connection().await?;
+    let me: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await?;
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut conn)
+        .await?;
+    assert!(killed >= 2, "the API's and the worker's connections were dropped (me: {me})");
+
+    // The pools reconnect: a new turn completes, and no pool died for it
+    // (a restarted pool registers as `turns-{worker}-{run}` with run > 0).
+    let second = anon.user("c2@example.com", "candidate").await?;
+    let session = second.start_session(&interview).await?;
+    second.ws(&session, None).await?.until(Duration::from_secs(10), |e| tests::is(e, "turn.completed")).await?;
+    let pools: Vec<String> =
+        redis::cmd("ZRANGE").arg(format!("{}-turns:workers", env.prefix)).arg(0).arg(-1).query_async(&mut conn).await?;
+    assert_eq!(pools.len(), 1, "{pools:?}");
+    assert!(pools.iter().all(|p| p.ends_with("-0")), "a pool restarted: {pools:?}");
+    let body = api.client().get("/health").await?.body;
+    assert_eq!(body["checks"]["queues"]["turns"]["workers"], 1, "{body}");
+    Ok(())
+}

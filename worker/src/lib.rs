@@ -58,6 +58,12 @@ pub fn worker_name() -> String {
 
 /// Builds the dependencies from configuration.
 pub async fn deps(config: Config) -> anyhow::Result<Arc<Deps>> {
+    let provider = providers::from_config(&config.worker);
+    deps_with_provider(config, provider).await
+}
+
+/// Builds the dependencies around a given provider chain.
+pub async fn deps_with_provider(config: Config, provider: Arc<dyn ChatProvider>) -> anyhow::Result<Arc<Deps>> {
     let pool = db::pool(&config.database).context("DATABASE_URL")?;
     if config.database.run_migrations {
         db::migrate(&pool).await.context("applying migrations")?;
@@ -66,7 +72,7 @@ pub async fn deps(config: Config) -> anyhow::Result<Arc<Deps>> {
     let prefix = config.redis.key_prefix.clone();
     Ok(Arc::new(Deps {
         core: Core { db: pool, bus: EventBus::new(redis.clone(), prefix.clone()), queues: Queues::new(redis, &prefix) },
-        provider: providers::from_config(&config.worker),
+        provider,
         config: Arc::new(config),
         name: worker_name(),
         hand_back: CancellationToken::new(),
@@ -223,12 +229,18 @@ const FALLBACK_POLL: Duration = Duration::from_secs(1);
 /// The pause before a pool's `run`-th restart: none at first start, then
 /// 1 s, 2 s, 4 s … up to 30 s, so a pool failing on a Redis outage does not
 /// spin against it.
-fn restart_pause<B>(run: usize) -> impl Fn(&mut B) -> futures::future::BoxFuture<'static, Result<(), apalis_redis::Error>> {
+fn restart_pause<B>(
+    run: usize,
+) -> impl Fn(&mut B) -> futures::future::BoxFuture<'static, Result<(), apalis_redis::Error>> {
     move |_| {
         Box::pin(async move {
             if run > 0 {
                 let pause = Duration::from_secs(1u64 << (run - 1).min(5)).min(Duration::from_secs(30));
-                tracing::warn!(restart = run, pause_ms = pause.as_millis() as u64, "restarting worker pool after a pause");
+                tracing::warn!(
+                    restart = run,
+                    pause_ms = pause.as_millis() as u64,
+                    "restarting worker pool after a pause"
+                );
                 tokio::time::sleep(pause).await;
             }
             Ok(())
