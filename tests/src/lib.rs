@@ -184,11 +184,13 @@ impl Drop for TestEnv {
     }
 }
 
-/// Path of a workspace binary next to the test executable (`scripts/test`
-/// builds them first).
+/// Path of a workspace binary of the same build as this executable: next to
+/// it (the bench binary) or one level up (test executables live in `deps/`).
+/// `scripts/test` and `scripts/bench` build them first.
 pub fn binary_path(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(|d| d.parent()).context("no target directory")?;
+    let here = exe.parent().context("no target directory")?;
+    let dir = if here.ends_with("deps") { here.parent().context("no target directory")? } else { here };
     let path = dir.join(name);
     anyhow::ensure!(path.exists(), "{} is missing: run `cargo build --bins` first (scripts/test does)", path.display());
     Ok(path)
@@ -209,7 +211,7 @@ impl ApiHandle {
     }
     /// A client for this API.
     pub fn client(&self) -> Client {
-        Client { base: format!("http://{}/api/v1", self.addr), http: reqwest::Client::new(), token: None }
+        Client::new(&format!("http://{}/api/v1", self.addr))
     }
     /// Shuts it down gracefully.
     pub async fn stop(mut self) -> anyhow::Result<()> {
@@ -258,6 +260,11 @@ pub struct Reply {
 }
 
 impl Client {
+    /// A client of the API at `base` (`http://host:port/api/v1`).
+    pub fn new(base: &str) -> Client {
+        Client { base: base.to_owned(), http: reqwest::Client::new(), token: None }
+    }
+
     /// The same client authenticated with `token`.
     pub fn with_token(&self, token: &str) -> Client {
         Client { token: Some(token.to_owned()), ..self.clone() }

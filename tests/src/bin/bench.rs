@@ -1,0 +1,273 @@
+//! `bench`: the figures of `docs/benchmarks.md`, measured on this machine
+//! against release builds of `api` and `worker` run as processes, on real
+//! PostgreSQL and Redis, with the scripted provider at zero delay.
+//!
+//! 1. Worker turn jobs/s: N sessions are started with no worker running,
+//!    then one worker process drains their N opening turns.
+//! 2. Answer submission: 50 connections each `POST /sessions/{id}/turns` to
+//!    sessions of their own (one answer per session: a session holds one
+//!    turn in flight), authenticated, with an `Idempotency-Key`.
+//! 3. Answer → `turn.completed`: 100 WebSocket clients, each answering and
+//!    waiting for the interviewer's reply, round after round.
+//! 4. Idle-queue pickup: answers submitted one at a time after 100 ms of
+//!    idleness; pickup = `started_at − created_at` of each turn.
+//! 5. Peak RSS (VmHWM) of the api and worker processes.
+//!
+//! The load generator shares the machine's cores with the system under test.
+//! `scripts/bench` builds everything in release mode and runs this.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use serde_json::json;
+use tests::{Client, TestEnv, is};
+
+const CONNECTIONS: usize = 50;
+const LIVE_SESSIONS: usize = 100;
+const LIVE_ROUNDS: usize = 20;
+const PICKUPS: usize = 100;
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let sessions: usize = std::env::var("BENCH_SESSIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let mut env = TestEnv::new().await?;
+    for (k, v) in [
+        ("SCRIPTED_DELTA_DELAY_MS", "0"),
+        ("DATABASE_POOL_SIZE", "20"),
+        ("DATABASE_MAX_OVERFLOW", "10"),
+        ("TURN_LEASE_SECONDS", "30"),
+        ("RECONCILE_INTERVAL_SECONDS", "5"),
+        ("RECONCILE_QUEUED_AFTER_SECONDS", "120"),
+        ("LOG_LEVEL", "WARNING"),
+    ] {
+        env.set(k, v);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
+    let mut api_process = env.spawn_process("api", &[("API_PORT", &port)])?;
+    let anon = Client::new(&format!("http://127.0.0.1:{port}/api/v1"));
+    tests::eventually(Duration::from_secs(30), || {
+        let anon = anon.clone();
+        async move { Ok(anon.get("/health/live").await.ok().filter(|r| r.status == 200).map(|_| ())) }
+    })
+    .await
+    .context("the api did not come up")?;
+    let recruiter = anon.user("recruiter@example.com", "recruiter").await?;
+    let candidate = anon.user("candidate@example.com", "candidate").await?;
+    let interview = recruiter.interview("en", 100).await?;
+    let db = env.db().await?;
+
+    // 1. Worker throughput on N queued opening turns.
+    eprintln!("starting {sessions} sessions (no worker running yet)");
+    let ids = start_sessions(&candidate, &interview, sessions).await?;
+    let mut worker_process = env.spawn_process("worker", &[])?;
+    let started = Instant::now();
+    tests::eventually(Duration::from_secs(600), || {
+        let db = db.clone();
+        async move {
+            let done: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM turns WHERE status = 'completed'").fetch_one(&db).await?;
+            Ok((done as usize >= sessions).then_some(()))
+        }
+    })
+    .await?;
+    let drained = started.elapsed();
+    let jobs_per_sec = sessions as f64 / drained.as_secs_f64();
+    eprintln!("worker: {sessions} turns in {drained:.2?}");
+
+    // 2. Answer submission, one answer per session, 50 connections.
+    eprintln!("submitting {sessions} answers over {CONNECTIONS} connections");
+    let (latencies, elapsed, errors) = submit_answers(&candidate, &ids).await?;
+    let submit_rate = latencies.len() as f64 / elapsed.as_secs_f64();
+
+    // 3. Answer → turn.completed, 100 concurrent sessions over WebSockets.
+    eprintln!("{LIVE_SESSIONS} live sessions × {LIVE_ROUNDS} rounds over WebSockets");
+    let live_ids = start_sessions(&candidate, &interview, LIVE_SESSIONS).await?;
+    let round_trips = live_rounds(&candidate, &live_ids).await?;
+
+    // 4. Idle pickup.
+    eprintln!("{PICKUPS} answers one at a time on an idle queue");
+    let pickup = idle_pickups(&candidate, &interview, &db).await?;
+
+    // 5. Memory.
+    let api_rss = peak_rss_mb(&api_process)?;
+    let worker_rss = peak_rss_mb(&worker_process)?;
+    let _ = api_process.start_kill();
+    let _ = worker_process.start_kill();
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("| measure | result |");
+    println!("|---|---|");
+    println!(
+        "| answer submission, {CONNECTIONS} connections | {submit_rate:.0} req/s; p50 {:.2} ms, p99 {:.2} ms ({} answers, {errors} errors) |",
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 99.0)),
+        latencies.len()
+    );
+    println!(
+        "| answer → turn.completed, {LIVE_SESSIONS} sessions | p50 {:.2} ms, p99 {:.2} ms ({} round trips) |",
+        ms(percentile(&round_trips, 50.0)),
+        ms(percentile(&round_trips, 99.0)),
+        round_trips.len()
+    );
+    println!(
+        "| idle-queue pickup | p50 {:.2} ms, p99 {:.2} ms ({} turns) |",
+        ms(percentile(&pickup, 50.0)),
+        ms(percentile(&pickup, 99.0)),
+        pickup.len()
+    );
+    println!(
+        "| worker turn jobs/s, 1 process | {jobs_per_sec:.0} jobs/s ({sessions} opening turns in {drained:.2?}) |"
+    );
+    println!("| peak RSS | api {api_rss:.1} MB, worker {worker_rss:.1} MB |");
+    Ok(())
+}
+
+/// Starts `n` sessions over 50 connections; returns their ids.
+async fn start_sessions(candidate: &Client, interview: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = FuturesUnordered::new();
+    for _ in 0..CONNECTIONS {
+        let (candidate, interview, next) = (candidate.clone(), interview.to_owned(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                ids.push(candidate.start_session(&interview).await?);
+            }
+            anyhow::Ok(ids)
+        }));
+    }
+    let mut ids = Vec::with_capacity(n);
+    while let Some(part) = tasks.next().await {
+        ids.extend(part??);
+    }
+    Ok(ids)
+}
+
+/// One answer to each session, spread over 50 connections.
+async fn submit_answers(candidate: &Client, ids: &[String]) -> anyhow::Result<(Vec<Duration>, Duration, usize)> {
+    let ids = Arc::new(ids.to_vec());
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = FuturesUnordered::new();
+    for _ in 0..CONNECTIONS {
+        let (candidate, ids, next) = (candidate.clone(), ids.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut latencies, mut errors) = (Vec::new(), 0usize);
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(id) = ids.get(i) else { break };
+                let key = format!("bench-{i}");
+                let t0 = Instant::now();
+                let r = candidate
+                    .send(
+                        "POST",
+                        &format!("/sessions/{id}/turns"),
+                        Some(json!({ "text": "I would shard the queue by session." })),
+                        &[("Idempotency-Key", &key)],
+                    )
+                    .await?;
+                if r.status == 202 {
+                    latencies.push(t0.elapsed());
+                } else {
+                    errors += 1;
+                    if errors <= 3 {
+                        eprintln!("answer {i}: {} {}", r.status, r.body);
+                    }
+                }
+            }
+            anyhow::Ok((latencies, errors))
+        }));
+    }
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    while let Some(part) = tasks.next().await {
+        let (l, e) = part??;
+        latencies.extend(l);
+        errors += e;
+    }
+    Ok((latencies, started.elapsed(), errors))
+}
+
+/// Each session answers over its WebSocket and waits for the reply, round
+/// after round; returns every answer → `turn.completed` time.
+async fn live_rounds(candidate: &Client, ids: &[String]) -> anyhow::Result<Vec<Duration>> {
+    let mut tasks = FuturesUnordered::new();
+    for id in ids {
+        let (candidate, id) = (candidate.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ws = candidate.ws(&id, None).await?;
+            ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+            let mut times = Vec::with_capacity(LIVE_ROUNDS);
+            for round in 1..=LIVE_ROUNDS {
+                let t0 = Instant::now();
+                ws.send(json!({ "type": "answer", "text": format!("answer {round}"), "client_msg_id": format!("live-{round}") }))
+                    .await?;
+                ws.until(WAIT, |e| is(e, "turn.completed") && e["number"] == round).await?;
+                times.push(t0.elapsed());
+                ws.seen.clear();
+            }
+            ws.close().await;
+            anyhow::Ok(times)
+        }));
+    }
+    let mut all = Vec::new();
+    while let Some(part) = tasks.next().await {
+        all.extend(part??);
+    }
+    Ok(all)
+}
+
+/// Answers one at a time after 100 ms of idleness, on 10 sessions.
+async fn idle_pickups(candidate: &Client, interview: &str, db: &sqlx::PgPool) -> anyhow::Result<Vec<Duration>> {
+    let ids = start_sessions(candidate, interview, PICKUPS / 10).await?;
+    let mut sockets = Vec::new();
+    for id in &ids {
+        let mut ws = candidate.ws(id, None).await?;
+        ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+        sockets.push(ws);
+    }
+    let mut turn_ids = Vec::new();
+    for round in 1..=PICKUPS / 10 {
+        for (id, ws) in ids.iter().zip(sockets.iter_mut()) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let r =
+                candidate.post(&format!("/sessions/{id}/turns"), json!({ "text": format!("idle {round}") })).await?;
+            anyhow::ensure!(r.status == 202, "{r:?}");
+            turn_ids.push(r.body["turn_id"].as_str().context("turn_id")?.to_owned());
+            ws.until(WAIT, |e| is(e, "turn.completed") && e["number"] == round).await?;
+        }
+    }
+    let waits: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM started_at - created_at)::float8 FROM turns WHERE id::text = ANY($1)",
+    )
+    .bind(&turn_ids)
+    .fetch_all(db)
+    .await?;
+    Ok(waits.into_iter().map(|s| Duration::from_secs_f64(s.max(0.0))).collect())
+}
+
+fn percentile(samples: &[Duration], p: f64) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Peak resident memory of a child process, in MB (VmHWM).
+fn peak_rss_mb(child: &tokio::process::Child) -> anyhow::Result<f64> {
+    let pid = child.id().context("process already exited")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmHWM")?;
+    Ok(kb / 1024.0)
+}
