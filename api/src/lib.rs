@@ -102,9 +102,10 @@ pub async fn bootstrap_admin(state: &AppState, email: &str, password: String) ->
 
 /// Runs the API until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let signal = shared::shutdown_signal();
     let addr = format!("{}:{}", config.api.host, config.api.port);
     let api = Api::build(config).await?;
     let listener = TcpListener::bind(&addr).await.with_context(|| format!("binding {addr} (API_HOST, API_PORT)"))?;
     tracing::info!(address = %addr, "API listening");
-    api.serve(listener, shared::shutdown_signal()).await
+    api.serve(listener, signal).await
 }

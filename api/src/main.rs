@@ -1,11 +1,17 @@
 //! `api` — serve the API; `api create-admin EMAIL` (password from
 //! `BOOTSTRAP_ADMIN_PASSWORD`) — create an admin; `api migrate` — apply migrations.
 
-use shared::config::{Component, Config};
+use shared::config::{Component, Config, Vars};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = match Config::from_env(Component::Api) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut vars = Vars::from_env();
+    if let ["create-admin", email] = args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        // `create-admin EMAIL` is the bootstrap pair with the email from the command line.
+        vars.set("BOOTSTRAP_ADMIN_EMAIL", email);
+    }
+    let config = match Config::from_vars(vars, Component::Api) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -13,7 +19,6 @@ async fn main() -> std::process::ExitCode {
         }
     };
     shared::telemetry::init(Component::Api.service_name(), &config.app.log_filter);
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] | ["serve"] => api::run(config).await,
         ["migrate"] => shared::db::migrate_command(&config.database).await,
@@ -36,9 +41,11 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn create_admin(mut config: Config, email: &str) -> anyhow::Result<()> {
-    let password = std::env::var("BOOTSTRAP_ADMIN_PASSWORD")
-        .map_err(|_| anyhow::anyhow!("BOOTSTRAP_ADMIN_PASSWORD: is required by create-admin"))?;
-    config.bootstrap_admin = None;
+    let password = config
+        .bootstrap_admin
+        .take()
+        .map(|admin| admin.password)
+        .ok_or_else(|| anyhow::anyhow!("BOOTSTRAP_ADMIN_PASSWORD: is required by create-admin"))?;
     let api = api::Api::build(config).await?;
     if api::bootstrap_admin(&api.state, email, password).await? {
         println!("admin {email} created");

@@ -126,6 +126,56 @@ where
     storage.push_task(task).await.map_err(|e| error(e.to_string()))
 }
 
+/// Moves due jobs from a queue's scheduled set to its pending list, at most
+/// [`PROMOTE_CHUNK`] per script call, until none is due; returns how many.
+///
+/// apalis-redis's fetch script promotes every due job in one `unpack`, which
+/// Redis's Lua refuses beyond about 8,000 values ("too many results to
+/// unpack"): a backlog that size would fail every fetch and stop every pool.
+/// Workers run this alongside their pools so the due part of the set stays
+/// small; a pool that failed on a backlog before it ran restarts into a
+/// drained set.
+pub async fn promote_due(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    queue: QueueName,
+) -> Result<u64, redis::RedisError> {
+    static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+        redis::Script::new(
+            r"
+            local ids = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+            if #ids > 0 then
+                redis.call('rpush', KEYS[2], unpack(ids))
+                redis.call('zrem', KEYS[1], unpack(ids))
+                redis.call('del', KEYS[3])
+                redis.call('lpush', KEYS[3], 1)
+            end
+            return #ids
+            ",
+        )
+    });
+    let config = queue_config(prefix, queue);
+    let now_secs = chrono::Utc::now().timestamp();
+    let mut moved = 0;
+    loop {
+        let n: u64 = SCRIPT
+            .key(config.scheduled_jobs_set())
+            .key(config.active_jobs_list())
+            .key(config.signal_list())
+            .arg(now_secs)
+            .arg(PROMOTE_CHUNK)
+            .invoke_async(conn)
+            .await?;
+        moved += n;
+        if n < PROMOTE_CHUNK {
+            return Ok(moved);
+        }
+    }
+}
+
+/// Jobs [`promote_due`] moves per script call.
+pub const PROMOTE_CHUNK: u64 = 1_000;
+
 /// How often a worker pool records that it is alive.
 pub const POOL_HEARTBEAT: Duration = Duration::from_secs(2);
 

@@ -176,3 +176,42 @@ async fn an_undecodable_payload_is_dead_and_the_pool_keeps_working() -> anyhow::
     assert!(started.elapsed() < Duration::from_secs(3), "pool restarted or stalled: {:?}", started.elapsed());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backlog_beyond_lua_s_unpack_limit_is_worked_off() -> anyhow::Result<()> {
+    // apalis-redis's fetch promotes every due job with one Lua `unpack`, which
+    // fails beyond about 8,000 values; the workers' promoter keeps them under it.
+    const BACKLOG: usize = 9_000;
+    let env = TestEnv::new().await?;
+    let conn = env.redis().await?;
+    let mut storage: apalis_redis::RedisStorage<shared::jobs::TurnJob> = apalis_redis::RedisStorage::new(conn.clone())
+        .with_config(shared::queue::queue_config(&env.prefix, QueueName::Turns));
+    // Jobs for turns that do not exist: each is a quick no-op for the worker.
+    let jobs: Vec<_> = (0..BACKLOG)
+        .map(|i| shared::jobs::TurnJob {
+            turn_id: shared::ids::TurnId::new(),
+            session_id: shared::ids::SessionId::new(),
+            request_id: format!("backlog-{i}"),
+        })
+        .collect();
+    for chunk in jobs.chunks(1_000) {
+        storage.push_bulk(chunk.to_vec()).await?;
+    }
+    let mut redis = conn.clone();
+    let scheduled: usize =
+        redis::cmd("ZCARD").arg(format!("{}-turns:scheduled", env.prefix)).query_async(&mut redis).await?;
+    assert_eq!(scheduled, BACKLOG);
+
+    let _worker = env.start_worker().await?;
+    let done_set = format!("{}-turns:done", env.prefix);
+    tests::eventually(Duration::from_secs(120), || {
+        let mut redis = redis.clone();
+        let done_set = done_set.clone();
+        async move {
+            let done: usize = redis::cmd("SCARD").arg(&done_set).query_async(&mut redis).await?;
+            Ok((done == BACKLOG).then_some(()))
+        }
+    })
+    .await?;
+    Ok(())
+}

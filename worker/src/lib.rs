@@ -153,8 +153,11 @@ pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 's
         stop.clone(),
     ));
     tokio::spawn(reconciler::run(deps.clone(), stop.clone()));
+    promote_due(&mut conn.clone(), &prefix).await;
+    tokio::spawn(promote_loop(conn.clone(), prefix.clone(), stop.clone()));
 
     let (d1, d2) = (deps.clone(), deps.clone());
+    let (turns_pauses, batch_pauses) = (RestartPauses::default(), RestartPauses::default());
     let (name1, name2) = (format!("turns-{}", deps.name), format!("batch-{}", deps.name));
     let turn_concurrency = config.worker.turn_concurrency;
     let batch_concurrency = config.worker.batch_concurrency;
@@ -168,7 +171,12 @@ pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 's
     let monitor = Monitor::new()
         .register(move |run: usize| {
             WorkerBuilder::new(format!("{name1}-{run}"))
-                .backend(turns.clone().before_start(restart_pause(run)).poll_with_strategy(turns_strategy.clone()))
+                .backend(
+                    turns
+                        .clone()
+                        .before_start(turns_pauses.before_start(run))
+                        .poll_with_strategy(turns_strategy.clone()),
+                )
                 .data(d1.clone())
                 .concurrency(turn_concurrency)
                 .parallelize(tokio::spawn)
@@ -176,7 +184,12 @@ pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 's
         })
         .register(move |run: usize| {
             WorkerBuilder::new(format!("{name2}-{run}"))
-                .backend(batch.clone().before_start(restart_pause(run)).poll_with_strategy(batch_strategy.clone()))
+                .backend(
+                    batch
+                        .clone()
+                        .before_start(batch_pauses.before_start(run))
+                        .poll_with_strategy(batch_strategy.clone()),
+                )
                 .data(d2.clone())
                 .concurrency(batch_concurrency)
                 .parallelize(tokio::spawn)
@@ -226,25 +239,72 @@ pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 's
 /// How often an idle pool fetches without a notification.
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
 
-/// The pause before a pool's `run`-th restart: none at first start, then
-/// 1 s, 2 s, 4 s … up to 30 s, so a pool failing on a Redis outage does not
-/// spin against it.
-fn restart_pause<B>(
-    run: usize,
-) -> impl Fn(&mut B) -> futures::future::BoxFuture<'static, Result<(), apalis_redis::Error>> {
-    move |_| {
-        Box::pin(async move {
-            if run > 0 {
-                let pause = Duration::from_secs(1u64 << (run - 1).min(5)).min(Duration::from_secs(30));
-                tracing::warn!(
-                    restart = run,
-                    pause_ms = pause.as_millis() as u64,
-                    "restarting worker pool after a pause"
-                );
-                tokio::time::sleep(pause).await;
+/// Restart pauses of one pool: none at first start, then 1 s, 2 s, 4 s …
+/// up to 30 s while it keeps failing, so a pool failing on a Redis outage does
+/// not spin against it; back to 1 s once a run lasted a minute.
+#[derive(Clone, Default)]
+struct RestartPauses(Arc<std::sync::Mutex<(u32, Option<std::time::Instant>)>>);
+
+impl RestartPauses {
+    fn before_start<B>(
+        &self,
+        run: usize,
+    ) -> impl Fn(&mut B) -> futures::future::BoxFuture<'static, Result<(), apalis_redis::Error>> + use<B> {
+        let state = self.0.clone();
+        move |_| {
+            let pause = {
+                let mut state = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let (streak, last_start) = &mut *state;
+                if last_start.is_some_and(|t| t.elapsed() > Duration::from_secs(60)) {
+                    *streak = 0;
+                }
+                let pause = match (run, *streak) {
+                    (0, _) => Duration::ZERO,
+                    (_, n) => Duration::from_secs(1u64 << n.min(5)).min(Duration::from_secs(30)),
+                };
+                if run > 0 {
+                    *streak += 1;
+                }
+                *last_start = Some(std::time::Instant::now() + pause);
+                pause
+            };
+            Box::pin(async move {
+                if !pause.is_zero() {
+                    tracing::warn!(
+                        restart = run,
+                        pause_ms = pause.as_millis() as u64,
+                        "restarting worker pool after a pause"
+                    );
+                    tokio::time::sleep(pause).await;
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
+/// How often due jobs are moved out of the scheduled sets (see [`shared::queue::promote_due`]).
+const PROMOTE_INTERVAL: Duration = Duration::from_millis(250);
+
+async fn promote_due(conn: &mut ConnectionManager, prefix: &str) {
+    for queue in QueueName::ALL {
+        match shared::queue::promote_due(conn, prefix, queue).await {
+            Ok(n) if n >= shared::queue::PROMOTE_CHUNK => {
+                tracing::info!(queue = queue.as_str(), jobs = n, "moved a backlog of due jobs to pending");
             }
-            Ok(())
-        })
+            Ok(_) => {}
+            Err(e) => tracing::warn!(queue = queue.as_str(), error = %e, "promoting due jobs failed"),
+        }
+    }
+}
+
+async fn promote_loop(mut conn: ConnectionManager, prefix: String, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(PROMOTE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => promote_due(&mut conn, &prefix).await,
+            () = stop.cancelled() => return,
+        }
     }
 }
 

@@ -12,7 +12,8 @@ async fn main() -> std::process::ExitCode {
         }
     };
     shared::telemetry::init(Component::Worker.service_name(), &config.app.log_filter);
-    let result = async { worker::run(worker::deps(config).await?, shared::shutdown_signal()).await }.await;
+    let signal = shared::shutdown_signal();
+    let result = async { worker::run(worker::deps(config).await?, signal).await }.await;
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -43,6 +43,11 @@ impl Vars {
         Self { values, problems: Vec::new() }
     }
 
+    /// Sets a variable (a command-line argument that stands for one).
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.values.insert(name.to_owned(), value.to_owned());
+    }
+
     /// The raw value, `None` when unset or blank.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
