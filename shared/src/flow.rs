@@ -106,7 +106,8 @@ impl Core {
         request_id: &str,
     ) -> Result<Accepted, FlowError> {
         let mut tx = self.db.begin().await.map_err(DbError::from)?;
-        let session = db::sessions::lock(&mut *tx, session_id).await?.ok_or(FlowError::NotFound("session"))?;
+        // Locked and touched at once; a refused answer rolls the touch back.
+        let session = db::sessions::lock_touching(&mut *tx, session_id).await?.ok_or(FlowError::NotFound("session"))?;
         if session.candidate_id != candidate {
             return Err(FlowError::Forbidden);
         }
@@ -130,7 +131,6 @@ impl Core {
         let number = last.map_or(0, |t| t.number + 1);
         let job_id = new_job_id();
         let turn = db::turns::insert(&mut *tx, session_id, number, Some(text), key, request_id, &job_id).await?;
-        db::sessions::touch(&mut *tx, session_id).await?;
         self.bus.emit(&mut tx, session_id, EventKind::TurnQueued { turn_id: turn.id, number }).await?;
         tx.commit().await.map_err(DbError::from)?;
         self.push_turn(&job_id, &turn, request_id).await;

@@ -74,6 +74,20 @@ pub async fn lock(db: impl PgExecutor<'_>, id: SessionId) -> Result<Option<Sessi
     Ok(sqlx::query_as(concat!(select!(), " WHERE s.id = $1 FOR UPDATE OF s")).bind(id).fetch_optional(db).await?)
 }
 
+/// [`lock`], also recording activity (an answer or a reply): the session,
+/// its row locked until the transaction ends, with `last_activity_at` now.
+pub async fn lock_touching(db: impl PgExecutor<'_>, id: SessionId) -> Result<Option<Session>, DbError> {
+    Ok(sqlx::query_as(
+        "UPDATE sessions s SET last_activity_at = now() FROM interviews i
+         WHERE s.id = $1 AND i.id = s.interview_id
+         RETURNING s.id, s.interview_id, s.candidate_id, i.owner_id, s.status, s.started_at,
+             s.last_activity_at, s.expires_at, s.ended_at, s.end_requested_at, s.last_seq, i.max_turns",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
 /// Waits for any transaction producing events for the session to finish, then
 /// returns its newest `seq`: after this, every published event is visible.
 pub async fn settled_seq(db: impl PgExecutor<'_>, id: SessionId) -> Result<Option<(SessionStatus, i64)>, DbError> {
@@ -91,12 +105,6 @@ pub async fn reserve_seqs(db: impl PgExecutor<'_>, id: SessionId, n: i64) -> Res
         .bind(n)
         .fetch_one(db)
         .await?)
-}
-
-/// Records activity (an answer or a reply).
-pub async fn touch(db: impl PgExecutor<'_>, id: SessionId) -> Result<(), DbError> {
-    sqlx::query("UPDATE sessions SET last_activity_at = now() WHERE id = $1").bind(id).execute(db).await?;
-    Ok(())
 }
 
 /// Ends an active session with `status`; false if it was not active.

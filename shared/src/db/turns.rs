@@ -140,18 +140,23 @@ pub async fn claim(
     id: TurnId,
     worker: &str,
     lease: Duration,
-) -> Result<Option<Claim>, DbError> {
-    Ok(sqlx::query_as(
+) -> Result<Option<(Turn, Claim)>, DbError> {
+    let turn: Option<Turn> = sqlx::query_as(concat!(
         "UPDATE turns SET status = 'running', attempts = attempts + 1, worker = $2,
              lease_until = now() + make_interval(secs => $3), started_at = coalesce(started_at, now())
          WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND lease_until < now()))
-         RETURNING attempts AS attempt, (attempts > 1) AS restarted",
-    )
+         RETURNING ",
+        columns!()
+    ))
     .bind(id)
     .bind(worker)
     .bind(lease.as_secs_f64())
     .fetch_optional(db)
-    .await?)
+    .await?;
+    Ok(turn.map(|turn| {
+        let claim = Claim { attempt: turn.attempts, restarted: turn.attempts > 1 };
+        (turn, claim)
+    }))
 }
 
 /// Extends the lease of a held turn; false if the turn was taken over.

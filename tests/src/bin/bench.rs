@@ -6,12 +6,13 @@
 //!    then one worker process drains their N opening turns.
 //! 2. Answer submission: 50 connections each `POST /sessions/{id}/turns` to
 //!    sessions of their own (one answer per session: a session holds one
-//!    turn in flight), authenticated, with an `Idempotency-Key`.
+//!    turn in flight), authenticated, with an `Idempotency-Key`, while no
+//!    worker runs (as the seed's figure: the API and what it writes).
 //! 3. Answer → `turn.completed`: 100 WebSocket clients, each answering and
 //!    waiting for the interviewer's reply, round after round.
 //! 4. Idle-queue pickup: answers submitted one at a time after 100 ms of
 //!    idleness; pickup = `started_at − created_at` of each turn.
-//! 5. Peak RSS (VmHWM) of the api and worker processes.
+//! 5. Peak RSS (VmHWM) of the api process and of the last worker process.
 //!
 //! The load generator shares the machine's cores with the system under test.
 //! `scripts/bench` builds everything in release mode and runs this.
@@ -78,15 +79,34 @@ async fn main() -> anyhow::Result<()> {
     let jobs_per_sec = sessions as f64 / drained.as_secs_f64();
     eprintln!("worker: {sessions} turns in {drained:.2?}");
 
-    // 2. Answer submission, one answer per session, 50 connections.
+    // 2. Answer submission, one answer per session, 50 connections. The
+    // worker is stopped, so this measures the API (and PostgreSQL and Redis
+    // behind it), not the turns it enqueues; a new worker drains them after.
+    tests::terminate(&worker_process)?;
+    worker_process.wait().await?;
     eprintln!("submitting {sessions} answers over {CONNECTIONS} connections");
     let (latencies, elapsed, errors) = submit_answers(&candidate, &ids).await?;
     let submit_rate = latencies.len() as f64 / elapsed.as_secs_f64();
+    let mut worker_process = env.spawn_process("worker", &[])?;
+    tests::eventually(Duration::from_secs(600), || {
+        let db = db.clone();
+        async move {
+            let waiting: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM turns WHERE status <> 'completed'").fetch_one(&db).await?;
+            Ok((waiting == 0).then_some(()))
+        }
+    })
+    .await?;
+    eprintln!("submission: {submit_rate:.0} req/s, p99 {:.2?}", percentile(&latencies, 99.0));
 
     // 3. Answer → turn.completed, 100 concurrent sessions over WebSockets.
     eprintln!("{LIVE_SESSIONS} live sessions × {LIVE_ROUNDS} rounds over WebSockets");
-    let live_ids = start_sessions(&candidate, &interview, LIVE_SESSIONS).await?;
-    let round_trips = live_rounds(&candidate, &live_ids).await?;
+    let round_trips = live_rounds(&anon, &interview).await?;
+    eprintln!(
+        "answer → turn.completed: p50 {:.2?}, p99 {:.2?}",
+        percentile(&round_trips, 50.0),
+        percentile(&round_trips, 99.0)
+    );
 
     // 4. Idle pickup.
     eprintln!("{PICKUPS} answers one at a time on an idle queue");
@@ -191,15 +211,28 @@ async fn submit_answers(candidate: &Client, ids: &[String]) -> anyhow::Result<(V
     Ok((latencies, started.elapsed(), errors))
 }
 
-/// Each session answers over its WebSocket and waits for the reply, round
-/// after round; returns every answer → `turn.completed` time.
-async fn live_rounds(candidate: &Client, ids: &[String]) -> anyhow::Result<Vec<Duration>> {
+/// 100 candidates (a user's sockets are limited) each answer over their
+/// session's WebSocket and wait for the reply, round after round; returns
+/// every answer → `turn.completed` time.
+async fn live_rounds(anon: &Client, interview: &str) -> anyhow::Result<Vec<Duration>> {
     let mut tasks = FuturesUnordered::new();
-    for id in ids {
-        let (candidate, id) = (candidate.clone(), id.clone());
+    for i in 0..LIVE_SESSIONS {
+        let (anon, interview) = (anon.clone(), interview.to_owned());
         tasks.push(tokio::spawn(async move {
+            let candidate = anon.user(&format!("live-{i}@example.com"), "candidate").await?;
+            let id = candidate.start_session(&interview).await?;
             let mut ws = candidate.ws(&id, None).await?;
             ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+            anyhow::Ok(ws)
+        }));
+    }
+    let mut sockets = Vec::new();
+    while let Some(ws) = tasks.next().await {
+        sockets.push(ws??);
+    }
+    let mut tasks = FuturesUnordered::new();
+    for mut ws in sockets {
+        tasks.push(tokio::spawn(async move {
             let mut times = Vec::with_capacity(LIVE_ROUNDS);
             for round in 1..=LIVE_ROUNDS {
                 let t0 = Instant::now();
@@ -220,25 +253,25 @@ async fn live_rounds(candidate: &Client, ids: &[String]) -> anyhow::Result<Vec<D
     Ok(all)
 }
 
-/// Answers one at a time after 100 ms of idleness, on 10 sessions.
+/// Answers one at a time after 100 ms of idleness, 50 per session, one
+/// socket open at a time (a user's sockets are limited).
 async fn idle_pickups(candidate: &Client, interview: &str, db: &sqlx::PgPool) -> anyhow::Result<Vec<Duration>> {
-    let ids = start_sessions(candidate, interview, PICKUPS / 10).await?;
-    let mut sockets = Vec::new();
-    for id in &ids {
-        let mut ws = candidate.ws(id, None).await?;
-        ws.until(WAIT, |e| is(e, "turn.completed")).await?;
-        sockets.push(ws);
-    }
+    const PER_SESSION: usize = 50;
     let mut turn_ids = Vec::new();
-    for round in 1..=PICKUPS / 10 {
-        for (id, ws) in ids.iter().zip(sockets.iter_mut()) {
+    for _ in 0..PICKUPS.div_ceil(PER_SESSION) {
+        let id = candidate.start_session(interview).await?;
+        let mut ws = candidate.ws(&id, None).await?;
+        ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+        for round in 1..=PER_SESSION {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let r =
                 candidate.post(&format!("/sessions/{id}/turns"), json!({ "text": format!("idle {round}") })).await?;
             anyhow::ensure!(r.status == 202, "{r:?}");
             turn_ids.push(r.body["turn_id"].as_str().context("turn_id")?.to_owned());
             ws.until(WAIT, |e| is(e, "turn.completed") && e["number"] == round).await?;
+            ws.seen.clear();
         }
+        ws.close().await;
     }
     let waits: Vec<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM started_at - created_at)::float8 FROM turns WHERE id::text = ANY($1)",

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use apalis::prelude::{AbortError, Attempt, BoxDynError, Data};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use shared::db::{self, DbError, turns::Claim, turns::Reply, turns::Turn};
 use shared::domain::{SessionStatus, TurnStatus};
 use shared::events::{Event, EventKind, Usage};
@@ -44,19 +44,18 @@ enum Outcome {
 
 async fn run(deps: &Deps, job: &TurnJob) -> Result<(), BoxDynError> {
     let db = &deps.core.db;
-    let Some(turn) = db::turns::find(db, job.turn_id).await? else {
-        tracing::warn!("turn job for an unknown turn; dropped");
-        return Ok(());
-    };
-    if matches!(turn.status, TurnStatus::Completed | TurnStatus::Failed) {
-        if let Some(event) = db::events::turn_outcome(db, turn.session_id, turn.id).await? {
-            deps.core.bus.publish(&event).await;
+    let Some((turn, claim)) = db::turns::claim(db, job.turn_id, &deps.name, deps.config.jobs.lease).await? else {
+        // Not claimable: unknown, finished, or held by another worker.
+        match db::turns::find(db, job.turn_id).await? {
+            None => tracing::warn!("turn job for an unknown turn; dropped"),
+            Some(turn) if matches!(turn.status, TurnStatus::Completed | TurnStatus::Failed) => {
+                if let Some(event) = db::events::turn_outcome(db, turn.session_id, turn.id).await? {
+                    deps.core.bus.publish(&event).await;
+                }
+                tracing::info!(status = %turn.status, "turn already finished; outcome published again");
+            }
+            Some(_) => tracing::info!("turn held by another worker"),
         }
-        tracing::info!(status = %turn.status, "turn already finished; outcome published again");
-        return Ok(());
-    }
-    let Some(claim) = db::turns::claim(db, turn.id, &deps.name, deps.config.jobs.lease).await? else {
-        tracing::info!("turn held by another worker");
         return Ok(());
     };
     if claim.attempt.max(0) as u32 > deps.config.jobs.max_attempts {
@@ -111,8 +110,8 @@ async fn attempt(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Resul
 
     // turn.reset (after a dead attempt) and turn.started, with a block of
     // sequence numbers for the deltas.
+    // The first event's seq update locks the session row (see EventBus::emit).
     let mut tx = db.begin().await?;
-    db::sessions::lock(&mut *tx, turn.session_id).await?;
     if claim.restarted {
         let reason = "the previous attempt did not finish; the reply restarts".to_owned();
         core.bus.emit(&mut tx, turn.session_id, EventKind::TurnReset { turn_id: turn.id, reason }).await?;
@@ -138,9 +137,10 @@ async fn attempt(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Resul
     let start = Instant::now();
     let mut stream = deps.provider.stream(request);
     let mut message = String::new();
+    let mut lookahead = None;
     let usage: Usage = loop {
         let chunk = tokio::select! {
-            chunk = stream.next() => chunk,
+            chunk = next_chunk(&mut stream, &mut lookahead) => chunk,
             () = lost.cancelled() => return Ok(Outcome::Superseded),
             () = deps.hand_back.cancelled() => {
                 hand_back(deps, job, turn, claim).await?;
@@ -148,7 +148,18 @@ async fn attempt(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Resul
             }
         };
         match chunk {
-            Some(Ok(Chunk::Delta(text))) => {
+            Some(Ok(Chunk::Delta(mut text))) => {
+                // Deltas already waiting go out as one event: the same text
+                // in fewer messages when the provider outpaces us.
+                while let Some(next) = stream.next().now_or_never() {
+                    match next {
+                        Some(Ok(Chunk::Delta(more))) => text.push_str(&more),
+                        other => {
+                            lookahead = Some(other);
+                            break;
+                        }
+                    }
+                }
                 if next_seq > block_end {
                     next_seq = db::sessions::reserve_seqs(db, turn.session_id, DELTA_BLOCK).await?;
                     block_end = next_seq + DELTA_BLOCK - 1;
@@ -187,11 +198,10 @@ async fn attempt(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Resul
 
     let mut tx = db.begin().await?;
     let session =
-        db::sessions::lock(&mut *tx, turn.session_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
+        db::sessions::lock_touching(&mut *tx, turn.session_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
     if !db::turns::complete(&mut *tx, turn.id, claim.attempt, &reply).await? {
         return Ok(Outcome::Superseded);
     }
-    db::sessions::touch(&mut *tx, turn.session_id).await?;
     core.bus
         .emit(
             &mut tx,
@@ -315,6 +325,17 @@ async fn keep_lease(
             }
             Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
         }
+    }
+}
+
+/// The chunk read ahead while merging deltas, else the stream's next one.
+async fn next_chunk<S: futures::Stream + Unpin>(
+    stream: &mut S,
+    lookahead: &mut Option<Option<S::Item>>,
+) -> Option<S::Item> {
+    match lookahead.take() {
+        Some(chunk) => chunk,
+        None => stream.next().await,
     }
 }
 
