@@ -38,11 +38,12 @@ impl EventBus {
         kind: EventKind,
         block: i64,
     ) -> Result<Event, DbError> {
-        let seq = db::sessions::reserve_seqs(&mut **tx, session, 1 + block).await?;
-        let event = Event { seq, session_id: session, kind };
-        if event.kind.is_stored() {
-            db::events::append(&mut **tx, &event).await?;
-        }
+        let mut event = Event { seq: 0, session_id: session, kind };
+        event.seq = if event.kind.is_stored() {
+            db::events::append_next(&mut **tx, &event, 1 + block).await?
+        } else {
+            db::sessions::reserve_seqs(&mut **tx, session, 1 + block).await?
+        };
         self.publish(&event).await;
         Ok(event)
     }

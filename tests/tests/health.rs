@@ -110,6 +110,15 @@ async fn the_worker_rides_out_dropped_redis_connections() -> anyhow::Result<()> 
     let session = first.start_session(&interview).await?;
     first.ws(&session, None).await?.until(Duration::from_secs(10), |e| tests::is(e, "turn.completed")).await?;
 
+    // The pools have reported in (they heartbeat every 2 s).
+    tests::eventually(Duration::from_secs(10), || {
+        let client = api.client();
+        async move {
+            let body = client.get("/health").await?.body;
+            Ok((body["checks"]["queues"]["turns"]["workers"] == 1).then_some(()))
+        }
+    })
+    .await?;
     let mut conn = redis::Client::open(redis.url.as_str())?.get_multiplexed_async_connection().await?;
     let me: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await?;
     let killed: i64 = redis::cmd("CLIENT")

@@ -117,6 +117,9 @@ async fn a_provider_that_keeps_failing_fails_the_turn_after_max_attempts() -> an
     let mut redis = env.redis().await?;
     let dead: u64 = redis::cmd("SCARD").arg(format!("{}-turns:dead", env.prefix)).query_async(&mut redis).await?;
     assert_eq!(dead, 1);
+    // A failed job is not a failed pool: health still counts it (heartbeats every 2 s).
+    let health = api.client().get("/health").await?.body;
+    assert_eq!(health["checks"]["queues"]["turns"]["workers"], 1, "{health}");
     Ok(())
 }
 

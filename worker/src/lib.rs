@@ -195,17 +195,19 @@ pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 's
                 .parallelize(tokio::spawn)
                 .build(jobs::evaluation::handle)
         })
-        .on_event(move |ctx, event| match event {
-            Event::Start => alive(ctx.name(), true),
-            Event::Stop => alive(ctx.name(), false),
-            Event::Error(e) => {
-                alive(ctx.name(), false);
-                tracing::error!(worker = ctx.name(), error = %e, "worker pool failed; restarting");
+        // `Event::Error` is one job's error (the handlers log those); a pool
+        // that dies ends its worker future, which is what `should_restart` sees.
+        .on_event({
+            let alive = alive.clone();
+            move |ctx, event| match event {
+                Event::Start => alive(ctx.name(), true),
+                Event::Stop | Event::Exit => alive(ctx.name(), false),
+                _ => {}
             }
-            _ => {}
         })
-        .should_restart(|ctx, error| {
-            tracing::warn!(worker = ctx.name(), error = %error, "restarting worker pool");
+        .should_restart(move |ctx, error| {
+            alive(ctx.name(), false);
+            tracing::error!(worker = ctx.name(), error = %error, "worker pool failed; restarting");
             true
         })
         .shutdown_timeout(config.worker.shutdown_timeout);

@@ -6,7 +6,7 @@ use sqlx::{FromRow, PgExecutor};
 
 use super::DbError;
 use crate::domain::Language;
-use crate::ids::{InterviewId, UserId};
+use crate::ids::{InterviewId, SessionId, UserId};
 
 /// An interview row.
 #[derive(Debug, Clone, FromRow)]
@@ -80,6 +80,18 @@ pub async fn find(db: impl PgExecutor<'_>, id: InterviewId) -> Result<Option<Int
         .bind(id)
         .fetch_optional(db)
         .await?)
+}
+
+/// The interview a session belongs to.
+pub async fn of_session(db: impl PgExecutor<'_>, session: SessionId) -> Result<Option<Interview>, DbError> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM interviews WHERE id = (SELECT interview_id FROM sessions WHERE id = $1)"
+    ))
+    .bind(session)
+    .fetch_optional(db)
+    .await?)
 }
 
 /// Interviews newest first: those of `owner`, or all when `owner` is `None`.

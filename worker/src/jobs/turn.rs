@@ -98,9 +98,8 @@ impl From<sqlx::Error> for AttemptError {
 async fn attempt(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Result<Outcome, AttemptError> {
     let core = &deps.core;
     let db = &core.db;
-    let session = db::sessions::find(db, turn.session_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
     let interview =
-        db::interviews::find(db, session.interview_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
+        db::interviews::of_session(db, turn.session_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
     let earlier: Vec<Turn> = db::turns::list(db, turn.session_id)
         .await?
         .into_iter()
