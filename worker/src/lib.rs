@@ -13,6 +13,7 @@ pub mod prompt;
 pub mod providers;
 pub mod reconciler;
 pub mod retry;
+pub mod wake;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use apalis::prelude::{BackendExt, Event, Monitor, ParallelizeExt, Strategy, WorkerBuilder, WorkerBuilderExt};
+use apalis::prelude::{BackendExt, Event, Monitor, ParallelizeExt, WorkerBuilder, WorkerBuilderExt};
 use apalis_redis::RedisStorage;
 use redis::aio::ConnectionManager;
 use shared::config::Config;
@@ -32,6 +33,7 @@ use shared::stream::EventBus;
 use tokio_util::sync::CancellationToken;
 
 use crate::providers::ChatProvider;
+use crate::wake::Wake;
 
 /// What every job handler uses.
 pub struct Deps {
@@ -89,8 +91,7 @@ pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 's
 
     // The queues run on a RESP3 connection: on RESP2 one dropped connection
     // kills an apalis pool. Producers PUBLISH on each queue's notify channel
-    // after a push; that wakes the idle pool at once, and a 1 s poll covers
-    // delayed retries and notifications lost in a reconnect.
+    // after a push; the pools wake on it (see `wake`).
     let (turns_wake, turns_woken) = futures::channel::mpsc::unbounded::<()>();
     let (batch_wake, batch_woken) = futures::channel::mpsc::unbounded::<()>();
     let turns_channel = QueueName::Turns.notify_channel(&prefix);
@@ -122,8 +123,8 @@ pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 's
         // Not fatal: the 1 s poll still runs, and the connection resubscribes on reconnect.
         tracing::warn!(error = %e, "queue notifications not subscribed yet; polling every second");
     }
-    let wake = |woken| Strategy::new().stream(woken).interval(FALLBACK_POLL);
-    let (turns_strategy, batch_strategy) = (wake(turns_woken), wake(batch_woken));
+    let (turns_strategy, batch_strategy) =
+        (Wake::new(turns_woken, FALLBACK_POLL), Wake::new(batch_woken, FALLBACK_POLL));
 
     // Heartbeats a third of the lease: a dead worker's jobs are recovered
     // by apalis within about the lease, and by our reconciler regardless.
