@@ -78,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
     let drained = started.elapsed();
     let jobs_per_sec = sessions as f64 / drained.as_secs_f64();
     eprintln!("worker: {sessions} turns in {drained:.2?}");
+    eprintln!("  api RSS now {:.0} MB", rss_mb(&api_process, "VmRSS:")?);
 
     // 2. Answer submission, one answer per session, 50 connections. The
     // worker is stopped, so this measures the API (and PostgreSQL and Redis
@@ -98,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     eprintln!("submission: {submit_rate:.0} req/s, p99 {:.2?}", percentile(&latencies, 99.0));
+    eprintln!("  api RSS now {:.0} MB", rss_mb(&api_process, "VmRSS:")?);
 
     // 3. Answer → turn.completed, 100 concurrent sessions over WebSockets.
     eprintln!("{LIVE_SESSIONS} live sessions × {LIVE_ROUNDS} rounds over WebSockets");
@@ -110,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 4. Idle pickup.
     eprintln!("{PICKUPS} answers one at a time on an idle queue");
+    eprintln!("  api RSS now {:.0} MB", rss_mb(&api_process, "VmRSS:")?);
     let pickup = idle_pickups(&candidate, &interview, &db).await?;
 
     // 5. Memory.
@@ -294,13 +297,18 @@ fn percentile(samples: &[Duration], p: f64) -> Duration {
 
 /// Peak resident memory of a child process, in MB (VmHWM).
 fn peak_rss_mb(child: &tokio::process::Child) -> anyhow::Result<f64> {
+    rss_mb(child, "VmHWM:")
+}
+
+/// A memory figure (`VmRSS:`, `VmHWM:`) of a child process, in MB.
+fn rss_mb(child: &tokio::process::Child, field: &str) -> anyhow::Result<f64> {
     let pid = child.id().context("process already exited")?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .context("no VmHWM")?;
+        .with_context(|| format!("no {field}"))?;
     Ok(kb / 1024.0)
 }
