@@ -11,7 +11,8 @@
 //! 3. Answer → `turn.completed`: 100 WebSocket clients, each answering and
 //!    waiting for the interviewer's reply, round after round.
 //! 4. Idle-queue pickup: answers submitted one at a time after 100 ms of
-//!    idleness; pickup = `started_at − created_at` of each turn.
+//!    idleness; pickup = from the `202` (the turn committed and its job
+//!    pushed) to the worker's claim (`started_at`).
 //! 5. Peak RSS (VmHWM) of the api process and of the last worker process.
 //!
 //! The load generator shares the machine's cores with the system under test.
@@ -260,7 +261,7 @@ async fn live_rounds(anon: &Client, interview: &str) -> anyhow::Result<Vec<Durat
 /// socket open at a time (a user's sockets are limited).
 async fn idle_pickups(candidate: &Client, interview: &str, db: &sqlx::PgPool) -> anyhow::Result<Vec<Duration>> {
     const PER_SESSION: usize = 50;
-    let mut turn_ids = Vec::new();
+    let (mut turn_ids, mut enqueued_ms) = (Vec::new(), Vec::new());
     for _ in 0..PICKUPS.div_ceil(PER_SESSION) {
         let id = candidate.start_session(interview).await?;
         let mut ws = candidate.ws(&id, None).await?;
@@ -270,19 +271,24 @@ async fn idle_pickups(candidate: &Client, interview: &str, db: &sqlx::PgPool) ->
             let r =
                 candidate.post(&format!("/sessions/{id}/turns"), json!({ "text": format!("idle {round}") })).await?;
             anyhow::ensure!(r.status == 202, "{r:?}");
+            // Enqueued: the 202 comes after the commit and the push.
+            enqueued_ms.push(chrono::Utc::now().timestamp_micros() as f64 / 1000.0);
             turn_ids.push(r.body["turn_id"].as_str().context("turn_id")?.to_owned());
             ws.until(WAIT, |e| is(e, "turn.completed") && e["number"] == round).await?;
             ws.seen.clear();
         }
         ws.close().await;
     }
-    let waits: Vec<f64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM started_at - created_at)::float8 FROM turns WHERE id::text = ANY($1)",
-    )
-    .bind(&turn_ids)
-    .fetch_all(db)
-    .await?;
-    Ok(waits.into_iter().map(|s| Duration::from_secs_f64(s.max(0.0))).collect())
+    let mut waits = Vec::with_capacity(turn_ids.len());
+    for (id, enqueued) in turn_ids.iter().zip(enqueued_ms) {
+        let started: f64 =
+            sqlx::query_scalar("SELECT extract(epoch FROM started_at)::float8 * 1000 FROM turns WHERE id::text = $1")
+                .bind(id)
+                .fetch_one(db)
+                .await?;
+        waits.push(Duration::from_secs_f64(((started - enqueued) / 1000.0).max(0.0)));
+    }
+    Ok(waits)
 }
 
 fn percentile(samples: &[Duration], p: f64) -> Duration {
