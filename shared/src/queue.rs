@@ -120,7 +120,13 @@ where
     let id: ulid::Ulid = job_id.parse().map_err(|e| error(format!("job id {job_id:?}: {e}")))?;
     let mut task = TaskBuilder::new(job).task_id(TaskId::from_ulid(id));
     if let Some(delay) = delay {
-        task = task.run_after(delay);
+        // Scheduled jobs are scored in whole seconds and due once that second
+        // starts: round up, so a job never runs before its delay (a provider's
+        // Retry-After must hold), at the cost of up to a second more.
+        let due = std::time::SystemTime::now() + delay;
+        let since_epoch = due.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let secs = since_epoch.as_secs() + u64::from(since_epoch.subsec_nanos() > 0);
+        task = task.run_at_timestamp(secs);
     }
     let task = task.build();
     storage.push_task(task).await.map_err(|e| error(e.to_string()))

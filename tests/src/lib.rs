@@ -2,6 +2,8 @@
 //! Redis key prefix, starts the parts it needs (in-process, or as real
 //! processes when a test kills or signals them), and leaves nothing behind.
 
+pub mod fake_llm;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

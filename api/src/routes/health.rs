@@ -129,8 +129,9 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
             "database": database,
             "redis": redis,
             "ai_provider": {
+                // Circuit state and error rates arrive with the providers issue.
                 "status": "healthy",
-                "provider": "scripted",
+                "provider": state.config.worker.provider.name(),
                 "circuits": {},
             },
             "queues": queues,

@@ -173,10 +173,49 @@ pub struct WorkerConfig {
 }
 
 /// The provider kinds of SPEC §7.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ProviderKind {
     /// The built-in deterministic interviewer.
     Scripted,
+    /// Any OpenAI-compatible endpoint (`OPENAI_COMPATIBLE_*`).
+    OpenAiCompatible(EndpointConfig),
+}
+
+impl ProviderKind {
+    /// The name `AI_PROVIDER` uses, stored with each turn.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProviderKind::Scripted => "scripted",
+            ProviderKind::OpenAiCompatible(_) => "openai_compatible",
+        }
+    }
+}
+
+/// An OpenAI-compatible endpoint.
+#[derive(Clone, PartialEq)]
+pub struct EndpointConfig {
+    /// `{P}_BASE_URL`: up to and without `/chat/completions`.
+    pub base_url: String,
+    /// `{P}_API_KEY`: sent as a bearer token.
+    pub api_key: String,
+    /// `{P}_MODEL`.
+    pub model: String,
+    /// `{P}_TIMEOUT` (seconds): connecting, waiting for headers, and any gap in a stream.
+    pub timeout: Duration,
+    /// `{P}_PRICE_INPUT_PER_1K`, `{P}_PRICE_OUTPUT_PER_1K`: USD per 1,000 tokens.
+    pub prices: (f64, f64),
+}
+
+impl std::fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &"<redacted>")
+            .field("model", &self.model)
+            .field("timeout", &self.timeout)
+            .field("prices", &self.prices)
+            .finish()
+    }
 }
 
 /// The first admin, created at start-up when none exists.
@@ -194,7 +233,7 @@ impl std::fmt::Debug for BootstrapAdmin {
     }
 }
 
-const PROVIDERS_NOT_BUILT: [&str; 4] = ["azure_openai", "aws_bedrock", "gcp_vertex", "openai_compatible"];
+const PROVIDERS_NOT_BUILT: [&str; 3] = ["azure_openai", "aws_bedrock", "gcp_vertex"];
 
 impl Config {
     /// Reads the process environment.
@@ -377,6 +416,7 @@ fn provider(v: &mut Vars) -> ProviderKind {
     let name = v.string("AI_PROVIDER", "scripted").to_ascii_lowercase();
     match name.as_str() {
         "scripted" => ProviderKind::Scripted,
+        "openai_compatible" => ProviderKind::OpenAiCompatible(endpoint(v, "OPENAI_COMPATIBLE")),
         other if PROVIDERS_NOT_BUILT.contains(&other) => {
             v.problem("AI_PROVIDER", format!("{other:?} is not built yet (see the providers issue); use \"scripted\""));
             ProviderKind::Scripted
@@ -391,6 +431,28 @@ fn provider(v: &mut Vars) -> ProviderKind {
     }
 }
 
+/// The `{prefix}_*` variables of an OpenAI-compatible endpoint.
+fn endpoint(v: &mut Vars, prefix: &str) -> EndpointConfig {
+    let base_url = v.required(&format!("{prefix}_BASE_URL"));
+    if !(base_url.is_empty() || base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        v.problem(&format!("{prefix}_BASE_URL"), format!("{base_url:?} is not an http(s) URL"));
+    }
+    let price = |v: &mut Vars, name: String| {
+        let price: f64 = v.parse(&name, 0.0);
+        if !(price.is_finite() && price >= 0.0) {
+            v.problem(&name, format!("{price} is not a price (USD per 1,000 tokens, 0 or more)"));
+        }
+        price
+    };
+    EndpointConfig {
+        base_url: base_url.trim_end_matches('/').to_owned(),
+        api_key: v.required(&format!("{prefix}_API_KEY")),
+        model: v.required(&format!("{prefix}_MODEL")),
+        timeout: v.seconds(&format!("{prefix}_TIMEOUT"), 60, 1, 600),
+        prices: (price(v, format!("{prefix}_PRICE_INPUT_PER_1K")), price(v, format!("{prefix}_PRICE_OUTPUT_PER_1K"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +464,51 @@ mod tests {
     }
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn an_openai_compatible_endpoint_needs_its_variables() {
+        let err = load(&[("DATABASE_URL", "postgres://x/y"), ("AI_PROVIDER", "openai_compatible")], Component::Worker)
+            .expect_err("incomplete");
+        for name in ["OPENAI_COMPATIBLE_BASE_URL", "OPENAI_COMPATIBLE_API_KEY", "OPENAI_COMPATIBLE_MODEL"] {
+            assert!(err.to_string().contains(&format!("{name}: is required")), "{err}");
+        }
+        let err = load(
+            &[
+                ("DATABASE_URL", "postgres://x/y"),
+                ("AI_PROVIDER", "openai_compatible"),
+                ("OPENAI_COMPATIBLE_BASE_URL", "ftp://llm"),
+                ("OPENAI_COMPATIBLE_API_KEY", "k"),
+                ("OPENAI_COMPATIBLE_MODEL", "m"),
+                ("OPENAI_COMPATIBLE_PRICE_INPUT_PER_1K", "-1"),
+                ("OPENAI_COMPATIBLE_TIMEOUT", "0"),
+            ],
+            Component::Worker,
+        )
+        .expect_err("bad values");
+        for name in ["OPENAI_COMPATIBLE_BASE_URL", "OPENAI_COMPATIBLE_PRICE_INPUT_PER_1K", "OPENAI_COMPATIBLE_TIMEOUT"]
+        {
+            assert!(err.to_string().contains(name), "{name} in {err}");
+        }
+        let c = load(
+            &[
+                ("DATABASE_URL", "postgres://x/y"),
+                ("AI_PROVIDER", "openai_compatible"),
+                ("OPENAI_COMPATIBLE_BASE_URL", "http://llm.internal/v1/"),
+                ("OPENAI_COMPATIBLE_API_KEY", "k"),
+                ("OPENAI_COMPATIBLE_MODEL", "m"),
+            ],
+            Component::Worker,
+        )
+        .expect("valid");
+        match c.worker.provider {
+            ProviderKind::OpenAiCompatible(e) => {
+                assert_eq!(e.base_url, "http://llm.internal/v1");
+                assert_eq!(e.timeout, Duration::from_secs(60));
+                assert!(!format!("{e:?}").contains("\"k\""), "the key is redacted");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn the_seed_database_url_is_accepted() {

@@ -1,8 +1,9 @@
-//! The one provider trait every LLM call goes through. The providers issue
-//! adds Azure OpenAI, Bedrock, Vertex and OpenAI-compatible clients and the
-//! failover chain behind it; today the chain is the built-in `scripted`
-//! interviewer.
+//! The one provider trait every LLM call goes through: the built-in
+//! `scripted` interviewer, or one OpenAI-compatible endpoint. The providers
+//! issue adds Azure OpenAI, Bedrock and Vertex, and the failover chain, rate
+//! limits and circuit breaker behind this trait.
 
+pub mod openai_compatible;
 pub mod scripted;
 
 use std::sync::Arc;
@@ -108,8 +109,11 @@ pub fn cost(prices: (f64, f64), usage: Usage) -> f64 {
 }
 
 /// The provider `AI_PROVIDER` names.
-pub fn from_config(config: &WorkerConfig) -> Arc<dyn ChatProvider> {
-    match config.provider {
+pub fn from_config(config: &WorkerConfig) -> Result<Arc<dyn ChatProvider>, String> {
+    Ok(match &config.provider {
         ProviderKind::Scripted => Arc::new(scripted::Scripted::new(config.scripted_delta_delay)),
-    }
+        ProviderKind::OpenAiCompatible(endpoint) => {
+            Arc::new(openai_compatible::OpenAiCompatible::new("openai_compatible", endpoint)?)
+        }
+    })
 }

@@ -1,0 +1,139 @@
+//! The OpenAI-compatible provider against a fake endpoint over real HTTP:
+//! the production code path, with its failures injected.
+
+use std::time::Duration;
+
+use tests::fake_llm::{FakeLlm, Reply};
+use tests::{TestEnv, is};
+
+const WAIT: Duration = Duration::from_secs(20);
+const REPLY: &str = "Thank you. Could you walk me through how you would design a job queue in Rust?";
+
+async fn env_with(fake: &FakeLlm) -> anyhow::Result<TestEnv> {
+    let mut env = TestEnv::new().await?;
+    env.set("AI_PROVIDER", "openai_compatible")
+        .set("OPENAI_COMPATIBLE_BASE_URL", &fake.base_url)
+        .set("OPENAI_COMPATIBLE_API_KEY", "sk-test-key")
+        .set("OPENAI_COMPATIBLE_MODEL", "fake-model")
+        .set("OPENAI_COMPATIBLE_TIMEOUT", "5")
+        .set("OPENAI_COMPATIBLE_PRICE_INPUT_PER_1K", "0.5")
+        .set("OPENAI_COMPATIBLE_PRICE_OUTPUT_PER_1K", "1.5")
+        .set("JOB_MAX_ATTEMPTS", "3");
+    Ok(env)
+}
+
+async fn opening_turn(env: &TestEnv) -> anyhow::Result<(String, i32, Option<String>, Option<String>, Option<i32>)> {
+    let db = env.db().await?;
+    Ok(sqlx::query_as(
+        "SELECT status, attempts, interviewer_message, provider, prompt_tokens FROM turns WHERE number = 0",
+    )
+    .fetch_one(&db)
+    .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_turn_streams_from_an_openai_compatible_endpoint() -> anyhow::Result<()> {
+    let fake = FakeLlm::start(REPLY).await?;
+    let env = env_with(&fake).await?;
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let anon = api.client();
+    let recruiter = anon.user("r@example.com", "recruiter").await?;
+    let candidate = anon.user("c@example.com", "candidate").await?;
+    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
+    let mut ws = candidate.ws(&session, None).await?;
+    let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    assert_eq!(completed["message"], REPLY);
+    let deltas: String = ws.seen.iter().filter(|e| is(e, "turn.delta")).filter_map(|e| e["text"].as_str()).collect();
+    assert_eq!(deltas, REPLY, "the deltas add up to the message");
+    assert_eq!(completed["usage"]["prompt_tokens"], 42, "usage from the stream: {completed}");
+    let (status, attempts, message, provider, prompt_tokens) = opening_turn(&env).await?;
+    assert_eq!((status.as_str(), attempts), ("completed", 1));
+    assert_eq!(message.as_deref(), Some(REPLY));
+    assert_eq!(provider.as_deref(), Some("openai_compatible"));
+    assert_eq!(prompt_tokens, Some(42));
+    let received = fake.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].authorization.as_deref(), Some("Bearer sk-test-key"));
+    assert_eq!(received[0].body["model"], "fake-model");
+    assert_eq!(received[0].body["stream"], true);
+    assert_eq!(received[0].body["stream_options"]["include_usage"], true);
+    assert_eq!(received[0].body["messages"][0]["role"], "system");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_429_is_retried_once_after_its_retry_after() -> anyhow::Result<()> {
+    let fake = FakeLlm::start(REPLY).await?;
+    fake.then(Reply::Status {
+        status: 429,
+        retry_after: Some("2".into()),
+        body: "<html>Too Many Requests</html>".into(),
+    });
+    let env = env_with(&fake).await?;
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let anon = api.client();
+    let recruiter = anon.user("r@example.com", "recruiter").await?;
+    let candidate = anon.user("c@example.com", "candidate").await?;
+    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
+    let mut ws = candidate.ws(&session, None).await?;
+    let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    assert_eq!(completed["message"], REPLY);
+    let received = fake.received();
+    assert_eq!(received.len(), 2, "one request per attempt: no hidden retries");
+    let gap = received[1].at - received[0].at;
+    assert!(gap >= Duration::from_secs(2), "Retry-After: 2 was honoured: {gap:?}");
+    assert!(gap < Duration::from_secs(5), "{gap:?}");
+    assert_eq!(opening_turn(&env).await?.1, 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broken_stream_restarts_and_the_client_drops_the_partial_text() -> anyhow::Result<()> {
+    let fake = FakeLlm::start(REPLY).await?;
+    fake.then(Reply::BrokenStream(REPLY.into()));
+    let env = env_with(&fake).await?;
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let anon = api.client();
+    let recruiter = anon.user("r@example.com", "recruiter").await?;
+    let candidate = anon.user("c@example.com", "candidate").await?;
+    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
+    let mut ws = candidate.ws(&session, None).await?;
+    let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    assert_eq!(completed["message"], REPLY);
+    let reset = ws.seen.iter().position(|e| is(e, "turn.reset")).unwrap_or(usize::MAX);
+    let last_partial = ws.seen.iter().rposition(|e| is(e, "turn.delta") && e["text"] != "").unwrap_or(0);
+    assert!(reset < last_partial, "turn.reset comes before the new deltas: {:?}", ws.seen);
+    let after_reset: String =
+        ws.seen[reset..].iter().filter(|e| is(e, "turn.delta")).filter_map(|e| e["text"].as_str()).collect();
+    assert_eq!(after_reset, REPLY);
+    assert_eq!(fake.received().len(), 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_400_fails_the_turn_at_once_with_its_status() -> anyhow::Result<()> {
+    let fake = FakeLlm::start(REPLY).await?;
+    fake.then(Reply::Status {
+        status: 400,
+        retry_after: None,
+        body: "<html>Bad Request: model not found</html>".into(),
+    });
+    let env = env_with(&fake).await?;
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let anon = api.client();
+    let recruiter = anon.user("r@example.com", "recruiter").await?;
+    let candidate = anon.user("c@example.com", "candidate").await?;
+    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
+    let mut ws = candidate.ws(&session, None).await?;
+    let failed = ws.until(WAIT, |e| is(e, "turn.failed")).await?;
+    assert_eq!(failed["retryable"], false);
+    let reason = failed["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("400") && reason.contains("model not found"), "{reason}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(fake.received().len(), 1);
+    Ok(())
+}
