@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
@@ -31,8 +31,12 @@ pub enum Reply {
 pub struct Received {
     /// When it arrived.
     pub at: Instant,
+    /// Path and query.
+    pub uri: String,
     /// Its `Authorization` header.
     pub authorization: Option<String>,
+    /// Its `api-key` header (Azure).
+    pub api_key: Option<String>,
     /// Its JSON body.
     pub body: Value,
 }
@@ -49,6 +53,8 @@ struct Script {
 pub struct FakeLlm {
     /// `http://127.0.0.1:{port}/v1`.
     pub base_url: String,
+    /// `http://127.0.0.1:{port}` (Azure's base: it adds `/openai/deployments/...`).
+    pub origin: String,
     script: Arc<Mutex<Script>>,
 }
 
@@ -57,13 +63,16 @@ impl FakeLlm {
     /// unless told otherwise.
     pub async fn start(default_text: &str) -> anyhow::Result<FakeLlm> {
         let script = Arc::new(Mutex::new(Script { default_text: default_text.to_owned(), ..Default::default() }));
-        let app = axum::Router::new().route("/v1/chat/completions", post(chat)).with_state(script.clone());
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/openai/deployments/{deployment}/chat/completions", post(chat))
+            .with_state(script.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(FakeLlm { base_url: format!("http://{addr}/v1"), script })
+        Ok(FakeLlm { base_url: format!("http://{addr}/v1"), origin: format!("http://{addr}"), script })
     }
 
     /// Answers the next request with `reply` (after those queued before it).
@@ -81,12 +90,14 @@ impl FakeLlm {
     }
 }
 
-async fn chat(State(script): State<Arc<Mutex<Script>>>, headers: HeaderMap, body: String) -> Response {
+async fn chat(State(script): State<Arc<Mutex<Script>>>, uri: Uri, headers: HeaderMap, body: String) -> Response {
     let reply = {
         let mut script = script.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         script.received.push(Received {
             at: Instant::now(),
+            uri: uri.to_string(),
             authorization: headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
+            api_key: headers.get("api-key").and_then(|v| v.to_str().ok()).map(str::to_owned),
             body: serde_json::from_str(&body).unwrap_or(Value::Null),
         });
         let default = Reply::Stream(script.default_text.clone());

@@ -137,3 +137,66 @@ async fn a_400_fails_the_turn_at_once_with_its_status() -> anyhow::Result<()> {
     assert_eq!(fake.received().len(), 1);
     Ok(())
 }
+
+/// One turn through `AI_PROVIDER` with `vars`; returns what the fake received.
+async fn one_turn_with(fake: &FakeLlm, vars: &[(&str, &str)]) -> anyhow::Result<Vec<tests::fake_llm::Received>> {
+    let mut env = TestEnv::new().await?;
+    for (k, v) in vars {
+        env.set(k, v);
+    }
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let anon = api.client();
+    let recruiter = anon.user("r@example.com", "recruiter").await?;
+    let candidate = anon.user("c@example.com", "candidate").await?;
+    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
+    let mut ws = candidate.ws(&session, None).await?;
+    let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    assert_eq!(completed["message"], REPLY);
+    let provider: String =
+        sqlx::query_scalar("SELECT provider FROM turns WHERE number = 0").fetch_one(&env.db().await?).await?;
+    assert_eq!(Some(provider.as_str()), vars.iter().find(|(k, _)| *k == "AI_PROVIDER").map(|(_, v)| *v));
+    Ok(fake.received())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azure_openai_calls_the_deployment_with_its_api_key_header() -> anyhow::Result<()> {
+    let fake = FakeLlm::start(REPLY).await?;
+    let received = one_turn_with(
+        &fake,
+        &[
+            ("AI_PROVIDER", "azure_openai"),
+            ("AZURE_OPENAI_ENDPOINT", &fake.origin),
+            ("AZURE_OPENAI_API_KEY", "azure-key"),
+            ("AZURE_OPENAI_DEPLOYMENT", "gpt-4o-interviews"),
+            ("AZURE_OPENAI_API_VERSION", "2024-10-21"),
+        ],
+    )
+    .await?;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].uri, "/openai/deployments/gpt-4o-interviews/chat/completions?api-version=2024-10-21");
+    assert_eq!(received[0].api_key.as_deref(), Some("azure-key"));
+    assert_eq!(received[0].authorization, None);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aws_bedrock_sends_its_api_key_as_a_bearer_token() -> anyhow::Result<()> {
+    let fake = FakeLlm::start(REPLY).await?;
+    let received = one_turn_with(
+        &fake,
+        &[
+            ("AI_PROVIDER", "aws_bedrock"),
+            ("BEDROCK_ENDPOINT", &fake.base_url),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_BEARER_TOKEN_BEDROCK", "bedrock-api-key"),
+            ("BEDROCK_MODEL_ID", "anthropic.claude-sonnet-4"),
+        ],
+    )
+    .await?;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].uri, "/v1/chat/completions");
+    assert_eq!(received[0].authorization.as_deref(), Some("Bearer bedrock-api-key"));
+    assert_eq!(received[0].body["model"], "anthropic.claude-sonnet-4");
+    Ok(())
+}

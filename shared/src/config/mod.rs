@@ -179,6 +179,40 @@ pub enum ProviderKind {
     Scripted,
     /// Any OpenAI-compatible endpoint (`OPENAI_COMPATIBLE_*`).
     OpenAiCompatible(EndpointConfig),
+    /// Azure OpenAI (`AZURE_OPENAI_*`): a deployment, an `api-key` header.
+    AzureOpenAi(AzureConfig),
+    /// AWS Bedrock's OpenAI-compatible endpoint with a Bedrock API key.
+    AwsBedrock(EndpointConfig),
+}
+
+/// An Azure OpenAI deployment.
+#[derive(Clone, PartialEq)]
+pub struct AzureConfig {
+    /// `AZURE_OPENAI_ENDPOINT`, e.g. `https://name.openai.azure.com`.
+    pub endpoint: String,
+    /// `AZURE_OPENAI_API_KEY`.
+    pub api_key: String,
+    /// `AZURE_OPENAI_DEPLOYMENT`: the deployment, which names the model.
+    pub deployment: String,
+    /// `AZURE_OPENAI_API_VERSION`.
+    pub api_version: String,
+    /// `AZURE_OPENAI_TIMEOUT` (seconds).
+    pub timeout: Duration,
+    /// `AZURE_OPENAI_PRICE_INPUT_PER_1K`, `AZURE_OPENAI_PRICE_OUTPUT_PER_1K`.
+    pub prices: (f64, f64),
+}
+
+impl std::fmt::Debug for AzureConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureConfig")
+            .field("endpoint", &self.endpoint)
+            .field("api_key", &"<redacted>")
+            .field("deployment", &self.deployment)
+            .field("api_version", &self.api_version)
+            .field("timeout", &self.timeout)
+            .field("prices", &self.prices)
+            .finish()
+    }
 }
 
 impl ProviderKind {
@@ -187,6 +221,8 @@ impl ProviderKind {
         match self {
             ProviderKind::Scripted => "scripted",
             ProviderKind::OpenAiCompatible(_) => "openai_compatible",
+            ProviderKind::AzureOpenAi(_) => "azure_openai",
+            ProviderKind::AwsBedrock(_) => "aws_bedrock",
         }
     }
 }
@@ -233,7 +269,7 @@ impl std::fmt::Debug for BootstrapAdmin {
     }
 }
 
-const PROVIDERS_NOT_BUILT: [&str; 3] = ["azure_openai", "aws_bedrock", "gcp_vertex"];
+const PROVIDERS_NOT_BUILT: [&str; 1] = ["gcp_vertex"];
 
 impl Config {
     /// Reads the process environment.
@@ -416,7 +452,37 @@ fn provider(v: &mut Vars) -> ProviderKind {
     let name = v.string("AI_PROVIDER", "scripted").to_ascii_lowercase();
     match name.as_str() {
         "scripted" => ProviderKind::Scripted,
-        "openai_compatible" => ProviderKind::OpenAiCompatible(endpoint(v, "OPENAI_COMPATIBLE")),
+        "openai_compatible" => {
+            let base_url = v.required("OPENAI_COMPATIBLE_BASE_URL");
+            let api_key = v.required("OPENAI_COMPATIBLE_API_KEY");
+            let model = v.required("OPENAI_COMPATIBLE_MODEL");
+            ProviderKind::OpenAiCompatible(endpoint(v, "OPENAI_COMPATIBLE", base_url, api_key, model))
+        }
+        "azure_openai" => {
+            let endpoint_url = v.required("AZURE_OPENAI_ENDPOINT");
+            let api_key = v.required("AZURE_OPENAI_API_KEY");
+            let deployment = v.required("AZURE_OPENAI_DEPLOYMENT");
+            let api_version = v.string("AZURE_OPENAI_API_VERSION", "2024-10-21");
+            let e = endpoint(v, "AZURE_OPENAI", endpoint_url, api_key, deployment);
+            ProviderKind::AzureOpenAi(AzureConfig {
+                endpoint: e.base_url,
+                api_key: e.api_key,
+                deployment: e.model,
+                api_version,
+                timeout: e.timeout,
+                prices: e.prices,
+            })
+        }
+        "aws_bedrock" => {
+            // BEDROCK_ENDPOINT overrides the regional URL (private endpoints, tests).
+            let base_url = match v.get("BEDROCK_ENDPOINT") {
+                Some(url) => url.to_owned(),
+                None => format!("https://bedrock-runtime.{}.amazonaws.com/openai/v1", v.required("AWS_REGION")),
+            };
+            let api_key = v.required("AWS_BEARER_TOKEN_BEDROCK");
+            let model = v.required("BEDROCK_MODEL_ID");
+            ProviderKind::AwsBedrock(endpoint(v, "BEDROCK", base_url, api_key, model))
+        }
         other if PROVIDERS_NOT_BUILT.contains(&other) => {
             v.problem("AI_PROVIDER", format!("{other:?} is not built yet (see the providers issue); use \"scripted\""));
             ProviderKind::Scripted
@@ -431,11 +497,17 @@ fn provider(v: &mut Vars) -> ProviderKind {
     }
 }
 
-/// The `{prefix}_*` variables of an OpenAI-compatible endpoint.
-fn endpoint(v: &mut Vars, prefix: &str) -> EndpointConfig {
-    let base_url = v.required(&format!("{prefix}_BASE_URL"));
+/// An endpoint from its URL, key and model (read by the caller, whose
+/// variables differ per provider) and the `{prefix}_TIMEOUT` and
+/// `{prefix}_PRICE_*` variables every provider has.
+fn endpoint(v: &mut Vars, prefix: &str, base_url: String, api_key: String, model: String) -> EndpointConfig {
+    let url_variable = match prefix {
+        "AZURE_OPENAI" => "AZURE_OPENAI_ENDPOINT".to_owned(),
+        "BEDROCK" => "BEDROCK_ENDPOINT".to_owned(),
+        _ => format!("{prefix}_BASE_URL"),
+    };
     if !(base_url.is_empty() || base_url.starts_with("http://") || base_url.starts_with("https://")) {
-        v.problem(&format!("{prefix}_BASE_URL"), format!("{base_url:?} is not an http(s) URL"));
+        v.problem(&url_variable, format!("{base_url:?} is not an http(s) URL"));
     }
     let price = |v: &mut Vars, name: String| {
         let price: f64 = v.parse(&name, 0.0);
@@ -446,8 +518,8 @@ fn endpoint(v: &mut Vars, prefix: &str) -> EndpointConfig {
     };
     EndpointConfig {
         base_url: base_url.trim_end_matches('/').to_owned(),
-        api_key: v.required(&format!("{prefix}_API_KEY")),
-        model: v.required(&format!("{prefix}_MODEL")),
+        api_key,
+        model,
         timeout: v.seconds(&format!("{prefix}_TIMEOUT"), 60, 1, 600),
         prices: (price(v, format!("{prefix}_PRICE_INPUT_PER_1K")), price(v, format!("{prefix}_PRICE_OUTPUT_PER_1K"))),
     }
@@ -511,6 +583,37 @@ mod tests {
     }
 
     #[test]
+    fn azure_and_bedrock_read_their_own_variables() {
+        let err = load(&[("DATABASE_URL", "postgres://x/y"), ("AI_PROVIDER", "azure_openai")], Component::Worker)
+            .expect_err("incomplete");
+        for name in ["AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_DEPLOYMENT"] {
+            assert!(err.to_string().contains(&format!("{name}: is required")), "{err}");
+        }
+        let c = load(
+            &[
+                ("DATABASE_URL", "postgres://x/y"),
+                ("AI_PROVIDER", "aws_bedrock"),
+                ("AWS_REGION", "eu-west-1"),
+                ("AWS_BEARER_TOKEN_BEDROCK", "k"),
+                ("BEDROCK_MODEL_ID", "m"),
+                ("BEDROCK_TIMEOUT", "30"),
+            ],
+            Component::Worker,
+        )
+        .expect("valid");
+        match c.worker.provider {
+            ProviderKind::AwsBedrock(e) => {
+                assert_eq!(e.base_url, "https://bedrock-runtime.eu-west-1.amazonaws.com/openai/v1");
+                assert_eq!(e.timeout, Duration::from_secs(30));
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = load(&[("DATABASE_URL", "postgres://x/y"), ("AI_PROVIDER", "gcp_vertex")], Component::Worker)
+            .expect_err("not built");
+        assert!(err.to_string().contains("AI_PROVIDER: \"gcp_vertex\" is not built yet"), "{err}");
+    }
+
+    #[test]
     fn the_seed_database_url_is_accepted() {
         let c = load(
             &[("DATABASE_URL", "postgresql+asyncpg://u:p@db:5432/ai"), ("JWT_SECRET_KEY", SECRET)],
@@ -537,7 +640,7 @@ mod tests {
                 ("DATABASE_URL", "mysql://x"),
                 ("API_PORT", "eighty"),
                 ("REDIS_KEY_PREFIX", "a:b"),
-                ("AI_PROVIDER", "azure_openai"),
+                ("AI_PROVIDER", "claude"),
                 ("WS_MAX_CONNECTIONS_PER_USER", "0"),
             ],
             Component::Worker,

@@ -1,7 +1,7 @@
 //! The one provider trait every LLM call goes through: the built-in
-//! `scripted` interviewer, or one OpenAI-compatible endpoint. The providers
-//! issue adds Azure OpenAI, Bedrock and Vertex, and the failover chain, rate
-//! limits and circuit breaker behind this trait.
+//! `scripted` interviewer, or one OpenAI-compatible endpoint (any, Azure
+//! OpenAI, AWS Bedrock). The providers issue adds Vertex, and the failover
+//! chain, rate limits and circuit breaker behind this trait.
 
 pub mod openai_compatible;
 pub mod scripted;
@@ -114,6 +114,10 @@ pub fn from_config(config: &WorkerConfig) -> Result<Arc<dyn ChatProvider>, Strin
         ProviderKind::Scripted => Arc::new(scripted::Scripted::new(config.scripted_delta_delay)),
         ProviderKind::OpenAiCompatible(endpoint) => {
             Arc::new(openai_compatible::OpenAiCompatible::new("openai_compatible", endpoint)?)
+        }
+        ProviderKind::AzureOpenAi(settings) => Arc::new(openai_compatible::OpenAiCompatible::azure(settings)?),
+        ProviderKind::AwsBedrock(endpoint) => {
+            Arc::new(openai_compatible::OpenAiCompatible::new("aws_bedrock", endpoint)?)
         }
     })
 }

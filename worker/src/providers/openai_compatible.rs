@@ -1,10 +1,10 @@
-//! Any OpenAI-compatible endpoint, on async-openai behind an HTTP service of
-//! ours (`docs/async-openai-findings.md`): async-openai's own retry layer is
+//! OpenAI-compatible endpoints (any such endpoint, Azure OpenAI, AWS
+//! Bedrock's), on async-openai behind an HTTP service of ours (`docs/async-openai-findings.md`): async-openai's own retry layer is
 //! gone, so one attempt is one request and the job's retry policy is the only
 //! one; a non-2xx answer keeps its status and `Retry-After` whatever its body.
 //!
-//! Not built yet (the providers issue): Azure, Bedrock and Vertex clients,
-//! the failover chain, rate limits, the circuit breaker.
+//! Not built yet (the providers issue): Vertex (its token refresh), the
+//! failover chain, rate limits, the circuit breaker.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +12,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use async_openai::Client;
-use async_openai::config::OpenAIConfig;
+use std::sync::Arc;
+
+use async_openai::config::{AzureConfig, Config, OpenAIConfig};
 use async_openai::error::OpenAIError;
 use async_openai::middleware::HttpRequestFactory;
 use async_openai::types::chat::{
@@ -23,7 +25,7 @@ use async_openai::types::chat::{
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use reqwest::header::HeaderMap;
-use shared::config::EndpointConfig;
+use shared::config::{AzureConfig as AzureSettings, EndpointConfig};
 use shared::events::Usage;
 
 use super::{ChatProvider, ChatRequest, Chunk, ProviderError, Speaker};
@@ -99,28 +101,49 @@ fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 /// An OpenAI-compatible chat endpoint.
 pub struct OpenAiCompatible {
     name: &'static str,
-    client: Client<OpenAIConfig>,
+    client: Client<Arc<dyn Config>>,
     model: String,
     prices: (f64, f64),
 }
 
 impl OpenAiCompatible {
-    /// A client for `endpoint`, named `name` in turns and logs.
+    /// A client for an OpenAI-compatible `endpoint` (bearer key), named
+    /// `name` in turns and logs.
     pub fn new(name: &'static str, endpoint: &EndpointConfig) -> Result<Self, String> {
-        // read_timeout bounds the wait for headers and every gap in the
-        // stream; a total timeout would cut long replies off.
-        let http = reqwest::Client::builder()
-            .connect_timeout(endpoint.timeout)
-            .read_timeout(endpoint.timeout)
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
         let config = OpenAIConfig::new()
             .with_api_base(&endpoint.base_url)
             .with_api_key(&endpoint.api_key)
             .with_org_id("")
             .with_project_id("");
+        Self::build(name, Arc::new(config), endpoint.timeout, endpoint.model.clone(), endpoint.prices)
+    }
+
+    /// A client for an Azure OpenAI deployment (`api-key` header, `api-version`).
+    pub fn azure(settings: &AzureSettings) -> Result<Self, String> {
+        let config = AzureConfig::new()
+            .with_api_base(&settings.endpoint)
+            .with_api_key(&settings.api_key)
+            .with_deployment_id(&settings.deployment)
+            .with_api_version(&settings.api_version);
+        Self::build("azure_openai", Arc::new(config), settings.timeout, settings.deployment.clone(), settings.prices)
+    }
+
+    fn build(
+        name: &'static str,
+        config: Arc<dyn Config>,
+        timeout: Duration,
+        model: String,
+        prices: (f64, f64),
+    ) -> Result<Self, String> {
+        // read_timeout bounds the wait for headers and every gap in the
+        // stream; a total timeout would cut long replies off.
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .read_timeout(timeout)
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
         let client = Client::build(http.clone(), config).with_http_service(OneShot { http });
-        Ok(Self { name, client, model: endpoint.model.clone(), prices: endpoint.prices })
+        Ok(Self { name, client, model, prices })
     }
 
     fn request(&self, request: &ChatRequest) -> CreateChatCompletionRequest {
@@ -154,7 +177,7 @@ impl OpenAiCompatible {
 
 /// Where a stream is.
 enum State {
-    Opening(Client<OpenAIConfig>, Box<CreateChatCompletionRequest>),
+    Opening(Client<Arc<dyn Config>>, Box<CreateChatCompletionRequest>),
     Streaming { stream: ChatCompletionResponseStream, finished: bool, usage: Option<Usage> },
     Done,
 }
