@@ -11,14 +11,16 @@ async fn main() -> std::process::ExitCode {
         // `create-admin EMAIL` is the bootstrap pair with the email from the command line.
         vars.set("BOOTSTRAP_ADMIN_EMAIL", email);
     }
-    let config = match Config::from_vars(vars, Component::Api) {
+    // Migrating needs only the database: no JWT secret, no provider keys.
+    let component = if args == ["migrate"] { Component::Migrate } else { Component::Api };
+    let config = match Config::from_vars(vars, component) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return std::process::ExitCode::from(2);
         }
     };
-    shared::telemetry::init(Component::Api.service_name(), &config.app.log_filter);
+    shared::telemetry::init(component.service_name(), &config.app.log_filter);
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] | ["serve"] => api::run(config).await,
         ["migrate"] => shared::db::migrate_command(&config.database).await,

@@ -17,6 +17,8 @@ pub enum Component {
     Worker,
     /// The cron scheduler.
     Scheduler,
+    /// `api migrate`: needs only the database.
+    Migrate,
 }
 
 impl Component {
@@ -26,6 +28,7 @@ impl Component {
             Component::Api => "api-backend",
             Component::Worker => "worker",
             Component::Scheduler => "scheduler",
+            Component::Migrate => "migrate",
         }
     }
 }
@@ -631,6 +634,7 @@ mod tests {
             .expect_err("short secret");
         assert!(err.to_string().contains("JWT_SECRET_KEY: must be at least 32"), "{err}");
         assert!(load(&[("DATABASE_URL", "postgres://x/y")], Component::Worker).is_ok());
+        assert!(load(&[("DATABASE_URL", "postgres://x/y")], Component::Migrate).is_ok(), "api migrate");
     }
 
     #[test]
