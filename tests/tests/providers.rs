@@ -59,6 +59,8 @@ async fn a_turn_streams_from_an_openai_compatible_endpoint() -> anyhow::Result<(
     assert_eq!(received[0].body["stream"], true);
     assert_eq!(received[0].body["stream_options"]["include_usage"], true);
     assert_eq!(received[0].body["messages"][0]["role"], "system");
+    let health = api.client().get("/health").await?.body;
+    assert_eq!(health["checks"]["ai_provider"]["provider"], "openai_compatible", "{health}");
     Ok(())
 }
 

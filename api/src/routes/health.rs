@@ -131,7 +131,7 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
             "ai_provider": {
                 // Circuit state and error rates arrive with the providers issue.
                 "status": "healthy",
-                "provider": state.config.worker.provider.name(),
+                "provider": state.config.worker.provider_name,
                 "circuits": {},
             },
             "queues": queues,

@@ -169,8 +169,11 @@ pub struct WorkerConfig {
     pub batch_concurrency: usize,
     /// `WORKER_SHUTDOWN_TIMEOUT_SECONDS`: on SIGTERM, how long held jobs may finish.
     pub shutdown_timeout: Duration,
-    /// `AI_PROVIDER`.
-    pub provider: ProviderKind,
+    /// `AI_PROVIDER`, validated.
+    pub provider_name: &'static str,
+    /// Its settings: read and validated only by the worker, the one part
+    /// that calls providers (the API and the scheduler hold no provider keys).
+    pub provider: Option<ProviderKind>,
     /// `SCRIPTED_DELTA_DELAY_MS`: pause between the scripted provider's deltas.
     pub scripted_delta_delay: Duration,
 }
@@ -215,18 +218,6 @@ impl std::fmt::Debug for AzureConfig {
             .field("timeout", &self.timeout)
             .field("prices", &self.prices)
             .finish()
-    }
-}
-
-impl ProviderKind {
-    /// The name `AI_PROVIDER` uses, stored with each turn.
-    pub fn name(&self) -> &'static str {
-        match self {
-            ProviderKind::Scripted => "scripted",
-            ProviderKind::OpenAiCompatible(_) => "openai_compatible",
-            ProviderKind::AzureOpenAi(_) => "azure_openai",
-            ProviderKind::AwsBedrock(_) => "aws_bedrock",
-        }
     }
 }
 
@@ -282,6 +273,7 @@ impl Config {
 
     /// Reads `vars`; every problem is collected and reported together.
     pub fn from_vars(mut v: Vars, component: Component) -> Result<Self, ConfigError> {
+        let provider_name = provider_name(&mut v);
         let app = AppConfig {
             name: v.string("APP_NAME", "AI Interview System"),
             version: v.string("APP_VERSION", env!("CARGO_PKG_VERSION")),
@@ -334,7 +326,8 @@ impl Config {
             turn_concurrency: v.ranged("TURN_WORKER_CONCURRENCY", 64, 1, 10_000),
             batch_concurrency: v.ranged("BATCH_WORKER_CONCURRENCY", 4, 1, 1_000),
             shutdown_timeout: v.seconds("WORKER_SHUTDOWN_TIMEOUT_SECONDS", 30, 1, 3600),
-            provider: provider(&mut v),
+            provider_name,
+            provider: (component == Component::Worker).then(|| provider(&mut v, provider_name)),
             scripted_delta_delay: v.millis("SCRIPTED_DELTA_DELAY_MS", 20, 0, 10_000),
         };
         let bootstrap_admin = match (v.get("BOOTSTRAP_ADMIN_EMAIL"), v.get("BOOTSTRAP_ADMIN_PASSWORD")) {
@@ -451,9 +444,31 @@ fn jwt(v: &mut Vars, required: bool) -> JwtConfig {
     }
 }
 
-fn provider(v: &mut Vars) -> ProviderKind {
+/// `AI_PROVIDER`: one of the providers built so far.
+fn provider_name(v: &mut Vars) -> &'static str {
     let name = v.string("AI_PROVIDER", "scripted").to_ascii_lowercase();
     match name.as_str() {
+        "scripted" => "scripted",
+        "openai_compatible" => "openai_compatible",
+        "azure_openai" => "azure_openai",
+        "aws_bedrock" => "aws_bedrock",
+        other if PROVIDERS_NOT_BUILT.contains(&other) => {
+            v.problem("AI_PROVIDER", format!("{other:?} is not built yet (see the providers issue)"));
+            "scripted"
+        }
+        other => {
+            v.problem(
+                "AI_PROVIDER",
+                format!("unknown provider {other:?}; expected scripted, azure_openai, aws_bedrock, gcp_vertex or openai_compatible"),
+            );
+            "scripted"
+        }
+    }
+}
+
+/// The settings of provider `name` (from [`provider_name`]).
+fn provider(v: &mut Vars, name: &str) -> ProviderKind {
+    match name {
         "scripted" => ProviderKind::Scripted,
         "openai_compatible" => {
             let base_url = v.required("OPENAI_COMPATIBLE_BASE_URL");
@@ -486,17 +501,7 @@ fn provider(v: &mut Vars) -> ProviderKind {
             let model = v.required("BEDROCK_MODEL_ID");
             ProviderKind::AwsBedrock(endpoint(v, "BEDROCK", base_url, api_key, model))
         }
-        other if PROVIDERS_NOT_BUILT.contains(&other) => {
-            v.problem("AI_PROVIDER", format!("{other:?} is not built yet (see the providers issue); use \"scripted\""));
-            ProviderKind::Scripted
-        }
-        other => {
-            v.problem(
-                "AI_PROVIDER",
-                format!("unknown provider {other:?}; expected scripted, azure_openai, aws_bedrock, gcp_vertex or openai_compatible"),
-            );
-            ProviderKind::Scripted
-        }
+        _ => ProviderKind::Scripted,
     }
 }
 
@@ -576,7 +581,7 @@ mod tests {
         )
         .expect("valid");
         match c.worker.provider {
-            ProviderKind::OpenAiCompatible(e) => {
+            Some(ProviderKind::OpenAiCompatible(e)) => {
                 assert_eq!(e.base_url, "http://llm.internal/v1");
                 assert_eq!(e.timeout, Duration::from_secs(60));
                 assert!(!format!("{e:?}").contains("\"k\""), "the key is redacted");
@@ -605,12 +610,19 @@ mod tests {
         )
         .expect("valid");
         match c.worker.provider {
-            ProviderKind::AwsBedrock(e) => {
+            Some(ProviderKind::AwsBedrock(e)) => {
                 assert_eq!(e.base_url, "https://bedrock-runtime.eu-west-1.amazonaws.com/openai/v1");
                 assert_eq!(e.timeout, Duration::from_secs(30));
             }
             other => panic!("{other:?}"),
         }
+        // Only the worker holds provider keys.
+        let api = load(
+            &[("DATABASE_URL", "postgres://x/y"), ("AI_PROVIDER", "azure_openai"), ("JWT_SECRET_KEY", SECRET)],
+            Component::Api,
+        )
+        .expect("the API needs no Azure settings");
+        assert_eq!((api.worker.provider_name, api.worker.provider), ("azure_openai", None));
         let err = load(&[("DATABASE_URL", "postgres://x/y"), ("AI_PROVIDER", "gcp_vertex")], Component::Worker)
             .expect_err("not built");
         assert!(err.to_string().contains("AI_PROVIDER: \"gcp_vertex\" is not built yet"), "{err}");

@@ -110,7 +110,8 @@ pub fn cost(prices: (f64, f64), usage: Usage) -> f64 {
 
 /// The provider `AI_PROVIDER` names.
 pub fn from_config(config: &WorkerConfig) -> Result<Arc<dyn ChatProvider>, String> {
-    Ok(match &config.provider {
+    let provider = config.provider.as_ref().ok_or("provider settings are read only in the worker's configuration")?;
+    Ok(match provider {
         ProviderKind::Scripted => Arc::new(scripted::Scripted::new(config.scripted_delta_delay)),
         ProviderKind::OpenAiCompatible(endpoint) => {
             Arc::new(openai_compatible::OpenAiCompatible::new("openai_compatible", endpoint)?)
