@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 use tests::fake_llm::{FakeLlm, Reply};
 use tests::{TestEnv, is};
 
@@ -200,5 +202,68 @@ async fn aws_bedrock_sends_its_api_key_as_a_bearer_token() -> anyhow::Result<()>
     assert_eq!(received[0].uri, "/v1/chat/completions");
     assert_eq!(received[0].authorization.as_deref(), Some("Bearer bedrock-api-key"));
     assert_eq!(received[0].body["model"], "anthropic.claude-sonnet-4");
+    Ok(())
+}
+
+/// The chain `openai_compatible` (on `primary`), then `aws_bedrock` (on `fallback`).
+async fn chain_env(primary: &FakeLlm, fallback: &FakeLlm) -> anyhow::Result<TestEnv> {
+    let mut env = env_with(primary).await?;
+    env.set("AI_FALLBACK_PROVIDERS", "aws_bedrock")
+        .set("BEDROCK_ENDPOINT", &fallback.base_url)
+        .set("AWS_REGION", "us-east-1")
+        .set("AWS_BEARER_TOKEN_BEDROCK", "bedrock-api-key")
+        .set("BEDROCK_MODEL_ID", "fallback-model");
+    Ok(env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_provider_fails_over_to_the_next_in_the_same_attempt() -> anyhow::Result<()> {
+    let primary = FakeLlm::start("never sent").await?;
+    primary.then(Reply::Status { status: 503, retry_after: None, body: "overloaded".into() });
+    let fallback = FakeLlm::start(REPLY).await?;
+    let env = chain_env(&primary, &fallback).await?;
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let anon = api.client();
+    let recruiter = anon.user("r@example.com", "recruiter").await?;
+    let candidate = anon.user("c@example.com", "candidate").await?;
+    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
+    let mut ws = candidate.ws(&session, None).await?;
+    let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    assert_eq!(completed["message"], REPLY);
+    assert!(!ws.seen.iter().any(|e| is(e, "turn.reset")), "nothing to drop: {:?}", ws.seen);
+    let (status, attempts, _, provider, _) = opening_turn(&env).await?;
+    assert_eq!((status.as_str(), attempts, provider.as_deref()), ("completed", 1, Some("aws_bedrock")));
+    assert_eq!((primary.received().len(), fallback.received().len()), (1, 1));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_that_breaks_restarts_on_the_next_provider_after_a_reset() -> anyhow::Result<()> {
+    let primary = FakeLlm::start("never sent").await?;
+    primary.then(Reply::BrokenStream("This reply from the primary provider breaks off halfway through.".into()));
+    let fallback = FakeLlm::start(REPLY).await?;
+    let env = chain_env(&primary, &fallback).await?;
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let anon = api.client();
+    let recruiter = anon.user("r@example.com", "recruiter").await?;
+    let candidate = anon.user("c@example.com", "candidate").await?;
+    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
+    let mut ws = candidate.ws(&session, None).await?;
+    let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    assert_eq!(completed["message"], REPLY);
+    let reset = ws.seen.iter().position(|e| is(e, "turn.reset")).context("a turn.reset")?;
+    let before: String =
+        ws.seen[..reset].iter().filter(|e| is(e, "turn.delta")).filter_map(|e| e["text"].as_str()).collect();
+    let after: String =
+        ws.seen[reset..].iter().filter(|e| is(e, "turn.delta")).filter_map(|e| e["text"].as_str()).collect();
+    assert!(before.starts_with("This reply from the primary"), "{before:?}");
+    assert_eq!(after, REPLY);
+    let seqs: Vec<i64> = ws.seen.iter().filter_map(|e| e["seq"].as_i64()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq strictly increasing: {seqs:?}");
+    let (status, attempts, message, provider, _) = opening_turn(&env).await?;
+    assert_eq!((status.as_str(), attempts, provider.as_deref()), ("completed", 1, Some("aws_bedrock")));
+    assert_eq!(message.as_deref(), Some(REPLY));
     Ok(())
 }

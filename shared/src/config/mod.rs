@@ -171,9 +171,12 @@ pub struct WorkerConfig {
     pub shutdown_timeout: Duration,
     /// `AI_PROVIDER`, validated.
     pub provider_name: &'static str,
-    /// Its settings: read and validated only by the worker, the one part
-    /// that calls providers (the API and the scheduler hold no provider keys).
-    pub provider: Option<ProviderKind>,
+    /// `AI_FALLBACK_PROVIDERS`, validated: tried in order after it.
+    pub fallback_names: Vec<&'static str>,
+    /// The settings of the whole chain, primary first: read and validated
+    /// only by the worker, the one part that calls providers (the API and
+    /// the scheduler hold no provider keys).
+    pub providers: Option<Vec<ProviderKind>>,
     /// `SCRIPTED_DELTA_DELAY_MS`: pause between the scripted provider's deltas.
     pub scripted_delta_delay: Duration,
 }
@@ -273,7 +276,16 @@ impl Config {
 
     /// Reads `vars`; every problem is collected and reported together.
     pub fn from_vars(mut v: Vars, component: Component) -> Result<Self, ConfigError> {
-        let provider_name = provider_name(&mut v);
+        let provider_name = provider_name(&mut v, "AI_PROVIDER", "scripted");
+        let mut fallback_names: Vec<&'static str> = Vec::new();
+        for name in v.list("AI_FALLBACK_PROVIDERS") {
+            let known = provider_name_of(&mut v, "AI_FALLBACK_PROVIDERS", &name);
+            if known == provider_name || fallback_names.contains(&known) {
+                v.problem("AI_FALLBACK_PROVIDERS", format!("{name:?} is already in the chain"));
+            } else {
+                fallback_names.push(known);
+            }
+        }
         let app = AppConfig {
             name: v.string("APP_NAME", "AI Interview System"),
             version: v.string("APP_VERSION", env!("CARGO_PKG_VERSION")),
@@ -327,7 +339,13 @@ impl Config {
             batch_concurrency: v.ranged("BATCH_WORKER_CONCURRENCY", 4, 1, 1_000),
             shutdown_timeout: v.seconds("WORKER_SHUTDOWN_TIMEOUT_SECONDS", 30, 1, 3600),
             provider_name,
-            provider: (component == Component::Worker).then(|| provider(&mut v, provider_name)),
+            providers: (component == Component::Worker).then(|| {
+                std::iter::once(provider_name)
+                    .chain(fallback_names.iter().copied())
+                    .map(|n| provider(&mut v, n))
+                    .collect()
+            }),
+            fallback_names,
             scripted_delta_delay: v.millis("SCRIPTED_DELTA_DELAY_MS", 20, 0, 10_000),
         };
         let bootstrap_admin = match (v.get("BOOTSTRAP_ADMIN_EMAIL"), v.get("BOOTSTRAP_ADMIN_PASSWORD")) {
@@ -444,21 +462,26 @@ fn jwt(v: &mut Vars, required: bool) -> JwtConfig {
     }
 }
 
-/// `AI_PROVIDER`: one of the providers built so far.
-fn provider_name(v: &mut Vars) -> &'static str {
-    let name = v.string("AI_PROVIDER", "scripted").to_ascii_lowercase();
+/// `variable` (a provider name, `default` when unset): one built so far.
+fn provider_name(v: &mut Vars, variable: &str, default: &str) -> &'static str {
+    let name = v.string(variable, default);
+    provider_name_of(v, variable, &name)
+}
+
+fn provider_name_of(v: &mut Vars, variable: &str, name: &str) -> &'static str {
+    let name = name.trim().to_ascii_lowercase();
     match name.as_str() {
         "scripted" => "scripted",
         "openai_compatible" => "openai_compatible",
         "azure_openai" => "azure_openai",
         "aws_bedrock" => "aws_bedrock",
         other if PROVIDERS_NOT_BUILT.contains(&other) => {
-            v.problem("AI_PROVIDER", format!("{other:?} is not built yet (see the providers issue)"));
+            v.problem(variable, format!("{other:?} is not built yet (see the providers issue)"));
             "scripted"
         }
         other => {
             v.problem(
-                "AI_PROVIDER",
+                variable,
                 format!("unknown provider {other:?}; expected scripted, azure_openai, aws_bedrock, gcp_vertex or openai_compatible"),
             );
             "scripted"
@@ -580,8 +603,8 @@ mod tests {
             Component::Worker,
         )
         .expect("valid");
-        match c.worker.provider {
-            Some(ProviderKind::OpenAiCompatible(e)) => {
+        match c.worker.providers.as_deref() {
+            Some([ProviderKind::OpenAiCompatible(e)]) => {
                 assert_eq!(e.base_url, "http://llm.internal/v1");
                 assert_eq!(e.timeout, Duration::from_secs(60));
                 assert!(!format!("{e:?}").contains("\"k\""), "the key is redacted");
@@ -609,8 +632,8 @@ mod tests {
             Component::Worker,
         )
         .expect("valid");
-        match c.worker.provider {
-            Some(ProviderKind::AwsBedrock(e)) => {
+        match c.worker.providers.as_deref() {
+            Some([ProviderKind::AwsBedrock(e)]) => {
                 assert_eq!(e.base_url, "https://bedrock-runtime.eu-west-1.amazonaws.com/openai/v1");
                 assert_eq!(e.timeout, Duration::from_secs(30));
             }
@@ -622,10 +645,35 @@ mod tests {
             Component::Api,
         )
         .expect("the API needs no Azure settings");
-        assert_eq!((api.worker.provider_name, api.worker.provider), ("azure_openai", None));
+        assert_eq!((api.worker.provider_name, api.worker.providers), ("azure_openai", None));
         let err = load(&[("DATABASE_URL", "postgres://x/y"), ("AI_PROVIDER", "gcp_vertex")], Component::Worker)
             .expect_err("not built");
         assert!(err.to_string().contains("AI_PROVIDER: \"gcp_vertex\" is not built yet"), "{err}");
+    }
+
+    #[test]
+    fn the_fallback_chain_is_validated() {
+        let base = [("DATABASE_URL", "postgres://x/y"), ("AI_PROVIDER", "scripted")];
+        let err = load(&[base[0], base[1], ("AI_FALLBACK_PROVIDERS", "scripted, gpt, gcp_vertex")], Component::Worker)
+            .expect_err("bad chain");
+        let text = err.to_string();
+        assert!(text.contains("AI_FALLBACK_PROVIDERS: \"scripted\" is already in the chain"), "{text}");
+        assert!(text.contains("AI_FALLBACK_PROVIDERS: unknown provider \"gpt\""), "{text}");
+        assert!(text.contains("AI_FALLBACK_PROVIDERS: \"gcp_vertex\" is not built yet"), "{text}");
+        let c = load(
+            &[
+                base[0],
+                ("AI_PROVIDER", "aws_bedrock"),
+                ("AI_FALLBACK_PROVIDERS", " Scripted "),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_BEARER_TOKEN_BEDROCK", "k"),
+                ("BEDROCK_MODEL_ID", "m"),
+            ],
+            Component::Worker,
+        )
+        .expect("valid");
+        assert_eq!(c.worker.fallback_names, ["scripted"]);
+        assert!(matches!(c.worker.providers.as_deref(), Some([ProviderKind::AwsBedrock(_), ProviderKind::Scripted])));
     }
 
     #[test]

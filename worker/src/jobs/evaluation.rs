@@ -150,7 +150,7 @@ async fn score(deps: &Deps, session_id: SessionId) -> Result<Scorecard, ScoreErr
     let start = Instant::now();
     let mut total = Usage::default();
     for round in 0..2 {
-        let (text, usage) = collect(provider.stream(request.clone())).await?;
+        let (text, usage, by) = collect(provider.stream(request.clone())).await?;
         total.prompt_tokens += usage.prompt_tokens;
         total.completion_tokens += usage.completion_tokens;
         match parse_scorecard(&text) {
@@ -159,10 +159,10 @@ async fn score(deps: &Deps, session_id: SessionId) -> Result<Scorecard, ScoreErr
                     scores,
                     summary,
                     recommendation,
-                    provider: provider.name().to_owned(),
-                    model: provider.model().to_owned(),
+                    provider: by.provider,
+                    model: by.model,
                     usage: total,
-                    cost_usd: crate::providers::cost(provider.prices(), total),
+                    cost_usd: crate::providers::cost(by.prices, total),
                     latency_ms: start.elapsed().as_millis() as i32,
                 });
             }
@@ -198,12 +198,13 @@ async fn score(deps: &Deps, session_id: SessionId) -> Result<Scorecard, ScoreErr
 
 async fn collect(
     mut stream: futures::stream::BoxStream<'static, Result<Chunk, ProviderError>>,
-) -> Result<(String, Usage), ProviderError> {
+) -> Result<(String, Usage, crate::providers::Answered), ProviderError> {
     let mut text = String::new();
     while let Some(chunk) = stream.next().await {
         match chunk? {
             Chunk::Delta(d) => text.push_str(&d),
-            Chunk::Done { usage } => return Ok((text, usage)),
+            Chunk::Reset { .. } => text.clear(),
+            Chunk::Done { usage, by } => return Ok((text, usage, by)),
         }
     }
     Err(ProviderError {

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::Deps;
-use crate::providers::{Chunk, ProviderError};
+use crate::providers::{Answered, Chunk, ProviderError};
 use crate::{prompt, retry};
 
 /// Sequence numbers reserved for a turn's deltas at a time.
@@ -137,7 +137,7 @@ async fn attempt(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Resul
     let mut stream = deps.provider.stream(request);
     let mut message = String::new();
     let mut lookahead = None;
-    let usage: Usage = loop {
+    let (usage, by): (Usage, Answered) = loop {
         let chunk = tokio::select! {
             chunk = next_chunk(&mut stream, &mut lookahead) => chunk,
             () = lost.cancelled() => return Ok(Outcome::Superseded),
@@ -172,7 +172,25 @@ async fn attempt(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Resul
                 next_seq += 1;
                 core.bus.publish(&delta).await;
             }
-            Some(Ok(Chunk::Done { usage })) => break usage,
+            Some(Ok(Chunk::Reset { reason })) => {
+                // The chain moved to the next provider mid-reply: the client
+                // drops the partial text; new deltas follow a fresh block.
+                message.clear();
+                let mut tx = db.begin().await?;
+                let reset = core
+                    .bus
+                    .emit_reserving(
+                        &mut tx,
+                        turn.session_id,
+                        EventKind::TurnReset { turn_id: turn.id, reason },
+                        DELTA_BLOCK,
+                    )
+                    .await?;
+                tx.commit().await?;
+                next_seq = reset.seq + 1;
+                block_end = reset.seq + DELTA_BLOCK;
+            }
+            Some(Ok(Chunk::Done { usage, by })) => break (usage, by),
             Some(Err(e)) => return Err(e.into()),
             None => {
                 return Err(ProviderError {
@@ -189,9 +207,9 @@ async fn attempt(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Resul
     let reply = Reply {
         message: &message,
         usage,
-        provider: deps.provider.name(),
-        model: deps.provider.model(),
-        cost_usd: crate::providers::cost(deps.provider.prices(), usage),
+        provider: &by.provider,
+        model: &by.model,
+        cost_usd: crate::providers::cost(by.prices, usage),
         latency_ms,
     };
 

@@ -3,6 +3,7 @@
 //! OpenAI, AWS Bedrock). The providers issue adds Vertex, and the failover
 //! chain, rate limits and circuit breaker behind this trait.
 
+pub mod chain;
 pub mod openai_compatible;
 pub mod scripted;
 
@@ -70,11 +71,37 @@ pub struct ChatRequest {
 pub enum Chunk {
     /// Text to append.
     Delta(String),
+    /// The text so far is void: the stream broke and the reply restarts on
+    /// the next provider of the chain.
+    Reset {
+        /// Why, for the client.
+        reason: String,
+    },
     /// The end, with the usage the provider reported.
     Done {
         /// Tokens.
         usage: Usage,
+        /// Which provider answered.
+        by: Answered,
     },
+}
+
+/// The provider that produced a reply, as stored with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answered {
+    /// Provider name (`scripted`, `azure_openai`, ...).
+    pub provider: String,
+    /// Model.
+    pub model: String,
+    /// USD per 1,000 prompt and completion tokens.
+    pub prices: (f64, f64),
+}
+
+impl Answered {
+    /// What `provider` would store.
+    pub fn by(provider: &dyn ChatProvider) -> Self {
+        Self { provider: provider.name().to_owned(), model: provider.model().to_owned(), prices: provider.prices() }
+    }
 }
 
 /// A failed call, knowing whether it is worth retrying.
@@ -108,17 +135,26 @@ pub fn cost(prices: (f64, f64), usage: Usage) -> f64 {
     (f64::from(usage.prompt_tokens) * prices.0 + f64::from(usage.completion_tokens) * prices.1) / 1000.0
 }
 
-/// The provider `AI_PROVIDER` names.
+/// The chain `AI_PROVIDER`, then `AI_FALLBACK_PROVIDERS`, name.
 pub fn from_config(config: &WorkerConfig) -> Result<Arc<dyn ChatProvider>, String> {
-    let provider = config.provider.as_ref().ok_or("provider settings are read only in the worker's configuration")?;
-    Ok(match provider {
-        ProviderKind::Scripted => Arc::new(scripted::Scripted::new(config.scripted_delta_delay)),
-        ProviderKind::OpenAiCompatible(endpoint) => {
-            Arc::new(openai_compatible::OpenAiCompatible::new("openai_compatible", endpoint)?)
-        }
-        ProviderKind::AzureOpenAi(settings) => Arc::new(openai_compatible::OpenAiCompatible::azure(settings)?),
-        ProviderKind::AwsBedrock(endpoint) => {
-            Arc::new(openai_compatible::OpenAiCompatible::new("aws_bedrock", endpoint)?)
-        }
+    let kinds = config.providers.as_ref().ok_or("provider settings are read only in the worker's configuration")?;
+    let mut chain = Vec::with_capacity(kinds.len());
+    for kind in kinds {
+        chain.push(match kind {
+            ProviderKind::Scripted => {
+                Arc::new(scripted::Scripted::new(config.scripted_delta_delay)) as Arc<dyn ChatProvider>
+            }
+            ProviderKind::OpenAiCompatible(endpoint) => {
+                Arc::new(openai_compatible::OpenAiCompatible::new("openai_compatible", endpoint)?)
+            }
+            ProviderKind::AzureOpenAi(settings) => Arc::new(openai_compatible::OpenAiCompatible::azure(settings)?),
+            ProviderKind::AwsBedrock(endpoint) => {
+                Arc::new(openai_compatible::OpenAiCompatible::new("aws_bedrock", endpoint)?)
+            }
+        });
+    }
+    Ok(match chain.len() {
+        1 => chain.remove(0),
+        _ => Arc::new(chain::Chain::new(chain)),
     })
 }

@@ -199,53 +199,57 @@ impl ChatProvider for OpenAiCompatible {
         let prompt_estimate = request.messages.iter().map(|m| m.content.chars().count() as i32 / 4).sum::<i32>();
         let body = self.request(&request);
         let name = self.name;
-        futures::stream::unfold(State::Opening(self.client.clone(), Box::new(body)), move |state| async move {
-            let mut state = state;
-            loop {
-                match state {
-                    State::Done => return None,
-                    State::Opening(client, body) => match client.chat().create_stream(*body).await {
-                        Ok(stream) => state = State::Streaming { stream, finished: false, usage: None },
-                        Err(e) => return Some((Err(classify(name, &e)), State::Done)),
-                    },
-                    State::Streaming { mut stream, mut finished, mut usage } => match stream.next().await {
-                        Some(Ok(chunk)) => {
-                            if let Some(u) = &chunk.usage {
-                                usage = Some(Usage {
-                                    prompt_tokens: u.prompt_tokens as i32,
-                                    completion_tokens: u.completion_tokens as i32,
-                                });
-                            }
-                            let mut text = String::new();
-                            for choice in &chunk.choices {
-                                finished |= choice.finish_reason.is_some();
-                                if let Some(content) = &choice.delta.content {
-                                    text.push_str(content);
+        let by = super::Answered::by(self);
+        futures::stream::unfold(State::Opening(self.client.clone(), Box::new(body)), move |state| {
+            let by = by.clone();
+            async move {
+                let mut state = state;
+                loop {
+                    match state {
+                        State::Done => return None,
+                        State::Opening(client, body) => match client.chat().create_stream(*body).await {
+                            Ok(stream) => state = State::Streaming { stream, finished: false, usage: None },
+                            Err(e) => return Some((Err(classify(name, &e)), State::Done)),
+                        },
+                        State::Streaming { mut stream, mut finished, mut usage } => match stream.next().await {
+                            Some(Ok(chunk)) => {
+                                if let Some(u) = &chunk.usage {
+                                    usage = Some(Usage {
+                                        prompt_tokens: u.prompt_tokens as i32,
+                                        completion_tokens: u.completion_tokens as i32,
+                                    });
+                                }
+                                let mut text = String::new();
+                                for choice in &chunk.choices {
+                                    finished |= choice.finish_reason.is_some();
+                                    if let Some(content) = &choice.delta.content {
+                                        text.push_str(content);
+                                    }
+                                }
+                                state = State::Streaming { stream, finished, usage };
+                                if !text.is_empty() {
+                                    return Some((Ok(Chunk::Delta(text)), state));
                                 }
                             }
-                            state = State::Streaming { stream, finished, usage };
-                            if !text.is_empty() {
-                                return Some((Ok(Chunk::Delta(text)), state));
+                            Some(Err(e)) => return Some((Err(classify(name, &e)), State::Done)),
+                            // A stream is only complete with a finish_reason: `[DONE]`
+                            // or EOF without one is a broken stream.
+                            None if finished => {
+                                let usage = usage
+                                    .unwrap_or(Usage { prompt_tokens: prompt_estimate.max(1), completion_tokens: 0 });
+                                return Some((Ok(Chunk::Done { usage, by: by.clone() }), State::Done));
                             }
-                        }
-                        Some(Err(e)) => return Some((Err(classify(name, &e)), State::Done)),
-                        // A stream is only complete with a finish_reason: `[DONE]`
-                        // or EOF without one is a broken stream.
-                        None if finished => {
-                            let usage =
-                                usage.unwrap_or(Usage { prompt_tokens: prompt_estimate.max(1), completion_tokens: 0 });
-                            return Some((Ok(Chunk::Done { usage }), State::Done));
-                        }
-                        None => {
-                            let error = ProviderError {
-                                provider: name.to_owned(),
-                                message: "the stream ended without a finish_reason".into(),
-                                retryable: true,
-                                retry_after: None,
-                            };
-                            return Some((Err(error), State::Done));
-                        }
-                    },
+                            None => {
+                                let error = ProviderError {
+                                    provider: name.to_owned(),
+                                    message: "the stream ended without a finish_reason".into(),
+                                    retryable: true,
+                                    retry_after: None,
+                                };
+                                return Some((Err(error), State::Done));
+                            }
+                        },
+                    }
                 }
             }
         })

@@ -49,7 +49,7 @@ impl ChatProvider for Scripted {
         let usage = Usage { prompt_tokens: estimate_tokens(&request), completion_tokens: tokens(&text) };
         let delay = self.delta_delay;
         let deltas = split(&text).into_iter().map(|d| Ok(Chunk::Delta(d)));
-        let done = std::iter::once(Ok(Chunk::Done { usage }));
+        let done = std::iter::once(Ok(Chunk::Done { usage, by: super::Answered::by(self) }));
         stream::iter(deltas.chain(done))
             .then(move |chunk| async move {
                 if !delay.is_zero() && matches!(chunk, Ok(Chunk::Delta(_))) {
@@ -210,7 +210,8 @@ mod tests {
                     deltas += 1;
                     text.push_str(&d)
                 }
-                Chunk::Done { usage: u } => usage = u,
+                Chunk::Done { usage: u, .. } => usage = u,
+                Chunk::Reset { .. } => {}
             }
         }
         (text, deltas, usage)
