@@ -208,7 +208,9 @@ async fn aws_bedrock_sends_its_api_key_as_a_bearer_token() -> anyhow::Result<()>
 /// The chain `openai_compatible` (on `primary`), then `aws_bedrock` (on `fallback`).
 async fn chain_env(primary: &FakeLlm, fallback: &FakeLlm) -> anyhow::Result<TestEnv> {
     let mut env = env_with(primary).await?;
+    // No retries on the primary: its first failure moves on.
     env.set("AI_FALLBACK_PROVIDERS", "aws_bedrock")
+        .set("OPENAI_COMPATIBLE_MAX_RETRIES", "0")
         .set("BEDROCK_ENDPOINT", &fallback.base_url)
         .set("AWS_REGION", "us-east-1")
         .set("AWS_BEARER_TOKEN_BEDROCK", "bedrock-api-key")
@@ -265,5 +267,32 @@ async fn a_stream_that_breaks_restarts_on_the_next_provider_after_a_reset() -> a
     let (status, attempts, message, provider, _) = opening_turn(&env).await?;
     assert_eq!((status.as_str(), attempts, provider.as_deref()), ("completed", 1, Some("aws_bedrock")));
     assert_eq!(message.as_deref(), Some(REPLY));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_provider_is_retried_within_its_budget_before_the_job_is() -> anyhow::Result<()> {
+    let fake = FakeLlm::start(REPLY).await?;
+    for _ in 0..2 {
+        fake.then(Reply::Status { status: 503, retry_after: None, body: "overloaded".into() });
+    }
+    let mut env = env_with(&fake).await?;
+    env.set("OPENAI_COMPATIBLE_MAX_RETRIES", "2");
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let anon = api.client();
+    let recruiter = anon.user("r@example.com", "recruiter").await?;
+    let candidate = anon.user("c@example.com", "candidate").await?;
+    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
+    let mut ws = candidate.ws(&session, None).await?;
+    let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    assert_eq!(completed["message"], REPLY);
+    let received = fake.received();
+    assert_eq!(received.len(), 3, "two retries on the provider");
+    // Backoff with full jitter within JOB_BACKOFF_MAX_MS=500 (tests).
+    assert!(received[2].at - received[0].at < Duration::from_millis(1_500));
+    let (status, attempts, ..) = opening_turn(&env).await?;
+    assert_eq!((status.as_str(), attempts), ("completed", 1), "one job attempt");
+    assert!(!ws.seen.iter().any(|e| is(e, "turn.reset")));
     Ok(())
 }

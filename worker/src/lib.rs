@@ -60,7 +60,8 @@ pub fn worker_name() -> String {
 
 /// Builds the dependencies from configuration.
 pub async fn deps(config: Config) -> anyhow::Result<Arc<Deps>> {
-    let provider = providers::from_config(&config.worker).map_err(|e| anyhow::anyhow!("AI_PROVIDER: {e}"))?;
+    let provider =
+        providers::from_config(&config.worker, &config.jobs).map_err(|e| anyhow::anyhow!("AI_PROVIDER: {e}"))?;
     deps_with_provider(config, provider).await
 }
 

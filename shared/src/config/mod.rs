@@ -207,6 +207,8 @@ pub struct AzureConfig {
     pub api_version: String,
     /// `AZURE_OPENAI_TIMEOUT` (seconds).
     pub timeout: Duration,
+    /// `AZURE_OPENAI_MAX_RETRIES`: retries on this provider before the next.
+    pub max_retries: u32,
     /// `AZURE_OPENAI_PRICE_INPUT_PER_1K`, `AZURE_OPENAI_PRICE_OUTPUT_PER_1K`.
     pub prices: (f64, f64),
 }
@@ -219,6 +221,7 @@ impl std::fmt::Debug for AzureConfig {
             .field("deployment", &self.deployment)
             .field("api_version", &self.api_version)
             .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
             .field("prices", &self.prices)
             .finish()
     }
@@ -235,6 +238,8 @@ pub struct EndpointConfig {
     pub model: String,
     /// `{P}_TIMEOUT` (seconds): connecting, waiting for headers, and any gap in a stream.
     pub timeout: Duration,
+    /// `{P}_MAX_RETRIES`: retries on this provider before the next one.
+    pub max_retries: u32,
     /// `{P}_PRICE_INPUT_PER_1K`, `{P}_PRICE_OUTPUT_PER_1K`: USD per 1,000 tokens.
     pub prices: (f64, f64),
 }
@@ -246,6 +251,7 @@ impl std::fmt::Debug for EndpointConfig {
             .field("api_key", &"<redacted>")
             .field("model", &self.model)
             .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
             .field("prices", &self.prices)
             .finish()
     }
@@ -511,6 +517,7 @@ fn provider(v: &mut Vars, name: &str) -> ProviderKind {
                 deployment: e.model,
                 api_version,
                 timeout: e.timeout,
+                max_retries: e.max_retries,
                 prices: e.prices,
             })
         }
@@ -552,6 +559,7 @@ fn endpoint(v: &mut Vars, prefix: &str, base_url: String, api_key: String, model
         api_key,
         model,
         timeout: v.seconds(&format!("{prefix}_TIMEOUT"), 60, 1, 600),
+        max_retries: v.ranged(&format!("{prefix}_MAX_RETRIES"), 3, 0, 10),
         prices: (price(v, format!("{prefix}_PRICE_INPUT_PER_1K")), price(v, format!("{prefix}_PRICE_OUTPUT_PER_1K"))),
     }
 }

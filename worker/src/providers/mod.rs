@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::BoxStream;
-use shared::config::{ProviderKind, WorkerConfig};
+use shared::config::{JobsConfig, ProviderKind, WorkerConfig};
 use shared::domain::Language;
 use shared::events::Usage;
 
@@ -135,26 +135,34 @@ pub fn cost(prices: (f64, f64), usage: Usage) -> f64 {
     (f64::from(usage.prompt_tokens) * prices.0 + f64::from(usage.completion_tokens) * prices.1) / 1000.0
 }
 
-/// The chain `AI_PROVIDER`, then `AI_FALLBACK_PROVIDERS`, name.
-pub fn from_config(config: &WorkerConfig) -> Result<Arc<dyn ChatProvider>, String> {
+/// The chain `AI_PROVIDER`, then `AI_FALLBACK_PROVIDERS`, name, each with
+/// its retry budget, backing off as `jobs` says.
+pub fn from_config(config: &WorkerConfig, jobs: &JobsConfig) -> Result<Arc<dyn ChatProvider>, String> {
     let kinds = config.providers.as_ref().ok_or("provider settings are read only in the worker's configuration")?;
     let mut chain = Vec::with_capacity(kinds.len());
     for kind in kinds {
         chain.push(match kind {
             ProviderKind::Scripted => {
-                Arc::new(scripted::Scripted::new(config.scripted_delta_delay)) as Arc<dyn ChatProvider>
+                (Arc::new(scripted::Scripted::new(config.scripted_delta_delay)) as Arc<dyn ChatProvider>, 0)
             }
-            ProviderKind::OpenAiCompatible(endpoint) => {
+            ProviderKind::OpenAiCompatible(endpoint) => (
                 Arc::new(openai_compatible::OpenAiCompatible::new("openai_compatible", endpoint)?)
-            }
-            ProviderKind::AzureOpenAi(settings) => Arc::new(openai_compatible::OpenAiCompatible::azure(settings)?),
-            ProviderKind::AwsBedrock(endpoint) => {
-                Arc::new(openai_compatible::OpenAiCompatible::new("aws_bedrock", endpoint)?)
-            }
+                    as Arc<dyn ChatProvider>,
+                endpoint.max_retries,
+            ),
+            ProviderKind::AzureOpenAi(settings) => (
+                Arc::new(openai_compatible::OpenAiCompatible::azure(settings)?) as Arc<dyn ChatProvider>,
+                settings.max_retries,
+            ),
+            ProviderKind::AwsBedrock(endpoint) => (
+                Arc::new(openai_compatible::OpenAiCompatible::new("aws_bedrock", endpoint)?) as Arc<dyn ChatProvider>,
+                endpoint.max_retries,
+            ),
         });
     }
-    Ok(match chain.len() {
-        1 => chain.remove(0),
-        _ => Arc::new(chain::Chain::new(chain)),
-    })
+    // The scripted provider alone needs no chain around it.
+    if let [(only, 0)] = chain.as_slice() {
+        return Ok(only.clone());
+    }
+    Ok(Arc::new(chain::Chain::new(chain, jobs.clone())))
 }
