@@ -211,6 +211,18 @@ impl ApiHandle {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/api/v1{path}", self.addr)
     }
+    /// A candidate in a fresh session of a new English interview of
+    /// `max_turns`, with the session's socket open; the recruiter is
+    /// `r@example.com`, the candidate `c@example.com`.
+    pub async fn candidate_session(&self, max_turns: i32) -> anyhow::Result<(Client, String, Ws)> {
+        let anon = self.client();
+        let recruiter = anon.user("r@example.com", "recruiter").await?;
+        let candidate = anon.user("c@example.com", "candidate").await?;
+        let session = candidate.start_session(&recruiter.interview("en", max_turns).await?).await?;
+        let ws = candidate.ws(&session, None).await?;
+        Ok((candidate, session, ws))
+    }
+
     /// A client for this API.
     pub fn client(&self) -> Client {
         Client::new(&format!("http://{}/api/v1", self.addr))

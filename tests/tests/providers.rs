@@ -39,11 +39,7 @@ async fn a_turn_streams_from_an_openai_compatible_endpoint() -> anyhow::Result<(
     let env = env_with(&fake).await?;
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
-    let mut ws = candidate.ws(&session, None).await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
     let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     assert_eq!(completed["message"], REPLY);
     let deltas: String = ws.seen.iter().filter(|e| is(e, "turn.delta")).filter_map(|e| e["text"].as_str()).collect();
@@ -77,11 +73,7 @@ async fn a_429_is_retried_once_after_its_retry_after() -> anyhow::Result<()> {
     let env = env_with(&fake).await?;
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
-    let mut ws = candidate.ws(&session, None).await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
     let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     assert_eq!(completed["message"], REPLY);
     let received = fake.received();
@@ -100,11 +92,7 @@ async fn a_broken_stream_restarts_and_the_client_drops_the_partial_text() -> any
     let env = env_with(&fake).await?;
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
-    let mut ws = candidate.ws(&session, None).await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
     let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     assert_eq!(completed["message"], REPLY);
     let reset = ws.seen.iter().position(|e| is(e, "turn.reset")).unwrap_or(usize::MAX);
@@ -128,11 +116,7 @@ async fn a_400_fails_the_turn_at_once_with_its_status() -> anyhow::Result<()> {
     let env = env_with(&fake).await?;
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
-    let mut ws = candidate.ws(&session, None).await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
     let failed = ws.until(WAIT, |e| is(e, "turn.failed")).await?;
     assert_eq!(failed["retryable"], false);
     let reason = failed["reason"].as_str().unwrap_or_default();
@@ -150,11 +134,7 @@ async fn one_turn_with(fake: &FakeLlm, vars: &[(&str, &str)]) -> anyhow::Result<
     }
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
-    let mut ws = candidate.ws(&session, None).await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
     let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     assert_eq!(completed["message"], REPLY);
     let provider: String =
@@ -226,11 +206,7 @@ async fn a_failing_provider_fails_over_to_the_next_in_the_same_attempt() -> anyh
     let env = chain_env(&primary, &fallback).await?;
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
-    let mut ws = candidate.ws(&session, None).await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
     let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     assert_eq!(completed["message"], REPLY);
     assert!(!ws.seen.iter().any(|e| is(e, "turn.reset")), "nothing to drop: {:?}", ws.seen);
@@ -248,11 +224,7 @@ async fn a_stream_that_breaks_restarts_on_the_next_provider_after_a_reset() -> a
     let env = chain_env(&primary, &fallback).await?;
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
-    let mut ws = candidate.ws(&session, None).await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
     let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     assert_eq!(completed["message"], REPLY);
     let reset = ws.seen.iter().position(|e| is(e, "turn.reset")).context("a turn.reset")?;
@@ -280,11 +252,7 @@ async fn a_provider_is_retried_within_its_budget_before_the_job_is() -> anyhow::
     env.set("OPENAI_COMPATIBLE_MAX_RETRIES", "2");
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
-    let mut ws = candidate.ws(&session, None).await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
     let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     assert_eq!(completed["message"], REPLY);
     let received = fake.received();

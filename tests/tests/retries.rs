@@ -76,11 +76,7 @@ async fn a_retryable_failure_is_retried_with_backoff_and_then_completes() -> any
     env.set("JOB_MAX_ATTEMPTS", "4");
     let api = env.start_api().await?;
     let (_worker, calls) = worker_failing(&env, 2, true).await?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
-    let mut ws = candidate.ws(&session, None).await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
     let started = Instant::now();
     ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     // Two backoffs of at most JOB_BACKOFF_MAX_MS=500, on whole-second queue scores.
@@ -98,11 +94,7 @@ async fn a_provider_that_keeps_failing_fails_the_turn_after_max_attempts() -> an
     env.set("JOB_MAX_ATTEMPTS", "3");
     let api = env.start_api().await?;
     let (_worker, calls) = worker_failing(&env, usize::MAX, true).await?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
-    let mut ws = candidate.ws(&session, None).await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
     let failed = ws.until(WAIT, |e| is(e, "turn.failed")).await?;
     assert_eq!(failed["retryable"], true);
     let reason = failed["reason"].as_str().unwrap_or_default();
@@ -128,11 +120,7 @@ async fn a_non_retryable_failure_fails_the_turn_at_once() -> anyhow::Result<()> 
     let env = TestEnv::new().await?;
     let api = env.start_api().await?;
     let (_worker, calls) = worker_failing(&env, 1, false).await?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
-    let mut ws = candidate.ws(&session, None).await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
     let failed = ws.until(WAIT, |e| is(e, "turn.failed")).await?;
     assert_eq!(failed["retryable"], false);
     assert!(failed["reason"].as_str().unwrap_or_default().contains("400"), "{failed}");
@@ -169,11 +157,7 @@ async fn an_undecodable_payload_is_dead_and_the_pool_keeps_working() -> anyhow::
     .await?;
 
     // The same pool still runs real turns.
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
-    let mut ws = candidate.ws(&session, None).await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
     let started = Instant::now();
     ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     assert!(started.elapsed() < Duration::from_secs(3), "pool restarted or stalled: {:?}", started.elapsed());

@@ -21,11 +21,7 @@ async fn a_turn_that_fits_the_deadline_finishes_and_the_worker_exits() -> anyhow
     // About 20 deltas at 100 ms: two seconds, inside the 5 s deadline.
     let mut worker =
         env.spawn_process("worker", &[("SCRIPTED_DELTA_DELAY_MS", "100"), ("WORKER_SHUTDOWN_TIMEOUT_SECONDS", "5")])?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
-    let mut ws = candidate.ws(&session, None).await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
     ws.until(WAIT, |e| is(e, "turn.delta")).await?;
 
     terminate(&worker)?;
@@ -48,11 +44,7 @@ async fn a_turn_longer_than_the_deadline_is_handed_back_and_completed_elsewhere(
     // About 20 deltas at 400 ms: eight seconds, well past the 3 s deadline.
     let mut worker =
         env.spawn_process("worker", &[("SCRIPTED_DELTA_DELAY_MS", "400"), ("WORKER_SHUTDOWN_TIMEOUT_SECONDS", "3")])?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let session = candidate.start_session(&recruiter.interview("en", 5).await?).await?;
-    let mut ws = candidate.ws(&session, None).await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
     ws.until(WAIT, |e| is(e, "turn.delta")).await?;
 
     terminate(&worker)?;
