@@ -1,8 +1,14 @@
 //! The one retry policy: exponential backoff with full jitter, bounded by
 //! `JOB_MAX_ATTEMPTS`; a provider's `Retry-After` wins when present.
+//!
+//! The exponential curve is backon's (`backoff`, the crate first named for
+//! this, is unmaintained: RUSTSEC-2025-0012). backon's own jitter adds a random
+//! share on top of each delay; full jitter (a random delay up to it) spreads
+//! a fleet's retries better, so the jitter is applied here.
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use rand::RngExt;
 use shared::config::JobsConfig;
 
@@ -11,8 +17,14 @@ pub fn delay(config: &JobsConfig, attempt: u32, retry_after: Option<Duration>) -
     if let Some(after) = retry_after {
         return after;
     }
-    let exp = config.backoff_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-    let cap = exp.min(config.backoff_max);
+    let cap = ExponentialBuilder::new()
+        .with_min_delay(config.backoff_base)
+        .with_max_delay(config.backoff_max)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+        .nth(attempt.saturating_sub(1) as usize)
+        .unwrap_or(config.backoff_max);
     Duration::from_millis(rand::rng().random_range(0..=cap.as_millis() as u64))
 }
 
