@@ -264,3 +264,30 @@ async fn a_provider_is_retried_within_its_budget_before_the_job_is() -> anyhow::
     assert!(!ws.seen.iter().any(|e| is(e, "turn.reset")));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn vertex_reads_its_rotating_access_token_for_every_request() -> anyhow::Result<()> {
+    let fake = FakeLlm::start(REPLY).await?;
+    let mut env = TestEnv::new().await?;
+    let token_file = std::env::temp_dir().join(format!("{}-vertex-token", env.prefix));
+    std::fs::write(&token_file, "ya29.first\n")?;
+    env.set("AI_PROVIDER", "gcp_vertex")
+        .set("VERTEX_AI_ENDPOINT", &fake.base_url)
+        .set("GCP_PROJECT_ID", "interviews")
+        .set("GCP_LOCATION", "us-central1")
+        .set("VERTEX_AI_MODEL", "google/gemini-2.0-flash")
+        .set("VERTEX_AI_TOKEN_FILE", &token_file.display().to_string());
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
+    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    // The token is rotated (as a metadata agent or a sidecar would) between turns.
+    std::fs::write(&token_file, "ya29.second\n")?;
+    ws.send(serde_json::json!({ "type": "answer", "text": "I built queues.", "client_msg_id": "a1" })).await?;
+    ws.until(WAIT, |e| is(e, "turn.completed") && e["number"] == 1).await?;
+    let _ = std::fs::remove_file(&token_file);
+    let tokens: Vec<Option<String>> = fake.received().into_iter().map(|r| r.authorization).collect();
+    assert_eq!(tokens, [Some("Bearer ya29.first".to_owned()), Some("Bearer ya29.second".to_owned())]);
+    assert_eq!(fake.received()[0].body["model"], "google/gemini-2.0-flash");
+    Ok(())
+}

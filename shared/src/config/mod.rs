@@ -192,6 +192,9 @@ pub enum ProviderKind {
     AzureOpenAi(AzureConfig),
     /// AWS Bedrock's OpenAI-compatible endpoint with a Bedrock API key.
     AwsBedrock(EndpointConfig),
+    /// Vertex AI's OpenAI-compatible endpoint. `api_key` is unused: the
+    /// bearer token is read from `token_file` for every request.
+    GcpVertex(EndpointConfig, std::path::PathBuf),
 }
 
 /// An Azure OpenAI deployment.
@@ -271,8 +274,6 @@ impl std::fmt::Debug for BootstrapAdmin {
         f.debug_struct("BootstrapAdmin").field("email", &self.email).field("password", &"<redacted>").finish()
     }
 }
-
-const PROVIDERS_NOT_BUILT: [&str; 1] = ["gcp_vertex"];
 
 impl Config {
     /// Reads the process environment.
@@ -481,10 +482,7 @@ fn provider_name_of(v: &mut Vars, variable: &str, name: &str) -> &'static str {
         "openai_compatible" => "openai_compatible",
         "azure_openai" => "azure_openai",
         "aws_bedrock" => "aws_bedrock",
-        other if PROVIDERS_NOT_BUILT.contains(&other) => {
-            v.problem(variable, format!("{other:?} is not built yet (see the providers issue)"));
-            "scripted"
-        }
+        "gcp_vertex" => "gcp_vertex",
         other => {
             v.problem(
                 variable,
@@ -531,6 +529,24 @@ fn provider(v: &mut Vars, name: &str) -> ProviderKind {
             let model = v.required("BEDROCK_MODEL_ID");
             ProviderKind::AwsBedrock(endpoint(v, "BEDROCK", base_url, api_key, model))
         }
+        "gcp_vertex" => {
+            // VERTEX_AI_ENDPOINT overrides the regional URL (private endpoints, tests).
+            let base_url = match v.get("VERTEX_AI_ENDPOINT") {
+                Some(url) => url.to_owned(),
+                None => {
+                    let (project, location) = (v.required("GCP_PROJECT_ID"), v.required("GCP_LOCATION"));
+                    format!(
+                        "https://{location}-aiplatform.googleapis.com/v1/projects/{project}/locations/{location}/endpoints/openapi"
+                    )
+                }
+            };
+            let token_file = std::path::PathBuf::from(v.required("VERTEX_AI_TOKEN_FILE"));
+            if !token_file.as_os_str().is_empty() && std::fs::metadata(&token_file).is_err() {
+                v.problem("VERTEX_AI_TOKEN_FILE", format!("{} cannot be read", token_file.display()));
+            }
+            let model = v.required("VERTEX_AI_MODEL");
+            ProviderKind::GcpVertex(endpoint(v, "VERTEX_AI", base_url, String::new(), model), token_file)
+        }
         _ => ProviderKind::Scripted,
     }
 }
@@ -542,6 +558,7 @@ fn endpoint(v: &mut Vars, prefix: &str, base_url: String, api_key: String, model
     let url_variable = match prefix {
         "AZURE_OPENAI" => "AZURE_OPENAI_ENDPOINT".to_owned(),
         "BEDROCK" => "BEDROCK_ENDPOINT".to_owned(),
+        "VERTEX_AI" => "VERTEX_AI_ENDPOINT".to_owned(),
         _ => format!("{prefix}_BASE_URL"),
     };
     if !(base_url.is_empty() || base_url.starts_with("http://") || base_url.starts_with("https://")) {
@@ -655,19 +672,41 @@ mod tests {
         .expect("the API needs no Azure settings");
         assert_eq!((api.worker.provider_name, api.worker.providers), ("azure_openai", None));
         let err = load(&[("DATABASE_URL", "postgres://x/y"), ("AI_PROVIDER", "gcp_vertex")], Component::Worker)
-            .expect_err("not built");
-        assert!(err.to_string().contains("AI_PROVIDER: \"gcp_vertex\" is not built yet"), "{err}");
+            .expect_err("incomplete");
+        for name in ["GCP_PROJECT_ID", "GCP_LOCATION", "VERTEX_AI_TOKEN_FILE", "VERTEX_AI_MODEL"] {
+            assert!(err.to_string().contains(&format!("{name}: is required")), "{err}");
+        }
+        let token = std::env::temp_dir().join("aiv-config-test-vertex-token");
+        std::fs::write(&token, "t").expect("temp file");
+        let c = load(
+            &[
+                ("DATABASE_URL", "postgres://x/y"),
+                ("AI_PROVIDER", "gcp_vertex"),
+                ("GCP_PROJECT_ID", "p1"),
+                ("GCP_LOCATION", "europe-west4"),
+                ("VERTEX_AI_MODEL", "m"),
+                ("VERTEX_AI_TOKEN_FILE", token.to_str().unwrap_or_default()),
+            ],
+            Component::Worker,
+        );
+        let _ = std::fs::remove_file(&token);
+        match c.expect("valid").worker.providers.as_deref() {
+            Some([ProviderKind::GcpVertex(e, _)]) => assert_eq!(
+                e.base_url,
+                "https://europe-west4-aiplatform.googleapis.com/v1/projects/p1/locations/europe-west4/endpoints/openapi"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn the_fallback_chain_is_validated() {
         let base = [("DATABASE_URL", "postgres://x/y"), ("AI_PROVIDER", "scripted")];
-        let err = load(&[base[0], base[1], ("AI_FALLBACK_PROVIDERS", "scripted, gpt, gcp_vertex")], Component::Worker)
+        let err = load(&[base[0], base[1], ("AI_FALLBACK_PROVIDERS", "scripted, gpt")], Component::Worker)
             .expect_err("bad chain");
         let text = err.to_string();
         assert!(text.contains("AI_FALLBACK_PROVIDERS: \"scripted\" is already in the chain"), "{text}");
         assert!(text.contains("AI_FALLBACK_PROVIDERS: unknown provider \"gpt\""), "{text}");
-        assert!(text.contains("AI_FALLBACK_PROVIDERS: \"gcp_vertex\" is not built yet"), "{text}");
         let c = load(
             &[
                 base[0],

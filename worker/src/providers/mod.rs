@@ -154,6 +154,10 @@ pub fn from_config(config: &WorkerConfig, jobs: &JobsConfig) -> Result<Arc<dyn C
                 Arc::new(openai_compatible::OpenAiCompatible::azure(settings)?) as Arc<dyn ChatProvider>,
                 settings.max_retries,
             ),
+            ProviderKind::GcpVertex(endpoint, token_file) => (
+                Arc::new(openai_compatible::OpenAiCompatible::vertex(endpoint, token_file)?) as Arc<dyn ChatProvider>,
+                endpoint.max_retries,
+            ),
             ProviderKind::AwsBedrock(endpoint) => (
                 Arc::new(openai_compatible::OpenAiCompatible::new("aws_bedrock", endpoint)?) as Arc<dyn ChatProvider>,
                 endpoint.max_retries,

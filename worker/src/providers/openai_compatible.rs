@@ -1,10 +1,11 @@
 //! OpenAI-compatible endpoints (any such endpoint, Azure OpenAI, AWS
-//! Bedrock's), on async-openai behind an HTTP service of ours (`docs/async-openai-findings.md`): async-openai's own retry layer is
+//! Bedrock's, Vertex AI's), on async-openai behind an HTTP service of ours (`docs/async-openai-findings.md`): async-openai's own retry layer is
 //! gone, so one attempt is one request and the job's retry policy is the only
 //! one; a non-2xx answer keeps its status and `Retry-After` whatever its body.
 //!
-//! Not built yet (the providers issue): Vertex (its token refresh), the
-//! failover chain, rate limits, the circuit breaker.
+//! Vertex AI's endpoint too: its bearer token is read from a file for every
+//! request. Not built yet (the providers issue): rate limits, the circuit
+//! breaker.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -49,11 +50,24 @@ impl std::fmt::Display for HttpFailure {
 
 impl std::error::Error for HttpFailure {}
 
-/// Sends each request once.
+/// Sends each request once; with a bearer file, with the token it holds now.
 #[derive(Clone)]
 struct OneShot {
     http: reqwest::Client,
+    bearer_file: Option<Arc<std::path::PathBuf>>,
 }
+
+/// The bearer file could not be read (a token being rotated): retryable.
+#[derive(Debug)]
+struct TokenUnavailable(String);
+
+impl std::fmt::Display for TokenUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no access token: {}", self.0)
+    }
+}
+
+impl std::error::Error for TokenUnavailable {}
 
 impl tower::Service<HttpRequestFactory> for OneShot {
     type Response = reqwest::Response;
@@ -66,8 +80,20 @@ impl tower::Service<HttpRequestFactory> for OneShot {
 
     fn call(&mut self, factory: HttpRequestFactory) -> Self::Future {
         let http = self.http.clone();
+        let bearer_file = self.bearer_file.clone();
         Box::pin(async move {
-            let request = factory.build().await?;
+            let mut request = factory.build().await?;
+            if let Some(path) = bearer_file {
+                // Read for every request: whoever refreshes the token (a
+                // sidecar, the GKE metadata agent, a cron) only rewrites the file.
+                let unavailable = |e: String| OpenAIError::Boxed(Box::new(TokenUnavailable(e)));
+                let token = tokio::fs::read_to_string(path.as_path())
+                    .await
+                    .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+                let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                    .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+                request.headers_mut().insert(reqwest::header::AUTHORIZATION, value);
+            }
             let response = http.execute(request).await?;
             if response.status().is_success() {
                 return Ok(response);
@@ -115,7 +141,17 @@ impl OpenAiCompatible {
             .with_api_key(&endpoint.api_key)
             .with_org_id("")
             .with_project_id("");
-        Self::build(name, Arc::new(config), endpoint.timeout, endpoint.model.clone(), endpoint.prices)
+        Self::build(name, Arc::new(config), endpoint.timeout, endpoint.model.clone(), endpoint.prices, None)
+    }
+
+    /// A client for Vertex AI's OpenAI-compatible endpoint: its access token
+    /// expires within the hour, so it is read from `token_file` for every
+    /// request (see the README on keeping that file fresh).
+    pub fn vertex(endpoint: &EndpointConfig, token_file: &std::path::Path) -> Result<Self, String> {
+        let config =
+            OpenAIConfig::new().with_api_base(&endpoint.base_url).with_api_key("").with_org_id("").with_project_id("");
+        let file = Some(Arc::new(token_file.to_path_buf()));
+        Self::build("gcp_vertex", Arc::new(config), endpoint.timeout, endpoint.model.clone(), endpoint.prices, file)
     }
 
     /// A client for an Azure OpenAI deployment (`api-key` header, `api-version`).
@@ -125,7 +161,14 @@ impl OpenAiCompatible {
             .with_api_key(&settings.api_key)
             .with_deployment_id(&settings.deployment)
             .with_api_version(&settings.api_version);
-        Self::build("azure_openai", Arc::new(config), settings.timeout, settings.deployment.clone(), settings.prices)
+        Self::build(
+            "azure_openai",
+            Arc::new(config),
+            settings.timeout,
+            settings.deployment.clone(),
+            settings.prices,
+            None,
+        )
     }
 
     fn build(
@@ -134,6 +177,7 @@ impl OpenAiCompatible {
         timeout: Duration,
         model: String,
         prices: (f64, f64),
+        bearer_file: Option<Arc<std::path::PathBuf>>,
     ) -> Result<Self, String> {
         // read_timeout bounds the wait for headers and every gap in the
         // stream; a total timeout would cut long replies off.
@@ -142,7 +186,7 @@ impl OpenAiCompatible {
             .read_timeout(timeout)
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
-        let client = Client::build(http.clone(), config).with_http_service(OneShot { http });
+        let client = Client::build(http.clone(), config).with_http_service(OneShot { http, bearer_file });
         Ok(Self { name, client, model, prices })
     }
 
