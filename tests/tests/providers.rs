@@ -24,13 +24,22 @@ async fn env_with(fake: &FakeLlm) -> anyhow::Result<TestEnv> {
     Ok(env)
 }
 
+/// The opening turn once it is finished (`turn.completed` is published just
+/// before its transaction commits).
 async fn opening_turn(env: &TestEnv) -> anyhow::Result<(String, i32, Option<String>, Option<String>, Option<i32>)> {
     let db = env.db().await?;
-    Ok(sqlx::query_as(
-        "SELECT status, attempts, interviewer_message, provider, prompt_tokens FROM turns WHERE number = 0",
-    )
-    .fetch_one(&db)
-    .await?)
+    tests::eventually(WAIT, || {
+        let db = db.clone();
+        async move {
+            Ok(sqlx::query_as(
+                "SELECT status, attempts, interviewer_message, provider, prompt_tokens FROM turns
+                 WHERE number = 0 AND status IN ('completed', 'failed')",
+            )
+            .fetch_optional(&db)
+            .await?)
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -137,8 +146,17 @@ async fn one_turn_with(fake: &FakeLlm, vars: &[(&str, &str)]) -> anyhow::Result<
     let (_, _, mut ws) = api.candidate_session(5).await?;
     let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     assert_eq!(completed["message"], REPLY);
-    let provider: String =
-        sqlx::query_scalar("SELECT provider FROM turns WHERE number = 0").fetch_one(&env.db().await?).await?;
+    // turn.completed is published just before its transaction commits.
+    let db = env.db().await?;
+    let provider: String = tests::eventually(WAIT, || {
+        let db = db.clone();
+        async move {
+            Ok(sqlx::query_scalar("SELECT provider FROM turns WHERE number = 0 AND status = 'completed'")
+                .fetch_optional(&db)
+                .await?)
+        }
+    })
+    .await?;
     assert_eq!(Some(provider.as_str()), vars.iter().find(|(k, _)| *k == "AI_PROVIDER").map(|(_, v)| *v));
     Ok(fake.received())
 }

@@ -65,9 +65,21 @@ async fn worker_failing(
     Ok((env.run_worker(deps), calls))
 }
 
+/// The opening turn once it is finished (`turn.completed` and `turn.failed`
+/// are published just before their transaction commits).
 async fn opening_turn(env: &TestEnv) -> anyhow::Result<(i32, String, Option<String>)> {
     let db = env.db().await?;
-    Ok(sqlx::query_as("SELECT attempts, status, error FROM turns WHERE number = 0").fetch_one(&db).await?)
+    tests::eventually(WAIT, || {
+        let db = db.clone();
+        async move {
+            Ok(sqlx::query_as(
+                "SELECT attempts, status, error FROM turns WHERE number = 0 AND status IN ('completed', 'failed')",
+            )
+            .fetch_optional(&db)
+            .await?)
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
