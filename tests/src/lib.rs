@@ -115,12 +115,7 @@ impl TestEnv {
 
     /// Starts a worker in this process.
     pub async fn start_worker(&self) -> anyhow::Result<WorkerHandle> {
-        self.start_worker_with(self.config(Component::Worker)?).await
-    }
-
-    /// Starts a worker with a given configuration.
-    pub async fn start_worker_with(&self, config: Config) -> anyhow::Result<WorkerHandle> {
-        Ok(self.run_worker(worker::deps(config).await?))
+        Ok(self.run_worker(worker::deps(self.config(Component::Worker)?).await?))
     }
 
     /// Runs a worker on prepared dependencies (a provider of the test's own).

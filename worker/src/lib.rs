@@ -304,6 +304,7 @@ async fn promote_due(conn: &mut ConnectionManager, prefix: &str) {
 
 async fn promote_loop(mut conn: ConnectionManager, prefix: String, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(PROMOTE_INTERVAL);
+    ticker.tick().await; // the first tick is immediate; `run` has just promoted
     loop {
         tokio::select! {
             _ = ticker.tick() => promote_due(&mut conn, &prefix).await,

@@ -141,9 +141,7 @@ enum ScoreError {
 /// error, then gives up with a clear reason.
 async fn score(deps: &Deps, session_id: SessionId) -> Result<Scorecard, ScoreError> {
     let db = &deps.core.db;
-    let session = db::sessions::find(db, session_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
-    let interview =
-        db::interviews::find(db, session.interview_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
+    let interview = db::interviews::of_session(db, session_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
     let turns = db::turns::list(db, session_id).await?;
     let mut request = prompt::evaluation(&interview, &turns);
     let provider = &deps.provider;
