@@ -124,6 +124,12 @@ fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// `{base}/chat/completions` with a bearer key. Organisation and project are
+/// set empty: `OpenAIConfig::new` would take them from `OPENAI_*` variables.
+fn bearer_config(base: &str, key: &str) -> OpenAIConfig {
+    OpenAIConfig::new().with_api_base(base).with_api_key(key).with_org_id("").with_project_id("")
+}
+
 /// An OpenAI-compatible chat endpoint.
 pub struct OpenAiCompatible {
     name: &'static str,
@@ -136,11 +142,7 @@ impl OpenAiCompatible {
     /// A client for an OpenAI-compatible `endpoint` (bearer key), named
     /// `name` in turns and logs.
     pub fn new(name: &'static str, endpoint: &EndpointConfig) -> Result<Self, String> {
-        let config = OpenAIConfig::new()
-            .with_api_base(&endpoint.base_url)
-            .with_api_key(&endpoint.api_key)
-            .with_org_id("")
-            .with_project_id("");
+        let config = bearer_config(&endpoint.base_url, &endpoint.api_key);
         Self::build(name, Arc::new(config), endpoint.timeout, endpoint.model.clone(), endpoint.prices, None)
     }
 
@@ -148,8 +150,7 @@ impl OpenAiCompatible {
     /// expires within the hour, so it is read from `token_file` for every
     /// request (see the README on keeping that file fresh).
     pub fn vertex(endpoint: &EndpointConfig, token_file: &std::path::Path) -> Result<Self, String> {
-        let config =
-            OpenAIConfig::new().with_api_base(&endpoint.base_url).with_api_key("").with_org_id("").with_project_id("");
+        let config = bearer_config(&endpoint.base_url, "");
         let file = Some(Arc::new(token_file.to_path_buf()));
         Self::build("gcp_vertex", Arc::new(config), endpoint.timeout, endpoint.model.clone(), endpoint.prices, file)
     }
