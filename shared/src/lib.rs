@@ -8,6 +8,7 @@ pub mod events;
 pub mod flow;
 pub mod ids;
 pub mod jobs;
+pub mod provider_state;
 pub mod queue;
 pub mod redis_conn;
 pub mod stream;

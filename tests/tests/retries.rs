@@ -15,7 +15,7 @@ use shared::config::Component;
 use shared::jobs::QueueName;
 use tests::{TestEnv, WorkerHandle, is};
 use worker::providers::scripted::Scripted;
-use worker::providers::{ChatProvider, ChatRequest, Chunk, ProviderError, Purpose};
+use worker::providers::{ChatProvider, ChatRequest, Chunk, FailureKind, ProviderError, Purpose};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -41,12 +41,8 @@ impl ChatProvider for Failing {
         if matches!(request.purpose, Purpose::Turn { .. }) && self.calls.fetch_add(1, Ordering::SeqCst) < self.failures
         {
             let status = if self.retryable { "503 Service Unavailable" } else { "400 Bad Request" };
-            let error = ProviderError {
-                provider: "failing".into(),
-                message: status.into(),
-                retryable: self.retryable,
-                retry_after: None,
-            };
+            let kind = if self.retryable { FailureKind::Fault } else { FailureKind::Rejected };
+            let error = ProviderError::new("failing", kind, status);
             return stream::iter([Err(error)]).boxed();
         }
         self.inner.stream(request)

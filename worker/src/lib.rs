@@ -60,8 +60,9 @@ pub fn worker_name() -> String {
 
 /// Builds the dependencies from configuration.
 pub async fn deps(config: Config) -> anyhow::Result<Arc<Deps>> {
-    let provider =
-        providers::from_config(&config.worker, &config.jobs).map_err(|e| anyhow::anyhow!("AI_PROVIDER: {e}"))?;
+    // The providers' fleet state has a connection of its own.
+    let redis = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
+    let provider = providers::from_config(&config, redis).await.map_err(|e| anyhow::anyhow!("AI_PROVIDER: {e}"))?;
     deps_with_provider(config, provider).await
 }
 

@@ -179,6 +179,8 @@ pub struct WorkerConfig {
     pub providers: Option<Vec<ProviderKind>>,
     /// `SCRIPTED_DELTA_DELAY_MS`: pause between the scripted provider's deltas.
     pub scripted_delta_delay: Duration,
+    /// Rate limits and circuit breaking, for every provider of the chain.
+    pub policy: ProviderPolicy,
 }
 
 /// The provider kinds of SPEC §7.
@@ -197,37 +199,15 @@ pub enum ProviderKind {
     GcpVertex(EndpointConfig, std::path::PathBuf),
 }
 
-/// An Azure OpenAI deployment.
-#[derive(Clone, PartialEq)]
+/// An Azure OpenAI deployment: `endpoint.base_url` is `AZURE_OPENAI_ENDPOINT`,
+/// `endpoint.model` is `AZURE_OPENAI_DEPLOYMENT`, the key goes in an
+/// `api-key` header.
+#[derive(Debug, Clone, PartialEq)]
 pub struct AzureConfig {
-    /// `AZURE_OPENAI_ENDPOINT`, e.g. `https://name.openai.azure.com`.
-    pub endpoint: String,
-    /// `AZURE_OPENAI_API_KEY`.
-    pub api_key: String,
-    /// `AZURE_OPENAI_DEPLOYMENT`: the deployment, which names the model.
-    pub deployment: String,
+    /// The endpoint settings every provider has.
+    pub endpoint: EndpointConfig,
     /// `AZURE_OPENAI_API_VERSION`.
     pub api_version: String,
-    /// `AZURE_OPENAI_TIMEOUT` (seconds).
-    pub timeout: Duration,
-    /// `AZURE_OPENAI_MAX_RETRIES`: retries on this provider before the next.
-    pub max_retries: u32,
-    /// `AZURE_OPENAI_PRICE_INPUT_PER_1K`, `AZURE_OPENAI_PRICE_OUTPUT_PER_1K`.
-    pub prices: (f64, f64),
-}
-
-impl std::fmt::Debug for AzureConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AzureConfig")
-            .field("endpoint", &self.endpoint)
-            .field("api_key", &"<redacted>")
-            .field("deployment", &self.deployment)
-            .field("api_version", &self.api_version)
-            .field("timeout", &self.timeout)
-            .field("max_retries", &self.max_retries)
-            .field("prices", &self.prices)
-            .finish()
-    }
 }
 
 /// An OpenAI-compatible endpoint.
@@ -245,6 +225,10 @@ pub struct EndpointConfig {
     pub max_retries: u32,
     /// `{P}_PRICE_INPUT_PER_1K`, `{P}_PRICE_OUTPUT_PER_1K`: USD per 1,000 tokens.
     pub prices: (f64, f64),
+    /// `{P}_RPM`: requests per minute for the whole fleet; none when unset.
+    pub rpm: Option<u32>,
+    /// `{P}_TPM`: tokens per minute for the whole fleet; none when unset.
+    pub tpm: Option<u32>,
 }
 
 impl std::fmt::Debug for EndpointConfig {
@@ -256,8 +240,28 @@ impl std::fmt::Debug for EndpointConfig {
             .field("timeout", &self.timeout)
             .field("max_retries", &self.max_retries)
             .field("prices", &self.prices)
+            .field("rpm", &self.rpm)
+            .field("tpm", &self.tpm)
             .finish()
     }
+}
+
+/// How the workers share each provider (`docs/rate-limits.md`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderPolicy {
+    /// `AI_RATE_LIMIT_WINDOW_SECONDS`: the sliding window `{P}_RPM` and
+    /// `{P}_TPM` are enforced over, scaled to it (default 60: per minute; 10
+    /// enforces a sixth of the budget per 10 s, as Azure does).
+    pub rate_window: Duration,
+    /// `AI_RATE_LIMIT_MAX_WAIT_MS`: how long a call waits for the limit
+    /// before it moves to the next provider (or back to the queue).
+    pub rate_max_wait: Duration,
+    /// `AI_CIRCUIT_BREAKER_FAILURES`: consecutive failures (5xx, timeouts,
+    /// broken connections) that open a provider's circuit.
+    pub circuit_failures: u32,
+    /// `AI_CIRCUIT_BREAKER_COOLDOWN_SECONDS`: how long an open circuit skips
+    /// its provider before one probe request decides.
+    pub circuit_cooldown: Duration,
 }
 
 /// The first admin, created at start-up when none exists.
@@ -354,6 +358,12 @@ impl Config {
             }),
             fallback_names,
             scripted_delta_delay: v.millis("SCRIPTED_DELTA_DELAY_MS", 20, 0, 10_000),
+            policy: ProviderPolicy {
+                rate_window: v.seconds("AI_RATE_LIMIT_WINDOW_SECONDS", 60, 1, 60),
+                rate_max_wait: v.millis("AI_RATE_LIMIT_MAX_WAIT_MS", 30_000, 0, 3_600_000),
+                circuit_failures: v.ranged("AI_CIRCUIT_BREAKER_FAILURES", 5, 1, 1_000),
+                circuit_cooldown: v.seconds("AI_CIRCUIT_BREAKER_COOLDOWN_SECONDS", 30, 1, 86_400),
+            },
         };
         let bootstrap_admin = match (v.get("BOOTSTRAP_ADMIN_EMAIL"), v.get("BOOTSTRAP_ADMIN_PASSWORD")) {
             (Some(email), Some(password)) => {
@@ -508,16 +518,8 @@ fn provider(v: &mut Vars, name: &str) -> ProviderKind {
             let api_key = v.required("AZURE_OPENAI_API_KEY");
             let deployment = v.required("AZURE_OPENAI_DEPLOYMENT");
             let api_version = v.string("AZURE_OPENAI_API_VERSION", "2024-10-21");
-            let e = endpoint(v, "AZURE_OPENAI", endpoint_url, api_key, deployment);
-            ProviderKind::AzureOpenAi(AzureConfig {
-                endpoint: e.base_url,
-                api_key: e.api_key,
-                deployment: e.model,
-                api_version,
-                timeout: e.timeout,
-                max_retries: e.max_retries,
-                prices: e.prices,
-            })
+            let endpoint = endpoint(v, "AZURE_OPENAI", endpoint_url, api_key, deployment);
+            ProviderKind::AzureOpenAi(AzureConfig { endpoint, api_version })
         }
         "aws_bedrock" => {
             // BEDROCK_ENDPOINT overrides the regional URL (private endpoints, tests).
@@ -578,6 +580,8 @@ fn endpoint(v: &mut Vars, prefix: &str, base_url: String, api_key: String, model
         timeout: v.seconds(&format!("{prefix}_TIMEOUT"), 60, 1, 600),
         max_retries: v.ranged(&format!("{prefix}_MAX_RETRIES"), 3, 0, 10),
         prices: (price(v, format!("{prefix}_PRICE_INPUT_PER_1K")), price(v, format!("{prefix}_PRICE_OUTPUT_PER_1K"))),
+        rpm: v.get(&format!("{prefix}_RPM")).is_some().then(|| v.ranged(&format!("{prefix}_RPM"), 1, 1, 10_000_000)),
+        tpm: v.get(&format!("{prefix}_TPM")).is_some().then(|| v.ranged(&format!("{prefix}_TPM"), 1, 1, 1_000_000_000)),
     }
 }
 

@@ -16,7 +16,7 @@ use shared::jobs::{BatchJob, QueueName};
 use shared::queue::new_job_id;
 use tracing::Instrument;
 
-use crate::providers::{Chunk, ProviderError};
+use crate::providers::{Chunk, FailureKind, ProviderError};
 use crate::{Deps, prompt, retry};
 
 /// The criteria every scorecard scores 1 to 5.
@@ -77,12 +77,11 @@ async fn evaluate(deps: &Deps, session_id: SessionId, request_id: &str) -> Resul
     };
     let result = if attempt.max(0) as u32 > deps.config.jobs.max_attempts {
         // Re-runs after a crash count too: an evaluation that kills its worker stops here.
-        Err(ScoreError::Provider(ProviderError {
-            provider: deps.provider.name().to_owned(),
-            message: format!("{} earlier attempts never finished", attempt - 1),
-            retryable: false,
-            retry_after: None,
-        }))
+        Err(ScoreError::Provider(ProviderError::new(
+            deps.provider.name(),
+            FailureKind::Rejected,
+            format!("{} earlier attempts never finished", attempt - 1),
+        )))
     } else {
         score(deps, session_id).await
     };
@@ -106,14 +105,9 @@ async fn evaluate(deps: &Deps, session_id: SessionId, request_id: &str) -> Resul
         tracing::info!(attempt, recommendation = %card.recommendation, "evaluation completed");
         return Ok(());
     }
-    let error = error.unwrap_or_else(|| ProviderError {
-        provider: String::new(),
-        message: "no result".into(),
-        retryable: true,
-        retry_after: None,
-    });
+    let error = error.unwrap_or_else(|| ProviderError::new("", FailureKind::Fault, "no result"));
     let attempt_no = attempt.max(0) as u32;
-    let give_up = !(error.retryable && retry::may_retry(&deps.config.jobs, attempt_no));
+    let give_up = !(error.retryable() && retry::may_retry(&deps.config.jobs, attempt_no));
     db::evaluations::release(db, session_id, attempt, &error.message, give_up).await?;
     if give_up {
         tracing::error!(attempt, error = %error, "evaluation failed");
@@ -175,23 +169,12 @@ async fn score(deps: &Deps, session_id: SessionId) -> Result<Scorecard, ScoreErr
                 });
             }
             Err(problem) => {
-                return Err(ProviderError {
-                    provider: provider.name().to_owned(),
-                    message: format!("invalid scorecard twice: {problem}"),
-                    retryable: false,
-                    retry_after: None,
-                }
-                .into());
+                let message = format!("invalid scorecard twice: {problem}");
+                return Err(ProviderError::new(provider.name(), FailureKind::Rejected, message).into());
             }
         }
     }
-    Err(ProviderError {
-        provider: provider.name().to_owned(),
-        message: "no scorecard".into(),
-        retryable: false,
-        retry_after: None,
-    }
-    .into())
+    Err(ProviderError::new(provider.name(), FailureKind::Rejected, "no scorecard").into())
 }
 
 async fn collect(
@@ -205,12 +188,7 @@ async fn collect(
             Chunk::Done { usage, by } => return Ok((text, usage, by)),
         }
     }
-    Err(ProviderError {
-        provider: String::new(),
-        message: "the stream ended without finishing".into(),
-        retryable: true,
-        retry_after: None,
-    })
+    Err(ProviderError::new("", FailureKind::Fault, "the stream ended without finishing"))
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::Deps;
-use crate::providers::{Answered, Chunk, ProviderError};
+use crate::providers::{Answered, Chunk, FailureKind, ProviderError};
 use crate::{prompt, retry};
 
 /// Sequence numbers reserved for a turn's deltas at a time.
@@ -75,7 +75,7 @@ async fn run(deps: &Deps, job: &TurnJob) -> Result<(), BoxDynError> {
             Ok(())
         }
         Err(AttemptError::Provider(e)) => {
-            settle_failure(deps, job, &turn, claim, &e.message, e.retryable, e.retry_after).await
+            settle_failure(deps, job, &turn, claim, &e.message, e.retryable(), e.retry_after).await
         }
         Err(AttemptError::Db(e)) => Err(e.into()),
     }
@@ -193,13 +193,8 @@ async fn attempt(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Resul
             Some(Ok(Chunk::Done { usage, by })) => break (usage, by),
             Some(Err(e)) => return Err(e.into()),
             None => {
-                return Err(ProviderError {
-                    provider: deps.provider.name().to_owned(),
-                    message: "the stream ended without finishing".into(),
-                    retryable: true,
-                    retry_after: None,
-                }
-                .into());
+                let message = "the stream ended without finishing";
+                return Err(ProviderError::new(deps.provider.name(), FailureKind::Fault, message).into());
             }
         }
     };

@@ -1,134 +1,168 @@
 //! Failover: `AI_PROVIDER`, then each of `AI_FALLBACK_PROVIDERS`, in order.
 //!
-//! A retryable failure (429, 5xx, timeout, broken connection) before any text
-//! is retried on the same provider up to its `{P}_MAX_RETRIES`, after the
-//! backoff of `JOB_BACKOFF_*` (full jitter; `Retry-After` wins) as long as
-//! that wait is within `JOB_BACKOFF_MAX_MS`: a longer one moves on rather than
-//! hold a worker slot. Then the call moves to the next provider; a stream that had
+//! Each provider sits behind its [`Guard`]: an open circuit skips it, and a
+//! call waits for a slot of its fleet-wide rate limit (at most
+//! `AI_RATE_LIMIT_MAX_WAIT_MS`, else it skips it too). A retryable failure
+//! (429, 5xx, timeout, broken connection) before any text is retried on the
+//! same provider up to its `{P}_MAX_RETRIES`, after the backoff of
+//! `JOB_BACKOFF_*` (full jitter; `Retry-After` wins) as long as that wait is
+//! within `JOB_BACKOFF_MAX_MS`: a longer one moves on rather than hold a
+//! worker slot. Then the call moves to the next provider; a stream that had
 //! already produced text first yields [`Chunk::Reset`], so the client drops
 //! the partial reply. A failure that is not retryable (another 4xx) ends the
 //! call: the next provider would be asked the same bad question. When the
 //! last provider fails too, the error goes to the job's retry policy, which
 //! starts the chain again after its backoff.
-//!
-//! Not built yet (the providers issue): rate limits, and the circuit breaker
-//! that skips a provider that keeps failing.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-
 use shared::config::JobsConfig;
+use shared::provider_state::registry::Registered;
+use tokio::sync::mpsc;
 
-use super::{ChatProvider, ChatRequest, Chunk, ProviderError};
+use super::guard::Guard;
+use super::{ChatProvider, ChatRequest, Chunk, FailureKind, ProviderError};
 
-/// Providers tried in order, each with its retry budget.
+/// One provider of the chain.
+pub struct Link {
+    /// The provider.
+    pub provider: Arc<dyn ChatProvider>,
+    /// `{P}_MAX_RETRIES`.
+    pub retries: u32,
+    /// Its circuit, rate limit and statistics.
+    pub guard: Guard,
+}
+
+/// Providers tried in order.
 pub struct Chain {
-    providers: Vec<Arc<dyn ChatProvider>>,
-    budgets: Vec<u32>,
+    links: Arc<[Link]>,
     backoff: JobsConfig,
 }
 
 impl Chain {
-    /// A chain of `(provider, max_retries)` (the first is the primary),
-    /// backing off as `backoff` says between retries on one provider.
-    pub fn new(providers: Vec<(Arc<dyn ChatProvider>, u32)>, backoff: JobsConfig) -> Self {
-        let (providers, budgets) = providers.into_iter().unzip();
-        Self { providers, budgets, backoff }
+    /// A chain of `links` (the first is the primary), backing off as
+    /// `backoff` says between retries on one provider.
+    pub fn new(links: Vec<Link>, backoff: JobsConfig) -> Self {
+        Self { links: links.into(), backoff }
     }
-}
 
-struct Attempt {
-    providers: Vec<Arc<dyn ChatProvider>>,
-    budgets: Vec<u32>,
-    backoff: JobsConfig,
-    request: ChatRequest,
-    next: usize,
-    current: Option<BoxStream<'static, Result<Chunk, ProviderError>>>,
-    retries: u32,
-    sent_text: bool,
-    reset: Option<String>,
+    /// The chain as the API reports it.
+    pub fn registered(&self) -> Vec<Registered> {
+        self.links.iter().enumerate().map(|(i, link)| link.guard.registered(i)).collect()
+    }
 }
 
 impl ChatProvider for Chain {
     fn name(&self) -> &str {
-        self.providers.first().map_or("chain", |p| p.name())
+        self.links.first().map_or("chain", |l| l.provider.name())
     }
 
     fn model(&self) -> &str {
-        self.providers.first().map_or("", |p| p.model())
+        self.links.first().map_or("", |l| l.provider.model())
     }
 
     fn prices(&self) -> (f64, f64) {
-        self.providers.first().map_or((0.0, 0.0), |p| p.prices())
+        self.links.first().map_or((0.0, 0.0), |l| l.provider.prices())
     }
 
     fn stream(&self, request: ChatRequest) -> BoxStream<'static, Result<Chunk, ProviderError>> {
-        let attempt = Attempt {
-            providers: self.providers.clone(),
-            budgets: self.budgets.clone(),
-            backoff: self.backoff.clone(),
-            request,
-            next: 0,
-            current: None,
-            retries: 0,
-            sent_text: false,
-            reset: None,
-        };
-        futures::stream::unfold(Some(attempt), |state| async move {
-            let mut a = state?;
-            loop {
-                if let Some(reason) = a.reset.take() {
-                    return Some((Ok(Chunk::Reset { reason }), Some(a)));
-                }
-                let Some(stream) = a.current.as_mut() else {
-                    let provider = a.providers.get(a.next)?.clone();
-                    a.next += 1;
-                    a.retries = 0;
-                    a.current = Some(provider.stream(a.request.clone()));
+        let (tx, rx) = mpsc::channel(32);
+        // The call runs on its own task and stops when the stream is dropped
+        // (the receiver closes); it books the call's outcome even after the
+        // consumer has its last chunk.
+        tokio::spawn(run(self.links.clone(), self.backoff.clone(), request, tx));
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed()
+    }
+}
+
+type Sender = mpsc::Sender<Result<Chunk, ProviderError>>;
+
+async fn run(links: Arc<[Link]>, backoff: JobsConfig, request: ChatRequest, tx: Sender) {
+    let mut sent_text = false;
+    let mut soonest: Option<Duration> = None;
+    for (i, link) in links.iter().enumerate() {
+        let mut retries = 0;
+        let mut failure = loop {
+            let failure = match call(link, &request, &tx, &mut sent_text).await {
+                Ok(()) => return,
+                Err(failure) => failure,
+            };
+            let again = matches!(failure.kind, FailureKind::Fault | FailureKind::RateLimited);
+            if again && !sent_text && retries < link.retries {
+                retries += 1;
+                let wait = crate::retry::delay(&backoff, retries, failure.retry_after);
+                if wait <= backoff.backoff_max {
+                    tracing::warn!(provider = %failure.provider, error = %failure.message, retry = retries, wait_ms = wait.as_millis() as u64, "provider failed; retrying it");
+                    tokio::time::sleep(wait).await;
                     continue;
-                };
-                let failure = match stream.next().await {
-                    Some(Ok(chunk)) => {
-                        if matches!(&chunk, Chunk::Delta(_)) {
-                            a.sent_text = true;
-                        }
-                        let done = matches!(&chunk, Chunk::Done { .. });
-                        return Some((Ok(chunk), (!done).then_some(a)));
-                    }
-                    Some(Err(e)) => e,
-                    // Providers end with Done or an error; an end without
-                    // either is a broken stream too.
-                    None => ProviderError {
-                        provider: a.providers.get(a.next.saturating_sub(1)).map(|p| p.name().to_owned()).unwrap_or_default(),
-                        message: "the stream ended without finishing".into(),
-                        retryable: true,
-                        retry_after: None,
-                    },
-                };
-                let budget = a.budgets.get(a.next.saturating_sub(1)).copied().unwrap_or(0);
-                if failure.retryable && !a.sent_text && a.retries < budget {
-                    a.retries += 1;
-                    let wait = crate::retry::delay(&a.backoff, a.retries, failure.retry_after);
-                    if wait <= a.backoff.backoff_max {
-                        tracing::warn!(provider = %failure.provider, error = %failure.message, retry = a.retries, wait_ms = wait.as_millis() as u64, "provider failed; retrying it");
-                        tokio::time::sleep(wait).await;
-                        let provider = a.providers[a.next - 1].clone();
-                        a.current = Some(provider.stream(a.request.clone()));
-                        continue;
-                    }
-                }
-                if !(failure.retryable && a.next < a.providers.len()) {
-                    return Some((Err(failure), None));
-                }
-                tracing::warn!(provider = %failure.provider, error = %failure.message, "provider failed; trying the next one");
-                a.current = None;
-                if std::mem::take(&mut a.sent_text) {
-                    a.reset = Some(format!("{} broke off ({}); the reply restarts", failure.provider, failure.message));
                 }
             }
-        })
-        .boxed()
+            break failure;
+        };
+        if let Some(wait) = failure.retry_after {
+            soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
+        }
+        if !failure.retryable() || i + 1 == links.len() {
+            // The job retries when the first provider may take it again.
+            failure.retry_after = soonest;
+            let _ = tx.send(Err(failure)).await;
+            return;
+        }
+        tracing::warn!(provider = %failure.provider, error = %failure.message, "provider failed; trying the next one");
+        if std::mem::take(&mut sent_text) {
+            let reason = format!("{} broke off ({}); the reply restarts", failure.provider, failure.message);
+            if tx.send(Ok(Chunk::Reset { reason })).await.is_err() {
+                return;
+            }
+        }
     }
+}
+
+/// One request to `link`'s provider, its chunks forwarded to `tx`. `Ok` once
+/// the reply is complete (or nobody listens any more).
+async fn call(link: &Link, request: &ChatRequest, tx: &Sender, sent_text: &mut bool) -> Result<(), ProviderError> {
+    let guard = &link.guard;
+    guard.admit().await?;
+    let slot = guard.acquire(request).await?;
+    let start = Instant::now();
+    let mut stream = link.provider.stream(request.clone());
+    let mut first = true;
+    let failure = loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            () = tx.closed() => return Ok(()),
+        };
+        if std::mem::take(&mut first) {
+            guard.sent(slot.as_ref());
+        }
+        match item {
+            Some(Ok(Chunk::Done { usage, by })) => {
+                let cost = super::cost(by.prices, usage);
+                let _ = tx.send(Ok(Chunk::Done { usage, by })).await;
+                guard.finished(slot, Ok((usage, cost)), start.elapsed()).await;
+                return Ok(());
+            }
+            Some(Ok(chunk)) => {
+                *sent_text |= matches!(chunk, Chunk::Delta(_));
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Some(Err(e)) => break e,
+            // Providers end with Done or an error; an end without either is
+            // a broken stream too.
+            None => {
+                break ProviderError::new(
+                    link.provider.name(),
+                    FailureKind::Fault,
+                    "the stream ended without finishing",
+                );
+            }
+        }
+    };
+    guard.finished(slot, Err(&failure), start.elapsed()).await;
+    Err(failure)
 }

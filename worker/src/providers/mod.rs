@@ -1,9 +1,10 @@
 //! The one provider trait every LLM call goes through: the built-in
-//! `scripted` interviewer, or one OpenAI-compatible endpoint (any, Azure
-//! OpenAI, AWS Bedrock). The providers issue adds Vertex, and the failover
-//! chain, rate limits and circuit breaker behind this trait.
+//! `scripted` interviewer, or the chain of OpenAI-compatible endpoints (any,
+//! Azure OpenAI, AWS Bedrock, Vertex AI) with failover, each behind its
+//! fleet-wide rate limit and circuit breaker ([`guard`]).
 
 pub mod chain;
+pub mod guard;
 pub mod openai_compatible;
 pub mod scripted;
 
@@ -11,9 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::BoxStream;
-use shared::config::{JobsConfig, ProviderKind, WorkerConfig};
+use redis::aio::ConnectionManager;
+use shared::config::{Config, EndpointConfig, ProviderKind};
 use shared::domain::Language;
 use shared::events::Usage;
+use shared::provider_state::registry;
 
 /// Who said a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,10 +115,37 @@ pub struct ProviderError {
     pub provider: String,
     /// What happened.
     pub message: String,
-    /// 429, 5xx, timeouts, broken connections: yes; other 4xx: no.
-    pub retryable: bool,
-    /// The provider's `Retry-After`, when it sent one.
+    /// What kind of failure, for retries, failover and the circuit.
+    pub kind: FailureKind,
+    /// The provider's `Retry-After` (or our limiter's or circuit's wait).
     pub retry_after: Option<Duration>,
+}
+
+impl ProviderError {
+    /// A failure of `provider`.
+    pub fn new(provider: impl Into<String>, kind: FailureKind, message: impl Into<String>) -> Self {
+        Self { provider: provider.into(), message: message.into(), kind, retry_after: None }
+    }
+
+    /// Whether another attempt (here or on the next provider) may succeed.
+    pub fn retryable(&self) -> bool {
+        self.kind != FailureKind::Rejected
+    }
+}
+
+/// The kinds of failure the chain treats differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// 5xx, 408, timeout, broken connection or stream: retried, and counted
+    /// by the provider's circuit.
+    Fault,
+    /// The provider answered 429: retried after its `Retry-After`.
+    RateLimited,
+    /// Another 4xx or an unusable answer: asking again gives the same.
+    Rejected,
+    /// Not sent: the provider's circuit is open or its rate limit is used
+    /// up for longer than a call may wait. The next provider is asked.
+    Skipped,
 }
 
 /// An LLM endpoint.
@@ -135,38 +165,48 @@ pub fn cost(prices: (f64, f64), usage: Usage) -> f64 {
     (f64::from(usage.prompt_tokens) * prices.0 + f64::from(usage.completion_tokens) * prices.1) / 1000.0
 }
 
-/// The chain `AI_PROVIDER`, then `AI_FALLBACK_PROVIDERS`, name, each with
-/// its retry budget, backing off as `jobs` says.
-pub fn from_config(config: &WorkerConfig, jobs: &JobsConfig) -> Result<Arc<dyn ChatProvider>, String> {
-    let kinds = config.providers.as_ref().ok_or("provider settings are read only in the worker's configuration")?;
-    let mut chain = Vec::with_capacity(kinds.len());
+/// The chain `AI_PROVIDER`, then `AI_FALLBACK_PROVIDERS`, each with its
+/// retry budget and its [`guard::Guard`] on `conn`, backing off as
+/// `config.jobs` says. The chain is registered for the API to report on.
+pub async fn from_config(config: &Config, conn: ConnectionManager) -> Result<Arc<dyn ChatProvider>, String> {
+    let worker = &config.worker;
+    let kinds = worker.providers.as_ref().ok_or("provider settings are read only in the worker's configuration")?;
+    let mut links = Vec::with_capacity(kinds.len());
     for kind in kinds {
-        chain.push(match kind {
-            ProviderKind::Scripted => {
-                (Arc::new(scripted::Scripted::new(config.scripted_delta_delay)) as Arc<dyn ChatProvider>, 0)
+        let (provider, endpoint): (Arc<dyn ChatProvider>, Option<&EndpointConfig>) = match kind {
+            ProviderKind::Scripted => (Arc::new(scripted::Scripted::new(worker.scripted_delta_delay)), None),
+            ProviderKind::OpenAiCompatible(e) => {
+                (Arc::new(openai_compatible::OpenAiCompatible::new("openai_compatible", e)?), Some(e))
             }
-            ProviderKind::OpenAiCompatible(endpoint) => (
-                Arc::new(openai_compatible::OpenAiCompatible::new("openai_compatible", endpoint)?)
-                    as Arc<dyn ChatProvider>,
-                endpoint.max_retries,
-            ),
-            ProviderKind::AzureOpenAi(settings) => (
-                Arc::new(openai_compatible::OpenAiCompatible::azure(settings)?) as Arc<dyn ChatProvider>,
-                settings.max_retries,
-            ),
-            ProviderKind::GcpVertex(endpoint, token_file) => (
-                Arc::new(openai_compatible::OpenAiCompatible::vertex(endpoint, token_file)?) as Arc<dyn ChatProvider>,
-                endpoint.max_retries,
-            ),
-            ProviderKind::AwsBedrock(endpoint) => (
-                Arc::new(openai_compatible::OpenAiCompatible::new("aws_bedrock", endpoint)?) as Arc<dyn ChatProvider>,
-                endpoint.max_retries,
-            ),
-        });
+            ProviderKind::AzureOpenAi(azure) => {
+                (Arc::new(openai_compatible::OpenAiCompatible::azure(azure)?), Some(&azure.endpoint))
+            }
+            ProviderKind::GcpVertex(e, token_file) => {
+                (Arc::new(openai_compatible::OpenAiCompatible::vertex(e, token_file)?), Some(e))
+            }
+            ProviderKind::AwsBedrock(e) => {
+                (Arc::new(openai_compatible::OpenAiCompatible::new("aws_bedrock", e)?), Some(e))
+            }
+        };
+        let guard = guard::Guard::new(
+            provider.name(),
+            provider.model(),
+            endpoint.map_or((None, None), |e| (e.rpm, e.tpm)),
+            endpoint.map_or(Duration::from_secs(60), |e| e.timeout),
+            &worker.policy,
+            conn.clone(),
+            &config.redis.key_prefix,
+        );
+        links.push(chain::Link { provider, retries: endpoint.map_or(0, |e| e.max_retries), guard });
     }
-    // The scripted provider alone needs no chain around it.
-    if let [(only, 0)] = chain.as_slice() {
-        return Ok(only.clone());
+    let chain = chain::Chain::new(links, config.jobs.clone());
+    let mut conn = conn;
+    if let Err(e) = registry::register(&mut conn, &config.redis.key_prefix, &chain.registered()).await {
+        tracing::warn!(error = %e, "provider chain not registered; the API cannot report on it");
     }
-    Ok(Arc::new(chain::Chain::new(chain, jobs.clone())))
+    // The scripted provider alone fails nothing and limits nothing: no chain.
+    if let [ProviderKind::Scripted] = kinds.as_slice() {
+        return Ok(Arc::new(scripted::Scripted::new(worker.scripted_delta_delay)));
+    }
+    Ok(Arc::new(chain))
 }

@@ -4,8 +4,7 @@
 //! one; a non-2xx answer keeps its status and `Retry-After` whatever its body.
 //!
 //! Vertex AI's endpoint too: its bearer token is read from a file for every
-//! request. Not built yet (the providers issue): rate limits, the circuit
-//! breaker.
+//! request. Rate limits and the circuit are the chain's ([`super::guard`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,7 +28,7 @@ use reqwest::header::HeaderMap;
 use shared::config::{AzureConfig as AzureSettings, EndpointConfig};
 use shared::events::Usage;
 
-use super::{ChatProvider, ChatRequest, Chunk, ProviderError, Speaker};
+use super::{ChatProvider, ChatRequest, Chunk, FailureKind, ProviderError, Speaker};
 
 /// Bytes of an error body kept for the failure reason.
 const ERROR_BODY_LIMIT: usize = 2_048;
@@ -157,19 +156,13 @@ impl OpenAiCompatible {
 
     /// A client for an Azure OpenAI deployment (`api-key` header, `api-version`).
     pub fn azure(settings: &AzureSettings) -> Result<Self, String> {
+        let endpoint = &settings.endpoint;
         let config = AzureConfig::new()
-            .with_api_base(&settings.endpoint)
-            .with_api_key(&settings.api_key)
-            .with_deployment_id(&settings.deployment)
+            .with_api_base(&endpoint.base_url)
+            .with_api_key(&endpoint.api_key)
+            .with_deployment_id(&endpoint.model)
             .with_api_version(&settings.api_version);
-        Self::build(
-            "azure_openai",
-            Arc::new(config),
-            settings.timeout,
-            settings.deployment.clone(),
-            settings.prices,
-            None,
-        )
+        Self::build("azure_openai", Arc::new(config), endpoint.timeout, endpoint.model.clone(), endpoint.prices, None)
     }
 
     fn build(
@@ -285,12 +278,8 @@ impl ChatProvider for OpenAiCompatible {
                                 return Some((Ok(Chunk::Done { usage, by: by.clone() }), State::Done));
                             }
                             None => {
-                                let error = ProviderError {
-                                    provider: name.to_owned(),
-                                    message: "the stream ended without a finish_reason".into(),
-                                    retryable: true,
-                                    retry_after: None,
-                                };
+                                let message = "the stream ended without a finish_reason";
+                                let error = ProviderError::new(name, FailureKind::Fault, message);
                                 return Some((Err(error), State::Done));
                             }
                         },
@@ -302,24 +291,30 @@ impl ChatProvider for OpenAiCompatible {
     }
 }
 
-/// What a failed call means for retries: 408, 429, 5xx, transport errors and
-/// broken streams are worth another attempt; other statuses are not.
+/// What a failed call means: 429 is a rate limit; 408, 5xx, transport
+/// errors and broken streams are faults worth another attempt; other
+/// statuses are rejections, not retried.
 fn classify(name: &'static str, e: &OpenAIError) -> ProviderError {
-    let (message, retryable, retry_after) = match e {
+    let (message, kind, retry_after) = match e {
         OpenAIError::Boxed(inner) => match inner.downcast_ref::<HttpFailure>() {
             Some(failure) => {
-                let status = failure.status.as_u16();
-                (failure.to_string(), status == 408 || status == 429 || status >= 500, failure.retry_after)
+                let kind = match failure.status.as_u16() {
+                    429 => FailureKind::RateLimited,
+                    408 | 500.. => FailureKind::Fault,
+                    _ => FailureKind::Rejected,
+                };
+                (failure.to_string(), kind, failure.retry_after)
             }
-            None => (inner.to_string(), true, None),
+            // The access token could not be read (one being rotated).
+            None => (inner.to_string(), FailureKind::Fault, None),
         },
-        OpenAIError::Reqwest(e) => (format!("request failed: {e}"), true, None),
-        OpenAIError::StreamError(e) => (format!("stream broke: {e}"), true, None),
+        OpenAIError::Reqwest(e) => (format!("request failed: {e}"), FailureKind::Fault, None),
+        OpenAIError::StreamError(e) => (format!("stream broke: {e}"), FailureKind::Fault, None),
         // A 2xx whose chunk did not parse: treated as a broken stream.
-        OpenAIError::JSONDeserialize(e, _) => (format!("unreadable reply: {e}"), true, None),
-        other => (other.to_string(), false, None),
+        OpenAIError::JSONDeserialize(e, _) => (format!("unreadable reply: {e}"), FailureKind::Fault, None),
+        other => (other.to_string(), FailureKind::Rejected, None),
     };
-    ProviderError { provider: name.to_owned(), message, retryable, retry_after }
+    ProviderError { retry_after, ..ProviderError::new(name, kind, message) }
 }
 
 #[cfg(test)]
