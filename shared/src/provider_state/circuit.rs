@@ -153,20 +153,17 @@ pub async fn record(
 
 /// The circuit now.
 pub async fn view(conn: &mut ConnectionManager, keys: &ProviderKeys) -> redis::RedisResult<CircuitView> {
-    let (state, failures, until, last_error, now): (
-        Option<String>,
-        Option<u64>,
-        Option<u64>,
-        Option<String>,
-        (u64, u64),
-    ) = redis::pipe()
-        .hget(keys.circuit_key(), "state")
-        .hget(keys.circuit_key(), "failures")
-        .hget(keys.circuit_key(), "until")
-        .hget(keys.circuit_key(), "last_error")
+    let (fields, now): (Vec<Option<String>>, (u64, u64)) = redis::pipe()
+        .cmd("HMGET")
+        .arg(keys.circuit_key())
+        .arg(&["state", "failures", "until", "last_error"])
         .cmd("TIME")
         .query_async(conn)
         .await?;
+    let field = |i: usize| fields.get(i).cloned().flatten();
+    let (state, last_error) = (field(0), field(3));
+    let (failures, until) =
+        (field(1).and_then(|v| v.parse::<u64>().ok()), field(2).and_then(|v| v.parse::<u64>().ok()));
     let now_ms = now.0 * 1000 + now.1 / 1000;
     let state = state.unwrap_or_else(|| "closed".into());
     let retry_in_ms = (state == "open").then(|| until.unwrap_or(0).saturating_sub(now_ms));
