@@ -204,23 +204,14 @@ pub async fn snapshot(conn: &mut ConnectionManager, keys: &ProviderKeys) -> redi
     for m in 0..RECENT_MINUTES {
         pipe.hgetall(keys.minute_key(minute - m));
     }
-    let (totals, latencies, day, minutes): (
-        HashMap<String, String>,
-        Vec<u64>,
-        HashMap<String, String>,
-        Vec<HashMap<String, u64>>,
-    ) = {
-        let mut values: Vec<redis::Value> = pipe.query_async(conn).await?;
-        let minutes = values.split_off(3.min(values.len()));
-        let mut values = values.into_iter();
-        let mut next = || values.next().unwrap_or(redis::Value::Nil);
-        (
-            redis::from_redis_value(next())?,
-            redis::from_redis_value(next())?,
-            redis::from_redis_value(next())?,
-            minutes.into_iter().map(redis::from_redis_value).collect::<Result<_, _>>()?,
-        )
-    };
+    let mut values: Vec<redis::Value> = pipe.query_async(conn).await?;
+    let minutes: Vec<HashMap<String, u64>> =
+        values.split_off(3.min(values.len())).into_iter().map(redis::from_redis_value).collect::<Result<_, _>>()?;
+    let mut values = values.into_iter();
+    let mut next = || values.next().unwrap_or(redis::Value::Nil);
+    let totals: HashMap<String, String> = redis::from_redis_value(next())?;
+    let latencies: Vec<u64> = redis::from_redis_value(next())?;
+    let day: HashMap<String, String> = redis::from_redis_value(next())?;
     let int =
         |map: &HashMap<String, String>, field: &str| map.get(field).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let float =
