@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use tests::fake_llm::{FakeLlm, Reply};
+use tests::fake_llm::{Auth, FakeLlm, Reply, usage_of};
 use tests::{TestEnv, is};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -45,6 +45,7 @@ async fn opening_turn(env: &TestEnv) -> anyhow::Result<(String, i32, Option<Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_turn_streams_from_an_openai_compatible_endpoint() -> anyhow::Result<()> {
     let fake = FakeLlm::start(REPLY).await?;
+    fake.expect_auth(Auth::Bearer("sk-test-key".into()));
     let env = env_with(&fake).await?;
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
@@ -115,14 +116,16 @@ async fn a_broken_stream_restarts_and_the_client_drops_the_partial_text() -> any
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_400_fails_the_turn_at_once_with_its_status() -> anyhow::Result<()> {
-    let fake = FakeLlm::start(REPLY).await?;
-    fake.then(Reply::Status {
+async fn a_400_fails_the_turn_at_once_with_its_status_and_no_failover() -> anyhow::Result<()> {
+    let primary = FakeLlm::start(REPLY).await?;
+    primary.then(Reply::Status {
         status: 400,
         retry_after: None,
         body: "<html>Bad Request: model not found</html>".into(),
     });
-    let env = env_with(&fake).await?;
+    let fallback = FakeLlm::start(REPLY).await?;
+    let mut env = chain_env(&primary, &fallback).await?;
+    env.set("OPENAI_COMPATIBLE_MAX_RETRIES", "3");
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
     let (_, _, mut ws) = api.candidate_session(5).await?;
@@ -131,7 +134,7 @@ async fn a_400_fails_the_turn_at_once_with_its_status() -> anyhow::Result<()> {
     let reason = failed["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("400") && reason.contains("model not found"), "{reason}");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(fake.received().len(), 1);
+    assert_eq!((primary.received().len(), fallback.received().len()), (1, 0), "no retry, no failover");
     Ok(())
 }
 
@@ -164,6 +167,7 @@ async fn one_turn_with(fake: &FakeLlm, vars: &[(&str, &str)]) -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn azure_openai_calls_the_deployment_with_its_api_key_header() -> anyhow::Result<()> {
     let fake = FakeLlm::start(REPLY).await?;
+    fake.expect_auth(Auth::ApiKey("azure-key".into()));
     let received = one_turn_with(
         &fake,
         &[
@@ -185,11 +189,14 @@ async fn azure_openai_calls_the_deployment_with_its_api_key_header() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn aws_bedrock_sends_its_api_key_as_a_bearer_token() -> anyhow::Result<()> {
     let fake = FakeLlm::start(REPLY).await?;
+    fake.expect_auth(Auth::Bearer("bedrock-api-key".into()));
+    // The regional endpoint's path: https://bedrock-runtime.{region}.amazonaws.com/openai/v1
+    let endpoint = format!("{}/openai/v1", fake.origin);
     let received = one_turn_with(
         &fake,
         &[
             ("AI_PROVIDER", "aws_bedrock"),
-            ("BEDROCK_ENDPOINT", &fake.base_url),
+            ("BEDROCK_ENDPOINT", &endpoint),
             ("AWS_REGION", "us-east-1"),
             ("AWS_BEARER_TOKEN_BEDROCK", "bedrock-api-key"),
             ("BEDROCK_MODEL_ID", "anthropic.claude-sonnet-4"),
@@ -197,7 +204,7 @@ async fn aws_bedrock_sends_its_api_key_as_a_bearer_token() -> anyhow::Result<()>
     )
     .await?;
     assert_eq!(received.len(), 1);
-    assert_eq!(received[0].uri, "/v1/chat/completions");
+    assert_eq!(received[0].uri, "/openai/v1/chat/completions");
     assert_eq!(received[0].authorization.as_deref(), Some("Bearer bedrock-api-key"));
     assert_eq!(received[0].body["model"], "anthropic.claude-sonnet-4");
     Ok(())
@@ -289,8 +296,11 @@ async fn vertex_reads_its_rotating_access_token_for_every_request() -> anyhow::R
     let mut env = TestEnv::new().await?;
     let token_file = std::env::temp_dir().join(format!("{}-vertex-token", env.prefix));
     std::fs::write(&token_file, "ya29.first\n")?;
+    fake.expect_auth(Auth::Bearer("ya29.first".into()));
+    // The regional endpoint's path, on the fake.
+    let endpoint = format!("{}/v1/projects/interviews/locations/us-central1/endpoints/openapi", fake.origin);
     env.set("AI_PROVIDER", "gcp_vertex")
-        .set("VERTEX_AI_ENDPOINT", &fake.base_url)
+        .set("VERTEX_AI_ENDPOINT", &endpoint)
         .set("GCP_PROJECT_ID", "interviews")
         .set("GCP_LOCATION", "us-central1")
         .set("VERTEX_AI_MODEL", "google/gemini-2.0-flash")
@@ -299,13 +309,133 @@ async fn vertex_reads_its_rotating_access_token_for_every_request() -> anyhow::R
     let _worker = env.start_worker().await?;
     let (_, _, mut ws) = api.candidate_session(5).await?;
     ws.until(WAIT, |e| is(e, "turn.completed")).await?;
-    // The token is rotated (as a metadata agent or a sidecar would) between turns.
+    // The token expires and is replaced (as a metadata agent or a sidecar
+    // would) between turns: the old one is refused from now on.
     std::fs::write(&token_file, "ya29.second\n")?;
+    fake.expect_auth(Auth::Bearer("ya29.second".into()));
     ws.send(serde_json::json!({ "type": "answer", "text": "I built queues.", "client_msg_id": "a1" })).await?;
     ws.until(WAIT, |e| is(e, "turn.completed") && e["number"] == 1).await?;
     let _ = std::fs::remove_file(&token_file);
     let tokens: Vec<Option<String>> = fake.received().into_iter().map(|r| r.authorization).collect();
     assert_eq!(tokens, [Some("Bearer ya29.first".to_owned()), Some("Bearer ya29.second".to_owned())]);
-    assert_eq!(fake.received()[0].body["model"], "google/gemini-2.0-flash");
+    let received = fake.received();
+    assert_eq!(received[0].uri, "/v1/projects/interviews/locations/us-central1/endpoints/openapi/chat/completions");
+    assert_eq!(received[0].body["model"], "google/gemini-2.0-flash");
+    let db = env.db().await?;
+    let failed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM turns WHERE status = 'failed' OR attempts > 1").fetch_one(&db).await?;
+    assert_eq!(failed, 0, "no failed turn, no second attempt");
+    Ok(())
+}
+
+/// Answers turn `number` (1 or more) on `ws` and waits for the interviewer's reply.
+async fn answer(ws: &mut tests::Ws, number: i64) -> anyhow::Result<serde_json::Value> {
+    let frame = serde_json::json!({ "type": "answer", "text": format!("Answer {number}."), "client_msg_id": format!("a{number}") });
+    ws.send(frame).await?;
+    ws.until(WAIT, |e| is(e, "turn.completed") && e["number"] == number).await
+}
+
+/// The providers that answered each completed turn, in order.
+async fn answered_by(env: &TestEnv, turns: usize) -> anyhow::Result<Vec<String>> {
+    let db = env.db().await?;
+    tests::eventually(WAIT, || {
+        let db = db.clone();
+        async move {
+            let providers: Vec<String> =
+                sqlx::query_scalar("SELECT provider FROM turns WHERE status = 'completed' ORDER BY number")
+                    .fetch_all(&db)
+                    .await?;
+            Ok((providers.len() == turns).then_some(providers))
+        }
+    })
+    .await
+}
+
+/// The state of `provider`'s circuit, as Redis holds it.
+async fn circuit_state(env: &TestEnv, provider: &str) -> anyhow::Result<String> {
+    let mut redis = env.redis().await?;
+    let state: Option<String> = redis::cmd("HGET")
+        .arg(format!("{}:provider:{provider}:circuit", env.prefix))
+        .arg("state")
+        .query_async(&mut redis)
+        .await?;
+    Ok(state.unwrap_or_else(|| "closed".into()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_primary_opens_its_circuit_and_a_successful_probe_closes_it() -> anyhow::Result<()> {
+    let primary = FakeLlm::start(REPLY).await?;
+    for _ in 0..2 {
+        primary.then(Reply::Status { status: 503, retry_after: None, body: "overloaded".into() });
+    }
+    let fallback = FakeLlm::start(REPLY).await?;
+    let mut env = chain_env(&primary, &fallback).await?;
+    env.set("AI_CIRCUIT_BREAKER_FAILURES", "2").set("AI_CIRCUIT_BREAKER_COOLDOWN_SECONDS", "2");
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let (_, _, mut ws) = api.candidate_session(10).await?;
+    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    answer(&mut ws, 1).await?;
+    // Two faults in a row: open. The next turn does not try the primary.
+    assert_eq!(circuit_state(&env, "openai_compatible").await?, "open");
+    answer(&mut ws, 2).await?;
+    assert_eq!(primary.received().len(), 2, "the open circuit skipped the primary");
+    // After the cool-down one probe goes to the primary, which has recovered.
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    answer(&mut ws, 3).await?;
+    // The outcome is booked just after the reply's last chunk went out.
+    tests::eventually(WAIT, || async {
+        Ok((circuit_state(&env, "openai_compatible").await? == "closed").then_some(()))
+    })
+    .await?;
+    answer(&mut ws, 4).await?;
+    assert_eq!(primary.received().len(), 4, "probe, then traffic as usual");
+    let providers = answered_by(&env, 5).await?;
+    assert_eq!(providers, ["aws_bedrock", "aws_bedrock", "aws_bedrock", "openai_compatible", "openai_compatible"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_cut_mid_event_restarts_on_the_next_provider() -> anyhow::Result<()> {
+    let primary = FakeLlm::start("never sent").await?;
+    primary.then(Reply::TruncatedStream("This reply is cut off in the middle of one of its events, mid-JSON.".into()));
+    let fallback = FakeLlm::start(REPLY).await?;
+    let env = chain_env(&primary, &fallback).await?;
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
+    let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    assert_eq!(completed["message"], REPLY);
+    assert!(ws.seen.iter().any(|e| is(e, "turn.reset")), "{:?}", ws.seen);
+    let (status, _, message, provider, _) = opening_turn(&env).await?;
+    assert_eq!((status.as_str(), provider.as_deref()), ("completed", Some("aws_bedrock")));
+    assert_eq!(message.as_deref(), Some(REPLY));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_and_cost_are_the_fake_s_usage_times_the_configured_prices() -> anyhow::Result<()> {
+    let fake = FakeLlm::start(REPLY).await?;
+    let env = env_with(&fake).await?;
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
+    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    answer(&mut ws, 1).await?;
+    answered_by(&env, 2).await?;
+    let db = env.db().await?;
+    let rows: Vec<(i32, i32, f64)> = sqlx::query_as(
+        "SELECT prompt_tokens, completion_tokens, cost_usd FROM turns WHERE status = 'completed' ORDER BY number",
+    )
+    .fetch_all(&db)
+    .await?;
+    let (prompt, completion) = usage_of(REPLY);
+    // OPENAI_COMPATIBLE_PRICE_INPUT_PER_1K=0.5, _OUTPUT_PER_1K=1.5 (env_with).
+    let expected = (f64::from(prompt) * 0.5 + f64::from(completion) * 1.5) / 1000.0;
+    assert_eq!(rows.len(), 2);
+    for (p, c, cost) in rows {
+        assert_eq!((p as u32, c as u32), (prompt, completion));
+        assert!((cost - expected).abs() < 1e-12, "{cost} != {expected}");
+    }
     Ok(())
 }
