@@ -439,3 +439,85 @@ async fn tokens_and_cost_are_the_fake_s_usage_times_the_configured_prices() -> a
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operators_see_each_provider_s_circuit_headroom_usage_and_cost() -> anyhow::Result<()> {
+    let primary = FakeLlm::start(REPLY).await?;
+    primary.then(Reply::Status { status: 503, retry_after: None, body: "overloaded".into() });
+    let fallback = FakeLlm::start(REPLY).await?;
+    let mut env = chain_env(&primary, &fallback).await?;
+    env.set("OPENAI_COMPATIBLE_RPM", "60")
+        .set("OPENAI_COMPATIBLE_TPM", "100000")
+        .set("BEDROCK_PRICE_INPUT_PER_1K", "3")
+        .set("BEDROCK_PRICE_OUTPUT_PER_1K", "15");
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let (candidate, _, mut ws) = api.candidate_session(5).await?;
+    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    answered_by(&env, 1).await?;
+
+    let admin = api.client();
+    let tokens = admin.login(tests::ADMIN_EMAIL, tests::ADMIN_PASSWORD).await?;
+    let admin = admin.with_token(tokens["access_token"].as_str().unwrap_or_default());
+    let (prompt, completion) = usage_of(REPLY);
+    let cost = (f64::from(prompt) * 3.0 + f64::from(completion) * 15.0) / 1000.0;
+    // The last outcome is booked just after the reply's last chunk went out.
+    let report = tests::eventually(WAIT, || async {
+        let r = admin.get("/admin/providers").await?;
+        anyhow::ensure!(r.status == 200, "{r:?}");
+        Ok((r.body["providers"][1]["requests"]["ok"] == 1).then_some(r.body))
+    })
+    .await?;
+    let (first, second) = (&report["providers"][0], &report["providers"][1]);
+    assert_eq!((first["name"].as_str(), first["position"].as_u64()), (Some("openai_compatible"), Some(0)), "{report}");
+    assert_eq!(first["requests"]["error"], 1);
+    assert_eq!(first["circuit"]["state"], "closed");
+    assert_eq!(first["circuit"]["consecutive_failures"], 1);
+    assert!(first["circuit"]["last_error"].as_str().unwrap_or_default().contains("503"), "{first}");
+    assert_eq!(first["rate_limit"]["requests"], serde_json::json!({ "limit": 60, "used": 1, "remaining": 59 }));
+    assert_eq!(first["rate_limit"]["tokens"]["limit"], 100_000);
+    assert_eq!(first["recent"]["error_rate"], 1.0);
+    assert_eq!((second["name"].as_str(), second["model"].as_str()), (Some("aws_bedrock"), Some("fallback-model")));
+    assert_eq!(second["rate_limit"]["requests"], serde_json::Value::Null, "unlimited");
+    assert_eq!(second["today"]["tokens"], serde_json::json!({ "prompt": prompt, "completion": completion }));
+    assert!((second["today"]["cost_usd"].as_f64().unwrap_or(-1.0) - cost).abs() < 1e-9, "{second}");
+    assert_eq!(second["latency_ms"]["samples"], 1);
+    assert!(second["latency_ms"]["p95"].is_u64(), "{second}");
+    assert_eq!(candidate.get("/admin/providers").await?.status, 403);
+
+    let health = api.client().get("/health").await?.body;
+    let ai = &health["checks"]["ai_provider"];
+    assert_eq!((ai["status"].as_str(), ai["provider"].as_str()), (Some("healthy"), Some("openai_compatible")), "{ai}");
+    assert_eq!(ai["circuits"], serde_json::json!({ "openai_compatible": "closed", "aws_bedrock": "closed" }));
+    assert_eq!(ai["quota_remaining"], 100_000 - first["rate_limit"]["tokens"]["used"].as_u64().unwrap_or(0));
+
+    let metrics = reqwest::get(format!("http://{}/metrics", api.addr)).await?.text().await?;
+    for line in [
+        "ai_request_count{provider=\"openai_compatible\",model=\"fake-model\",status=\"error\"} 1",
+        "ai_request_count{provider=\"aws_bedrock\",model=\"fallback-model\",status=\"ok\"} 1",
+        &format!("ai_token_usage_total{{provider=\"aws_bedrock\",model=\"fallback-model\",type=\"prompt\"}} {prompt}"),
+        "ai_error_count{provider=\"openai_compatible\",model=\"fake-model\"} 1",
+        "ai_request_duration_ms_count{provider=\"aws_bedrock\",model=\"fallback-model\"} 1",
+        "ai_circuit_open{provider=\"openai_compatible\",model=\"fake-model\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_the_rate_limit_would_hold_too_long_goes_to_the_next_provider() -> anyhow::Result<()> {
+    let primary = FakeLlm::start(REPLY).await?;
+    let fallback = FakeLlm::start(REPLY).await?;
+    let mut env = chain_env(&primary, &fallback).await?;
+    // One request per minute on the primary; a call waits at most 200 ms.
+    env.set("OPENAI_COMPATIBLE_RPM", "1").set("AI_RATE_LIMIT_MAX_WAIT_MS", "200");
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
+    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    answer(&mut ws, 1).await?;
+    assert_eq!(answered_by(&env, 2).await?, ["openai_compatible", "aws_bedrock"]);
+    assert_eq!((primary.received().len(), fallback.received().len()), (1, 1), "the limit was not exceeded");
+    Ok(())
+}

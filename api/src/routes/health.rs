@@ -108,14 +108,54 @@ async fn queues_check(state: &AppState) -> (bool, Value) {
     }
 }
 
+/// The chain's circuits: healthy when the primary's is closed, degraded when
+/// only a fallback's is, unhealthy when none is. `response_time_ms` is the
+/// primary's recent median, `quota_remaining` what its rate limit has left
+/// in the window (tokens, else requests).
+async fn ai_provider_check(state: &AppState) -> (bool, Value) {
+    let limit = state.config.api.health_check_timeout;
+    let mut conn = state.redis.clone();
+    let prefix = state.config.redis.key_prefix.clone();
+    let (result, _) = timed(limit, async move { shared::provider_state::report(&mut conn, &prefix).await }).await;
+    let provider = state.config.worker.provider_name;
+    let reports = match result {
+        Ok(reports) if !reports.is_empty() => reports,
+        Ok(_) => {
+            let error = "no worker has registered its provider chain yet";
+            return (true, json!({ "status": "unknown", "provider": provider, "circuits": {}, "error": error }));
+        }
+        Err(e) => return (false, json!({ "status": "unhealthy", "provider": provider, "error": e })),
+    };
+    let closed = |r: &shared::provider_state::Report| r.circuit.state == "closed";
+    let status = match reports.first() {
+        Some(primary) if closed(primary) => "healthy",
+        _ if reports.iter().any(closed) => "degraded",
+        _ => "unhealthy",
+    };
+    let circuits: serde_json::Map<String, Value> =
+        reports.iter().map(|r| (r.name.clone(), Value::from(r.circuit.state.clone()))).collect();
+    let mut out = json!({ "status": status, "provider": reports[0].name, "circuits": circuits });
+    if let Some(ms) = reports[0].stats.latency_ms.p50 {
+        out["response_time_ms"] = ms.into();
+    }
+    let headroom = &reports[0].rate_limit;
+    if let Some(quota) = headroom.tokens.or(headroom.requests) {
+        out["quota_remaining"] = quota.remaining.into();
+    }
+    if status != "healthy" {
+        out["error"] = "the primary provider's circuit is open".into();
+    }
+    (status != "unhealthy", out)
+}
+
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    let ((db_ok, database), (redis_ok, redis), (queues_ok, queues)) =
-        tokio::join!(database_check(&state), redis_check(&state), queues_check(&state));
+    let ((db_ok, database), (redis_ok, redis), (queues_ok, queues), (ai_ok, ai_provider)) =
+        tokio::join!(database_check(&state), redis_check(&state), queues_check(&state), ai_provider_check(&state));
     // The database is the source of truth: without it nothing works. Without
     // Redis or workers, accepted answers wait (stored) but nothing moves.
     let status = if !db_ok {
         "unhealthy"
-    } else if !redis_ok || !queues_ok {
+    } else if !redis_ok || !queues_ok || !ai_ok || ai_provider["status"] == "degraded" {
         "degraded"
     } else {
         "healthy"
@@ -128,12 +168,7 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
         "checks": {
             "database": database,
             "redis": redis,
-            "ai_provider": {
-                // Circuit state and error rates arrive with the providers issue.
-                "status": "healthy",
-                "provider": state.config.worker.provider_name,
-                "circuits": {},
-            },
+            "ai_provider": ai_provider,
             "queues": queues,
             "websocket": { "status": "healthy", "active_connections": state.ws_active.load(Ordering::Relaxed) },
         }

@@ -1,9 +1,11 @@
 //! The router: every resource's routes under `API_PREFIX`, with request ids,
 //! access logs, body limits and CORS.
 
+pub mod admin;
 pub mod auth;
 pub mod health;
 pub mod interviews;
+pub mod metrics;
 pub mod sessions;
 
 use std::time::Instant;
@@ -29,12 +31,14 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(health::router())
+        .merge(admin::router())
         .merge(auth::router())
         .merge(interviews::router())
         .merge(sessions::router())
         .merge(crate::ws::router());
     Router::new()
         .nest(&state.config.api.prefix, api)
+        .route("/metrics", axum::routing::get(metrics::metrics))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(state.config.api.max_body_bytes))
         .layer(cors(&state.config.api.cors_allowed_origins))

@@ -134,6 +134,18 @@ pub struct ApiConfig {
     pub health_check_timeout: Duration,
     /// `SESSION_TIMEOUT_MINUTES`: idle time after which a session expires.
     pub session_timeout: Duration,
+    /// `METRICS_TOKEN`: when set, `/metrics` wants it as a bearer token.
+    pub metrics_token: Option<Secret>,
+}
+
+/// A value kept out of logs and debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// Token signing.
@@ -344,6 +356,7 @@ impl Config {
             ws_max_message_bytes: v.ranged("WS_MESSAGE_MAX_SIZE", 1_048_576, 256, 64 * 1_048_576),
             health_check_timeout: v.millis("HEALTH_CHECK_TIMEOUT_MS", 2_000, 10, 60_000),
             session_timeout: Duration::from_secs(60 * v.ranged("SESSION_TIMEOUT_MINUTES", 60, 1, 100_000)),
+            metrics_token: v.get("METRICS_TOKEN").filter(|t| !t.is_empty()).map(|t| Secret(t.to_owned())),
         };
         let worker = WorkerConfig {
             turn_concurrency: v.ranged("TURN_WORKER_CONCURRENCY", 64, 1, 10_000),

@@ -29,3 +29,70 @@ impl ProviderKeys {
 /// Milliseconds since the epoch by Redis's clock, from `TIME`.
 pub(crate) const LUA_NOW_MS: &str =
     "local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
+
+/// A provider's rate-limit headroom in the current window.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Headroom {
+    /// The window, in seconds.
+    pub window_seconds: u64,
+    /// Requests: limit, used, remaining; none when unlimited.
+    pub requests: Option<Allowance>,
+    /// Tokens: limit, used, remaining; none when unlimited.
+    pub tokens: Option<Allowance>,
+}
+
+/// One limit and its use.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Allowance {
+    /// Per window.
+    pub limit: u64,
+    /// In the window now.
+    pub used: u64,
+    /// What is left.
+    pub remaining: u64,
+}
+
+/// Everything the fleet knows about one provider of the chain.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// Provider name.
+    pub name: String,
+    /// 0 for the primary, then the fallbacks.
+    pub position: usize,
+    /// Model.
+    pub model: String,
+    /// Its circuit.
+    pub circuit: circuit::CircuitView,
+    /// Its rate limit now.
+    pub rate_limit: Headroom,
+    /// Its statistics.
+    #[serde(flatten)]
+    pub stats: stats::Snapshot,
+}
+
+/// The registered chain, each provider with its circuit, headroom and
+/// statistics; empty before a worker has registered one.
+pub async fn report(conn: &mut redis::aio::ConnectionManager, prefix: &str) -> redis::RedisResult<Vec<Report>> {
+    let mut reports = Vec::new();
+    for provider in registry::chain(conn, prefix).await? {
+        let keys = ProviderKeys::new(prefix, &provider.name);
+        let budget = provider.budget();
+        let used = rate_limit::usage(conn, &keys, budget.window).await?;
+        let allowance = |limit: Option<u32>, used: u64| {
+            limit.map(|l| Allowance { limit: u64::from(l), used, remaining: u64::from(l).saturating_sub(used) })
+        };
+        reports.push(Report {
+            circuit: circuit::view(conn, &keys).await?,
+            rate_limit: Headroom {
+                window_seconds: budget.window.as_secs(),
+                requests: allowance(budget.requests, used.requests),
+                tokens: allowance(budget.tokens, used.tokens),
+            },
+            stats: stats::snapshot(conn, &keys).await?,
+            name: provider.name,
+            position: provider.position,
+            model: provider.model,
+        });
+    }
+    Ok(reports)
+}

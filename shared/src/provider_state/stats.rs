@@ -2,7 +2,7 @@
 //! Prometheus series `ai_*`), per-minute counts (the recent error rate),
 //! the last latencies (p50 / p95) and today's tokens and cost (UTC day).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -121,7 +121,7 @@ pub async fn record_limiter_hold(conn: &mut ConnectionManager, keys: &ProviderKe
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {
     /// Requests by outcome (`ok`, `rate_limited`, `error`), since the key began.
-    pub requests: HashMap<String, u64>,
+    pub requests: BTreeMap<String, u64>,
     /// 429s from the provider and holds by our limiter.
     pub rate_limited: RateLimited,
     /// Prompt and completion tokens, since the key began.
