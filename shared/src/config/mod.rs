@@ -741,6 +741,43 @@ mod tests {
     }
 
     #[test]
+    fn rate_limits_and_the_circuit_are_read_and_bad_values_are_named() {
+        let base = [
+            ("DATABASE_URL", "postgres://x/y"),
+            ("AI_PROVIDER", "aws_bedrock"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_BEARER_TOKEN_BEDROCK", "k"),
+            ("BEDROCK_MODEL_ID", "m"),
+        ];
+        let c = load(
+            &[&base[..], &[("BEDROCK_RPM", "120"), ("AI_RATE_LIMIT_WINDOW_SECONDS", "10")]].concat(),
+            Component::Worker,
+        )
+        .expect("valid");
+        match c.worker.providers.as_deref() {
+            Some([ProviderKind::AwsBedrock(e)]) => assert_eq!((e.rpm, e.tpm), (Some(120), None)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.worker.policy.rate_window, Duration::from_secs(10));
+        assert_eq!((c.worker.policy.circuit_failures, c.worker.policy.circuit_cooldown), (5, Duration::from_secs(30)));
+        let bad = [
+            ("BEDROCK_RPM", "lots"),
+            ("BEDROCK_TPM", "0"),
+            ("AI_RATE_LIMIT_WINDOW_SECONDS", "3600"),
+            ("AI_CIRCUIT_BREAKER_FAILURES", "-1"),
+        ];
+        let text = load(&[&base[..], &bad[..]].concat(), Component::Worker).expect_err("bad values").to_string();
+        for name in [
+            "BEDROCK_RPM: cannot parse",
+            "BEDROCK_TPM: must be between 1",
+            "AI_RATE_LIMIT_WINDOW_SECONDS: must be between 1 and 60",
+            "AI_CIRCUIT_BREAKER_FAILURES: cannot parse",
+        ] {
+            assert!(text.contains(name), "{name} in {text}");
+        }
+    }
+
+    #[test]
     fn the_seed_database_url_is_accepted() {
         let c = load(
             &[("DATABASE_URL", "postgresql+asyncpg://u:p@db:5432/ai"), ("JWT_SECRET_KEY", SECRET)],
