@@ -20,7 +20,7 @@ use async_openai::middleware::HttpRequestFactory;
 use async_openai::types::chat::{
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
     ChatCompletionRequestUserMessage, ChatCompletionResponseStream, ChatCompletionStreamOptions,
-    CreateChatCompletionRequest,
+    CreateChatCompletionRequest, ResponseFormat,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -28,7 +28,7 @@ use reqwest::header::HeaderMap;
 use shared::config::{AzureConfig as AzureSettings, EndpointConfig};
 use shared::events::Usage;
 
-use super::{ChatProvider, ChatRequest, Chunk, FailureKind, ProviderError, Speaker};
+use super::{ChatProvider, ChatRequest, Chunk, FailureKind, ProviderError, Purpose, Speaker};
 
 /// Bytes of an error body kept for the failure reason.
 const ERROR_BODY_LIMIT: usize = 2_048;
@@ -208,6 +208,9 @@ impl OpenAiCompatible {
             messages,
             stream: Some(true),
             stream_options: Some(ChatCompletionStreamOptions { include_usage: Some(true), include_obfuscation: None }),
+            // A scorecard is asked for as a JSON object (still validated: not
+            // every endpoint honours it).
+            response_format: (request.purpose == Purpose::Evaluation).then_some(ResponseFormat::JsonObject),
             ..Default::default()
         }
     }
