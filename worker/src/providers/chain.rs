@@ -96,8 +96,10 @@ async fn run(links: Arc<[Link]>, backoff: JobsConfig, request: ChatRequest, tx: 
                 let wait = crate::retry::delay(&backoff, retries, failure.retry_after);
                 if wait <= backoff.backoff_max {
                     tracing::warn!(provider = %failure.provider, error = %failure.message, retry = retries, wait_ms = wait.as_millis() as u64, "provider failed; retrying it");
-                    tokio::time::sleep(wait).await;
-                    continue;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => continue,
+                        () = tx.closed() => return,
+                    }
                 }
             }
             break failure;
@@ -126,7 +128,11 @@ async fn run(links: Arc<[Link]>, backoff: JobsConfig, request: ChatRequest, tx: 
 async fn call(link: &Link, request: &ChatRequest, tx: &Sender, sent_text: &mut bool) -> Result<(), ProviderError> {
     let guard = &link.guard;
     guard.admit().await?;
-    let slot = guard.acquire(request).await?;
+    // Nobody listening any more (the job was handed back): no request, no slot.
+    let slot = tokio::select! {
+        slot = guard.acquire(request) => slot?,
+        () = tx.closed() => return Ok(()),
+    };
     let start = Instant::now();
     let mut stream = link.provider.stream(request.clone());
     let mut first = true;
