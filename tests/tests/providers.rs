@@ -241,10 +241,11 @@ async fn a_failing_provider_fails_over_to_the_next_in_the_same_attempt() -> anyh
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_stream_that_breaks_restarts_on_the_next_provider_after_a_reset() -> anyhow::Result<()> {
+/// The primary's stream fails with `broken` after some text: the client
+/// gets `turn.reset`, then the fallback's whole reply, which is stored.
+async fn restarts_on_the_next_provider(broken: Reply) -> anyhow::Result<()> {
     let primary = FakeLlm::start("never sent").await?;
-    primary.then(Reply::BrokenStream("This reply from the primary provider breaks off halfway through.".into()));
+    primary.then(broken);
     let fallback = FakeLlm::start(REPLY).await?;
     let env = chain_env(&primary, &fallback).await?;
     let api = env.start_api().await?;
@@ -265,6 +266,18 @@ async fn a_stream_that_breaks_restarts_on_the_next_provider_after_a_reset() -> a
     assert_eq!((status.as_str(), attempts, provider.as_deref()), ("completed", 1, Some("aws_bedrock")));
     assert_eq!(message.as_deref(), Some(REPLY));
     Ok(())
+}
+
+const PRIMARY_TEXT: &str = "This reply from the primary provider breaks off halfway through, in a sentence or two.";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_that_ends_without_finishing_restarts_on_the_next_provider_after_a_reset() -> anyhow::Result<()> {
+    restarts_on_the_next_provider(Reply::BrokenStream(PRIMARY_TEXT.into())).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_cut_mid_event_restarts_on_the_next_provider_after_a_reset() -> anyhow::Result<()> {
+    restarts_on_the_next_provider(Reply::TruncatedStream(PRIMARY_TEXT.into())).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -392,24 +405,6 @@ async fn a_failing_primary_opens_its_circuit_and_a_successful_probe_closes_it() 
     assert_eq!(primary.received().len(), 4, "probe, then traffic as usual");
     let providers = answered_by(&env, 5).await?;
     assert_eq!(providers, ["aws_bedrock", "aws_bedrock", "aws_bedrock", "openai_compatible", "openai_compatible"]);
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_stream_cut_mid_event_restarts_on_the_next_provider() -> anyhow::Result<()> {
-    let primary = FakeLlm::start("never sent").await?;
-    primary.then(Reply::TruncatedStream("This reply is cut off in the middle of one of its events, mid-JSON.".into()));
-    let fallback = FakeLlm::start(REPLY).await?;
-    let env = chain_env(&primary, &fallback).await?;
-    let api = env.start_api().await?;
-    let _worker = env.start_worker().await?;
-    let (_, _, mut ws) = api.candidate_session(5).await?;
-    let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
-    assert_eq!(completed["message"], REPLY);
-    assert!(ws.seen.iter().any(|e| is(e, "turn.reset")), "{:?}", ws.seen);
-    let (status, _, message, provider, _) = opening_turn(&env).await?;
-    assert_eq!((status.as_str(), provider.as_deref()), ("completed", Some("aws_bedrock")));
-    assert_eq!(message.as_deref(), Some(REPLY));
     Ok(())
 }
 
