@@ -1,19 +1,103 @@
-//! The scheduler. Not built yet: the cron table, the exactly-once tick lock,
-//! catch-up and the batches are the scheduler issue's work. Today it starts,
-//! checks its connections, logs, and waits for SIGTERM, so deployments and
-//! `scripts/run` already run it in its final place.
+//! The scheduler: the cron table of SPEC §8 turned into batch jobs.
+//!
+//! Every replica evaluates every enabled batch's schedule in
+//! `SCHEDULER_TIMEZONE` and, at each tick, records the run in `batch_runs`
+//! and enqueues it. The row's unique `(batch, scheduled_for)` is the lock:
+//! whichever replica inserts it first enqueues the run, the others find it
+//! taken. PostgreSQL, not Redis, holds it, so a Redis flush cannot make a
+//! tick run twice; a run whose push was lost is re-enqueued by the workers'
+//! reconciler. At start-up the last tick of each batch, if it is at most
+//! `SCHEDULER_CATCH_UP_HOURS` old and has no run, is caught up once.
+
+use std::time::Duration;
 
 use anyhow::Context;
-use shared::config::Config;
+use chrono::{DateTime, Utc};
+use shared::config::{BatchSchedule, Config};
+use shared::domain::BatchTrigger;
+use shared::flow::Core;
+use shared::queue::Queues;
+use shared::stream::EventBus;
 
-/// Connects to PostgreSQL and Redis, then waits for `shutdown`.
+/// The most ticks of one batch fired in one pass (a process that slept
+/// through many per-second ticks does not flood the queue).
+const MAX_TICKS_PER_PASS: usize = 100;
+
+/// The database, events and queues, from `config`.
+pub async fn core(config: &Config) -> anyhow::Result<Core> {
+    let db = shared::db::pool(&config.database).context("DATABASE_URL")?;
+    if config.database.run_migrations {
+        shared::db::migrate(&db).await.context("applying migrations")?;
+    }
+    let redis = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
+    let prefix = &config.redis.key_prefix;
+    Ok(Core { db, bus: EventBus::new(redis.clone(), prefix.clone()), queues: Queues::new(redis, prefix) })
+}
+
+/// Runs the cron table until `shutdown`.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-    let pool = shared::db::pool(&config.database).context("DATABASE_URL")?;
-    sqlx::query("SELECT 1").execute(&pool).await.context("connecting to PostgreSQL (DATABASE_URL)")?;
-    let mut redis = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
-    redis::cmd("PING").query_async::<()>(&mut redis).await.context("connecting to Redis (REDIS_URL)")?;
-    tracing::warn!("scheduler started; no batches are scheduled yet (the cron table is not built)");
-    shutdown.await;
+    let core = core(&config).await?;
+    sqlx::query("SELECT 1").execute(&core.db).await.context("connecting to PostgreSQL (DATABASE_URL)")?;
+    let enabled: Vec<&BatchSchedule> = config.scheduler.batches.iter().filter(|b| b.enabled).collect();
+    let tz = config.scheduler.timezone;
+    for b in &enabled {
+        tracing::info!(batch = %b.batch, schedule = %b.schedule.expression, timezone = tz.name(), "scheduled");
+    }
+    catch_up(&core, &config, &enabled, Utc::now()).await;
+    // The next tick of each batch.
+    let start = Utc::now();
+    let mut next: Vec<Option<DateTime<Utc>>> = enabled.iter().map(|b| b.schedule.next_after(start, tz)).collect();
+    tokio::pin!(shutdown);
+    loop {
+        let Some(soonest) = next.iter().flatten().min().copied() else {
+            tracing::warn!("no batch is enabled; the scheduler idles");
+            shutdown.as_mut().await;
+            break;
+        };
+        let wait = (soonest - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.as_mut() => break,
+        }
+        let now = Utc::now();
+        for (b, tick) in enabled.iter().zip(next.iter_mut()) {
+            let mut fired = 0;
+            while let Some(t) = *tick
+                && t <= now
+                && fired < MAX_TICKS_PER_PASS
+            {
+                fire(&core, b, t, BatchTrigger::Schedule).await;
+                fired += 1;
+                *tick = b.schedule.next_after(t, tz);
+            }
+            if fired == MAX_TICKS_PER_PASS {
+                // Far behind: go on from now (the skipped ticks are not caught up).
+                *tick = b.schedule.next_after(now, tz);
+            }
+        }
+    }
     tracing::info!("scheduler stopped");
     Ok(())
+}
+
+/// The last tick of each batch, if recent enough and without its run.
+async fn catch_up(core: &Core, config: &Config, enabled: &[&BatchSchedule], now: DateTime<Utc>) {
+    let window = chrono::Duration::from_std(config.scheduler.catch_up_window).unwrap_or_default();
+    for b in enabled {
+        let Some(last) = b.schedule.last_until(now, config.scheduler.timezone) else { continue };
+        if now - last <= window {
+            fire(core, b, last, BatchTrigger::CatchUp).await;
+        }
+    }
+}
+
+async fn fire(core: &Core, b: &BatchSchedule, tick: DateTime<Utc>, trigger: BatchTrigger) {
+    match core.enqueue_tick(b.batch, tick, trigger).await {
+        Ok(Some(run_id)) => {
+            tracing::info!(batch = %b.batch, tick = %tick, run_id = %run_id, trigger = trigger.as_str(), "batch enqueued")
+        }
+        Ok(None) => tracing::debug!(batch = %b.batch, tick = %tick, "tick already taken"),
+        // The tick is lost for this replica; another may take it.
+        Err(e) => tracing::error!(batch = %b.batch, tick = %tick, error = %e, "tick not recorded"),
+    }
 }

@@ -119,6 +119,69 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// The scheduled batches of SPEC §8.
+    Batch {
+        /// Sessions idle past `SESSION_TIMEOUT_MINUTES` become `expired`; their evaluation is enqueued.
+        ExpiredSessionsCleanup = "expired_sessions_cleanup",
+        /// Expired and long-revoked refresh tokens are deleted.
+        TokenCleanup = "token_cleanup",
+        /// A day's aggregates (`--date`, default yesterday).
+        AnalyticsAggregation = "analytics_aggregation",
+        /// The newest backup is present, fresh, non-empty and readable.
+        BackupVerification = "backup_verification",
+        /// Days until each configured host's TLS certificate expires.
+        CertificateCheck = "certificate_check",
+        /// The previous month from the daily aggregates.
+        MonthlyReport = "monthly_report",
+    }
+);
+
+impl Batch {
+    /// The seed's schedule (standard 5-field cron, in `SCHEDULER_TIMEZONE`).
+    pub fn default_cron(self) -> &'static str {
+        match self {
+            Batch::ExpiredSessionsCleanup => "0 * * * *",
+            Batch::TokenCleanup => "0 2 * * *",
+            Batch::AnalyticsAggregation => "0 3 * * *",
+            Batch::BackupVerification => "0 4 * * *",
+            Batch::CertificateCheck => "0 6 * * 1",
+            Batch::MonthlyReport => "0 8 1 * *",
+        }
+    }
+
+    /// The `<NAME>` of `BATCH_<NAME>_CRON` and `BATCH_<NAME>_ENABLED`.
+    pub fn env_name(self) -> String {
+        self.as_str().to_ascii_uppercase()
+    }
+}
+
+text_enum!(
+    /// A batch run's life cycle.
+    BatchStatus {
+        /// Recorded and enqueued.
+        Queued = "queued",
+        /// A worker runs it.
+        Running = "running",
+        /// Done.
+        Succeeded = "succeeded",
+        /// Gave up after the queue's retry policy.
+        Failed = "failed",
+    }
+);
+
+text_enum!(
+    /// Why a batch ran.
+    BatchTrigger {
+        /// Its cron tick.
+        Schedule = "schedule",
+        /// A tick missed while no scheduler ran, at start-up.
+        CatchUp = "catch_up",
+        /// By hand: the CLI or the admin API.
+        Manual = "manual",
+    }
+);
+
 /// An email address, trimmed; compared case-insensitively by the database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]

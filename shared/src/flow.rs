@@ -198,6 +198,37 @@ impl Core {
         }
     }
 
+    /// Records a run of `batch` by hand and enqueues it; returns its id.
+    pub async fn enqueue_batch_run(
+        &self,
+        batch: crate::domain::Batch,
+        params: &crate::schedule::BatchParams,
+        request_id: &str,
+    ) -> Result<crate::ids::BatchRunId, DbError> {
+        let job_id = new_job_id();
+        let run_id = db::batch_runs::insert_manual(&self.db, batch, &params.to_json(), Some(&job_id)).await?;
+        self.push_batch(&job_id, BatchJob::Run { run_id, request_id: request_id.to_owned() }).await;
+        Ok(run_id)
+    }
+
+    /// Records the run of `batch` for the cron tick `tick` and enqueues it,
+    /// unless that tick has its run already (another replica, or an earlier
+    /// start); returns the new run's id.
+    pub async fn enqueue_tick(
+        &self,
+        batch: crate::domain::Batch,
+        tick: chrono::DateTime<Utc>,
+        trigger: crate::domain::BatchTrigger,
+    ) -> Result<Option<crate::ids::BatchRunId>, DbError> {
+        let job_id = new_job_id();
+        let Some(run_id) = db::batch_runs::insert_tick(&self.db, batch, tick, trigger, &job_id).await? else {
+            return Ok(None);
+        };
+        let request_id = format!("tick-{batch}-{}", tick.timestamp());
+        self.push_batch(&job_id, BatchJob::Run { run_id, request_id }).await;
+        Ok(Some(run_id))
+    }
+
     /// Pushes batch work; a failure is left to the reconciler.
     pub async fn push_batch(&self, job_id: &str, job: BatchJob) {
         if let Err(e) = self.queues.push_batch(job_id, job, None).await {

@@ -57,3 +57,7 @@ typed_id!(
     /// A refresh-token family (one login and its rotations).
     TokenFamilyId
 );
+typed_id!(
+    /// One run of a batch.
+    BatchRunId
+);

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{SessionId, TurnId};
+use crate::ids::{BatchRunId, SessionId, TurnId};
 
 /// The two queues. Separate worker pools serve them, so batch work never
 /// starves interview turns.
@@ -71,6 +71,13 @@ pub enum BatchJob {
         /// The session.
         session_id: SessionId,
         /// The request that ended it.
+        request_id: String,
+    },
+    /// Run a recorded batch run (`batch_runs`).
+    Run {
+        /// The run.
+        run_id: BatchRunId,
+        /// The request (or scheduler tick) that asked for it.
         request_id: String,
     },
 }

@@ -1,6 +1,7 @@
 //! What the api, the worker and the scheduler share: configuration, domain
 //! types, database access, job payloads, events and telemetry.
 
+pub mod alerts;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -11,6 +12,7 @@ pub mod jobs;
 pub mod provider_state;
 pub mod queue;
 pub mod redis_conn;
+pub mod schedule;
 pub mod stream;
 pub mod telemetry;
 

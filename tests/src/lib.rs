@@ -3,6 +3,7 @@
 //! processes when a test kills or signals them), and leaves nothing behind.
 
 pub mod fake_llm;
+pub mod receiver;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -136,6 +137,49 @@ impl TestEnv {
         }
         command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::inherit());
         command.spawn().with_context(|| format!("starting {}", path.display()))
+    }
+
+    /// A component binary as a command with this test's variables, to run
+    /// to completion (the CLIs).
+    pub fn command(&self, binary: &str) -> anyhow::Result<tokio::process::Command> {
+        let mut command = tokio::process::Command::new(binary_path(binary)?);
+        command.env_clear().envs(&self.vars).kill_on_drop(true);
+        Ok(command)
+    }
+
+    /// What the batches work with, on this test's database and Redis (the
+    /// database migrated).
+    pub async fn batch_context(&self) -> anyhow::Result<worker::batches::Context> {
+        let config = self.config(Component::Worker)?;
+        let db = shared::db::pool(&config.database)?;
+        shared::db::migrate(&db).await?;
+        let redis = self.redis().await?;
+        let prefix = config.redis.key_prefix.clone();
+        let alerter = shared::alerts::Alerter::new(
+            config.alerts.clone(),
+            redis.clone(),
+            &prefix,
+            &config.app.environment,
+            config.scheduler.timezone,
+        );
+        let core = shared::flow::Core {
+            db,
+            bus: shared::stream::EventBus::new(redis.clone(), prefix.clone()),
+            queues: shared::queue::Queues::new(redis, &prefix),
+        };
+        Ok(worker::batches::Context { core, config: std::sync::Arc::new(config), alerter })
+    }
+
+    /// Runs `batch` here and now with `params` (as `scheduler batch run`
+    /// does) and returns the finished run.
+    pub async fn run_batch(
+        &self,
+        batch: shared::domain::Batch,
+        params: serde_json::Value,
+    ) -> anyhow::Result<shared::db::batch_runs::BatchRun> {
+        let ctx = self.batch_context().await?;
+        let id = shared::db::batch_runs::insert_manual(&ctx.core.db, batch, &params, None).await?;
+        Ok(worker::jobs::batch_run::run_here(&ctx, id).await?)
     }
 
     /// A direct connection to this test's database.

@@ -8,6 +8,7 @@
 //! back and pushes a new, delayed job; after `JOB_MAX_ATTEMPTS` the job is
 //! aborted into apalis's dead set and the client gets `turn.failed`.
 
+pub mod batches;
 pub mod jobs;
 pub mod prompt;
 pub mod providers;
@@ -48,6 +49,15 @@ pub struct Deps {
     /// Cancelled shortly before the shutdown deadline: handlers still running
     /// hand their job back to the queue instead of being cut off.
     pub hand_back: CancellationToken,
+    /// The alert sender.
+    pub alerter: shared::alerts::Alerter,
+}
+
+impl Deps {
+    /// What the batches work with.
+    pub fn batch_context(&self) -> batches::Context {
+        batches::Context { core: self.core.clone(), config: self.config.clone(), alerter: self.alerter.clone() }
+    }
 }
 
 /// A unique name for this process: restarts never collide with a name whose
@@ -74,7 +84,15 @@ pub async fn deps_with_provider(config: Config, provider: Arc<dyn ChatProvider>)
     }
     let redis = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
     let prefix = config.redis.key_prefix.clone();
+    let alerter = shared::alerts::Alerter::new(
+        config.alerts.clone(),
+        redis.clone(),
+        &prefix,
+        &config.app.environment,
+        config.scheduler.timezone,
+    );
     Ok(Arc::new(Deps {
+        alerter,
         core: Core { db: pool, bus: EventBus::new(redis.clone(), prefix.clone()), queues: Queues::new(redis, &prefix) },
         provider,
         config: Arc::new(config),

@@ -1,7 +1,7 @@
 //! PostgreSQL is the source of truth; Redis may lose jobs (a flush, a push
 //! that failed after the commit, a worker that died holding one). Every
-//! `RECONCILE_INTERVAL_SECONDS` this re-enqueues turns and evaluations left
-//! unattended: `queued` / `pending` longer than `RECONCILE_QUEUED_AFTER_SECONDS`
+//! `RECONCILE_INTERVAL_SECONDS` this re-enqueues turns, evaluations and batch
+//! runs left unattended: `queued` / `pending` longer than `RECONCILE_QUEUED_AFTER_SECONDS`
 //! whose job Redis no longer holds, and `running` under an expired lease.
 //! Safe to run in every worker: rows are claimed with `SKIP LOCKED`, and
 //! handlers are idempotent.
@@ -27,13 +27,14 @@ pub async fn run(deps: Arc<Deps>, stop: CancellationToken) {
         }
         match pass(&deps).await {
             Ok((0, 0)) => {}
-            Ok((turns, evaluations)) => tracing::warn!(turns, evaluations, "re-enqueued lost work"),
+            Ok((turns, batch_jobs)) => tracing::warn!(turns, batch_jobs, "re-enqueued lost work"),
             Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
         }
     }
 }
 
-/// One pass; returns how many turns and evaluations were re-enqueued.
+/// One pass; returns how many turns, and how many evaluations and batch
+/// runs, were re-enqueued.
 pub async fn pass(deps: &Deps) -> anyhow::Result<(usize, usize)> {
     let core = &deps.core;
     let after = deps.config.jobs.requeue_after;
@@ -69,6 +70,20 @@ pub async fn pass(deps: &Deps) -> anyhow::Result<(usize, usize)> {
         core.queues
             .push_batch(&job_id, BatchJob::Evaluation { session_id: evaluation.session_id, request_id }, None)
             .await?;
+        evaluations += 1;
+    }
+    for run in db::batch_runs::unattended(&core.db, after, PAGE).await? {
+        let lost = match &run.job_id {
+            Some(job) if !run.lease_expired => !core.queues.holds(QueueName::Batch, job).await?,
+            _ => true,
+        };
+        if !lost {
+            continue;
+        }
+        let job_id = new_job_id();
+        db::batch_runs::set_job(&core.db, run.id, &job_id).await?;
+        let job = BatchJob::Run { run_id: run.id, request_id: shared::new_request_id() };
+        core.queues.push_batch(&job_id, job, None).await?;
         evaluations += 1;
     }
     Ok((turns, evaluations))

@@ -1,5 +1,6 @@
 //! `GET /metrics` in the Prometheus text format: the `ai_*` series of every
-//! provider of the chain, fleet-wide (the workers keep them in Redis).
+//! provider of the chain, fleet-wide (the workers keep them in Redis), and
+//! `interview_completion_rate` from the daily aggregates.
 //! With `METRICS_TOKEN` set, the scraper sends it as a bearer token.
 //! The API, WebSocket, database and queue series come with the operator
 //! surface (issue 5) and are not exported yet.
@@ -25,7 +26,20 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
     let reports = shared::provider_state::report(&mut conn, &state.config.redis.key_prefix)
         .await
         .map_err(|e| ApiError::unavailable(format!("Redis: {e}")))?;
-    let body = render(&reports);
+    let mut body = render(&reports);
+    // The latest day analytics_aggregation computed.
+    let rate: Option<f64> = sqlx::query_scalar(
+        "SELECT completion_rate FROM daily_analytics WHERE completion_rate IS NOT NULL ORDER BY day DESC LIMIT 1",
+    )
+    .fetch_optional(&state.db)
+    .await
+    .map_err(|e| ApiError::unavailable(format!("database: {e}")))?;
+    if let Some(rate) = rate {
+        let _ = writeln!(
+            body,
+            "# HELP interview_completion_rate Sessions completed / started, the last aggregated day.\n# TYPE interview_completion_rate gauge\ninterview_completion_rate {rate}"
+        );
+    }
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
 }
 

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 pub use vars::{ConfigError, Vars};
 
+use crate::domain::Batch;
+use crate::schedule::CronSchedule;
+
 /// Which binary is loading the configuration: some variables are required
 /// only by the part that uses them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +53,73 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// `BOOTSTRAP_ADMIN_*`.
     pub bootstrap_admin: Option<BootstrapAdmin>,
+    /// The cron table.
+    pub scheduler: SchedulerConfig,
+    /// What the batches check.
+    pub batches: BatchSettings,
+    /// Where alerts go.
+    pub alerts: AlertConfig,
+}
+
+/// The cron table of SPEC §8.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// `SCHEDULER_TIMEZONE` (default Asia/Tokyo: the seed's times are JST).
+    pub timezone: chrono_tz::Tz,
+    /// `SCHEDULER_CATCH_UP_HOURS`: a tick missed while no scheduler ran is
+    /// caught up at start-up when it is at most this old.
+    pub catch_up_window: Duration,
+    /// Every batch, in [`Batch::ALL`] order.
+    pub batches: Vec<BatchSchedule>,
+}
+
+/// One batch's schedule.
+#[derive(Debug, Clone)]
+pub struct BatchSchedule {
+    /// The batch.
+    pub batch: Batch,
+    /// `BATCH_<NAME>_CRON` (default: the seed's).
+    pub schedule: CronSchedule,
+    /// `BATCH_<NAME>_ENABLED` (default true).
+    pub enabled: bool,
+}
+
+/// What the batches work with.
+#[derive(Debug, Clone)]
+pub struct BatchSettings {
+    /// `TOKEN_CLEANUP_REVOKED_DAYS`: revoked refresh tokens are kept this
+    /// long (reuse of one revokes its family), then deleted.
+    pub revoked_token_retention: Duration,
+    /// `BACKUP_DIR`: where the database backups are; unset, the check alerts.
+    pub backup_dir: Option<std::path::PathBuf>,
+    /// `BACKUP_PATTERN`: the backups' file names (`*` and `?` wildcards).
+    pub backup_pattern: String,
+    /// `BACKUP_MAX_AGE_HOURS`: the newest backup must be younger.
+    pub backup_max_age: Duration,
+    /// `CERT_CHECK_HOSTS`: `host:port` (port 443 when left out), comma-separated.
+    pub cert_hosts: Vec<(String, u16)>,
+}
+
+/// Alert channels.
+#[derive(Clone)]
+pub struct AlertConfig {
+    /// `SLACK_WEBHOOK_URL`.
+    pub slack_webhook: Option<String>,
+    /// `TEAMS_WEBHOOK_URL`.
+    pub teams_webhook: Option<String>,
+    /// `ALERT_DEDUP_MINUTES`: one alert per condition within this window.
+    pub dedup_window: Duration,
+}
+
+impl std::fmt::Debug for AlertConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Webhook URLs are credentials.
+        f.debug_struct("AlertConfig")
+            .field("slack_webhook", &self.slack_webhook.as_ref().map(|_| "<redacted>"))
+            .field("teams_webhook", &self.teams_webhook.as_ref().map(|_| "<redacted>"))
+            .field("dedup_window", &self.dedup_window)
+            .finish()
+    }
 }
 
 /// Application identity and logging.
@@ -392,8 +462,34 @@ impl Config {
                 None
             }
         };
+        let scheduler = SchedulerConfig {
+            timezone: {
+                let name = v.string("SCHEDULER_TIMEZONE", "Asia/Tokyo");
+                name.parse().unwrap_or_else(|_| {
+                    v.problem(
+                        "SCHEDULER_TIMEZONE",
+                        format!("{name:?} is not an IANA time zone (e.g. Asia/Tokyo, UTC)"),
+                    );
+                    chrono_tz::Asia::Tokyo
+                })
+            },
+            catch_up_window: Duration::from_secs(3600 * v.ranged("SCHEDULER_CATCH_UP_HOURS", 24, 0, 24 * 62)),
+            batches: Batch::ALL.iter().filter_map(|b| batch_schedule(&mut v, *b)).collect(),
+        };
+        let batches = BatchSettings {
+            revoked_token_retention: Duration::from_secs(86_400 * v.ranged("TOKEN_CLEANUP_REVOKED_DAYS", 30, 0, 3650)),
+            backup_dir: v.get("BACKUP_DIR").map(std::path::PathBuf::from),
+            backup_pattern: v.string("BACKUP_PATTERN", "*.dump"),
+            backup_max_age: Duration::from_secs(3600 * v.ranged("BACKUP_MAX_AGE_HOURS", 26, 1, 24 * 365)),
+            cert_hosts: cert_hosts(&mut v),
+        };
+        let alerts = AlertConfig {
+            slack_webhook: webhook(&mut v, "SLACK_WEBHOOK_URL"),
+            teams_webhook: webhook(&mut v, "TEAMS_WEBHOOK_URL"),
+            dedup_window: Duration::from_secs(60 * v.ranged("ALERT_DEDUP_MINUTES", 60, 0, 7 * 24 * 60)),
+        };
         v.finish()?;
-        Ok(Config { app, database, redis, jobs, api, worker, bootstrap_admin })
+        Ok(Config { scheduler, batches, alerts, app, database, redis, jobs, api, worker, bootstrap_admin })
     }
 }
 
@@ -490,6 +586,52 @@ fn jwt(v: &mut Vars, required: bool) -> JwtConfig {
         access_ttl: Duration::from_secs(60 * v.ranged("JWT_ACCESS_TOKEN_EXPIRE_MINUTES", 30, 1, 1440)),
         refresh_ttl: Duration::from_secs(86_400 * v.ranged("JWT_REFRESH_TOKEN_EXPIRE_DAYS", 7, 1, 365)),
     }
+}
+
+/// `None` (with the problem recorded, so start-up stops) when the
+/// expression does not parse.
+fn batch_schedule(v: &mut Vars, batch: Batch) -> Option<BatchSchedule> {
+    let variable = format!("BATCH_{}_CRON", batch.env_name());
+    let expression = v.string(&variable, batch.default_cron());
+    let enabled = v.flag(&format!("BATCH_{}_ENABLED", batch.env_name()), true);
+    match CronSchedule::parse(&expression) {
+        Ok(schedule) => Some(BatchSchedule { batch, schedule, enabled }),
+        Err(e) => {
+            v.problem(&variable, e);
+            None
+        }
+    }
+}
+
+fn cert_hosts(v: &mut Vars) -> Vec<(String, u16)> {
+    let mut hosts = Vec::new();
+    for item in v.list("CERT_CHECK_HOSTS") {
+        let (host, port) = match item.rsplit_once(':') {
+            Some((host, port)) => match port.parse::<u16>() {
+                Ok(port) if port > 0 => (host.to_owned(), port),
+                _ => {
+                    v.problem("CERT_CHECK_HOSTS", format!("{item:?}: {port:?} is not a port"));
+                    continue;
+                }
+            },
+            None => (item.clone(), 443),
+        };
+        if host.is_empty() {
+            v.problem("CERT_CHECK_HOSTS", format!("{item:?} has no host"));
+            continue;
+        }
+        hosts.push((host, port));
+    }
+    hosts
+}
+
+fn webhook(v: &mut Vars, variable: &str) -> Option<String> {
+    let url = v.get(variable)?.to_owned();
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        v.problem(variable, "must be an http(s) URL");
+        return None;
+    }
+    Some(url)
 }
 
 /// `variable` (a provider name, `default` when unset): one built so far.

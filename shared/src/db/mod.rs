@@ -1,6 +1,7 @@
 //! PostgreSQL access. All SQL of the service lives in this module, as
 //! functions taking an executor; parameters are always bound.
 
+pub mod batch_runs;
 pub mod evaluations;
 pub mod events;
 pub mod interviews;

@@ -128,3 +128,23 @@ pub async fn request_end(db: impl PgExecutor<'_>, id: SessionId) -> Result<(), D
         .await?;
     Ok(())
 }
+
+/// Active sessions idle longer than `timeout` or past their duration, with
+/// no turn in flight (a turn being answered is activity), oldest first.
+pub async fn idle(
+    db: impl PgExecutor<'_>,
+    timeout: std::time::Duration,
+    limit: i64,
+) -> Result<Vec<SessionId>, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT s.id FROM sessions s
+         WHERE s.status = 'active'
+           AND (s.last_activity_at < now() - make_interval(secs => $1) OR s.expires_at < now())
+           AND NOT EXISTS (SELECT 1 FROM turns t WHERE t.session_id = s.id AND t.status IN ('queued', 'running'))
+         ORDER BY s.last_activity_at LIMIT $2",
+    )
+    .bind(timeout.as_secs_f64())
+    .bind(limit)
+    .fetch_all(db)
+    .await?)
+}

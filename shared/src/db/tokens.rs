@@ -70,3 +70,18 @@ pub async fn revoke_family(db: impl PgExecutor<'_>, family: TokenFamilyId) -> Re
         .await?
         .rows_affected())
 }
+
+/// Deletes expired tokens and those revoked longer than `retention` ago;
+/// returns how many of each.
+pub async fn delete_stale(db: impl PgExecutor<'_>, retention: std::time::Duration) -> Result<(i64, i64), DbError> {
+    Ok(sqlx::query_as(
+        "WITH deleted AS (
+             DELETE FROM refresh_tokens
+             WHERE expires_at < now() OR revoked_at < now() - make_interval(secs => $1)
+             RETURNING expires_at < now() AS expired)
+         SELECT count(*) FILTER (WHERE expired), count(*) FILTER (WHERE NOT expired) FROM deleted",
+    )
+    .bind(retention.as_secs_f64())
+    .fetch_one(db)
+    .await?)
+}

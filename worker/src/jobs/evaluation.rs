@@ -23,13 +23,14 @@ use crate::{Deps, prompt, retry};
 pub const CRITERIA: [&str; 4] = ["communication", "technical_depth", "problem_solving", "engagement"];
 const RECOMMENDATIONS: [&str; 4] = ["strong_hire", "hire", "no_hire", "strong_no_hire"];
 
-/// The apalis handler for the `batch` queue.
+/// The apalis handler for the `batch` queue: evaluations and batch runs.
 pub async fn handle(raw: serde_json::Value, deps: Data<Arc<Deps>>, attempt: Attempt) -> Result<(), BoxDynError> {
     let result = match super::decode(QueueName::Batch, raw)? {
         BatchJob::Evaluation { session_id, request_id } => {
             let span = tracing::info_span!("evaluation", request_id = %request_id, session_id = %session_id);
             evaluate(&deps, session_id, &request_id).instrument(span).await
         }
+        BatchJob::Run { run_id, request_id } => super::batch_run::run(&deps, run_id, &request_id).await,
     };
     super::bound(result, &attempt, deps.config.jobs.max_attempts)
 }

@@ -3,6 +3,7 @@
 //! of killing the pool that fetched it), and apalis's own retries of
 //! infrastructure errors stop at `JOB_MAX_ATTEMPTS`.
 
+pub mod batch_run;
 pub mod evaluation;
 pub mod turn;
 

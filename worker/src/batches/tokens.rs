@@ -1,0 +1,13 @@
+//! `token_cleanup`: expired refresh tokens, and revoked ones older than
+//! `TOKEN_CLEANUP_REVOKED_DAYS`, are deleted.
+
+use serde_json::{Value, json};
+use shared::db;
+
+use super::{BatchError, Context};
+
+/// Deletes them; counts each kind.
+pub async fn clean(ctx: &Context) -> Result<Value, BatchError> {
+    let (expired, revoked) = db::tokens::delete_stale(&ctx.core.db, ctx.config.batches.revoked_token_retention).await?;
+    Ok(json!({ "deleted_expired": expired, "deleted_revoked": revoked }))
+}
