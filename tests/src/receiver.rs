@@ -9,18 +9,21 @@ use axum::http::{StatusCode, Uri};
 use axum::routing::post;
 use serde_json::Value;
 
+/// Every post: its path and body.
+type Posts = Arc<Mutex<Vec<(String, Value)>>>;
+
 /// The running receiver; stops with the test's runtime.
 #[derive(Clone)]
 pub struct Receiver {
     /// `http://127.0.0.1:{port}`.
     pub origin: String,
-    posts: Arc<Mutex<Vec<(String, Value)>>>,
+    posts: Posts,
 }
 
 impl Receiver {
     /// Starts on a free port.
     pub async fn start() -> anyhow::Result<Receiver> {
-        let posts: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let posts: Posts = Arc::default();
         let app = axum::Router::new().route("/{*path}", post(record)).with_state(posts.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
@@ -37,7 +40,7 @@ impl Receiver {
     }
 }
 
-async fn record(State(posts): State<Arc<Mutex<Vec<(String, Value)>>>>, uri: Uri, body: String) -> StatusCode {
+async fn record(State(posts): State<Posts>, uri: Uri, body: String) -> StatusCode {
     let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
     posts.lock().unwrap_or_else(|p| p.into_inner()).push((uri.path().to_owned(), value));
     StatusCode::OK
