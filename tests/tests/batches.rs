@@ -449,3 +449,32 @@ async fn a_certificate_expiring_in_5_days_gives_the_7_day_alert_once() -> anyhow
     assert_eq!((receiver.posted("/slack").len(), receiver.posted("/teams").len()), (2, 2));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_batch_is_retried_by_the_queue_policy_then_fails_and_alerts() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let mut env = alerting_env(&receiver).await?;
+    env.set("JOB_MAX_ATTEMPTS", "3");
+    let ctx = env.batch_context().await?;
+    // The aggregates' table is gone: every attempt fails.
+    sqlx::query("DROP TABLE daily_provider_usage").execute(&ctx.core.db).await?;
+    let _worker = env.start_worker().await?;
+    let params = shared::schedule::BatchParams::for_batch(Batch::AnalyticsAggregation, Some("2026-02-15"))
+        .map_err(anyhow::Error::msg)?;
+    let run_id = ctx.core.enqueue_batch_run(Batch::AnalyticsAggregation, &params, "req_test").await?;
+    let run = tests::eventually(WAIT, || {
+        let db = ctx.core.db.clone();
+        async move {
+            let run = shared::db::batch_runs::find(&db, run_id).await?;
+            Ok(run.filter(|r| r.status.as_str() == "failed"))
+        }
+    })
+    .await?;
+    assert_eq!(run.attempts, 3, "JOB_MAX_ATTEMPTS");
+    assert!(run.error.as_deref().unwrap_or_default().contains("daily_provider_usage"), "{run:?}");
+    let slack =
+        tests::eventually(WAIT, || async { Ok(Some(receiver.posted("/slack")).filter(|p| !p.is_empty())) }).await?;
+    assert_eq!(slack[0]["text"], "🟠 MEDIUM: Batch analytics_aggregation failed");
+    assert_eq!(slack[0]["blocks"][1]["fields"][1]["text"], "*Status:*\nFailed after 3 attempts");
+    Ok(())
+}

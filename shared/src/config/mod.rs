@@ -920,6 +920,52 @@ mod tests {
     }
 
     #[test]
+    fn the_cron_table_and_batch_settings_are_read_and_bad_values_are_named() {
+        let c = load(&[("DATABASE_URL", "postgres://x/y")], Component::Scheduler).expect("defaults");
+        assert_eq!(c.scheduler.timezone, chrono_tz::Asia::Tokyo);
+        assert_eq!(c.scheduler.batches.len(), Batch::ALL.len(), "every default schedule parses");
+        assert!(c.scheduler.batches.iter().all(|b| b.enabled && b.schedule.expression == b.batch.default_cron()));
+        let c = load(
+            &[
+                ("DATABASE_URL", "postgres://x/y"),
+                ("BATCH_TOKEN_CLEANUP_CRON", "*/5 * * * * *"),
+                ("BATCH_MONTHLY_REPORT_ENABLED", "false"),
+                ("CERT_CHECK_HOSTS", "api.example.com, 127.0.0.1:8443"),
+                ("SCHEDULER_TIMEZONE", "UTC"),
+            ],
+            Component::Scheduler,
+        )
+        .expect("valid");
+        assert_eq!(c.scheduler.timezone, chrono_tz::UTC);
+        let token = c.scheduler.batches.iter().find(|b| b.batch == Batch::TokenCleanup).expect("token_cleanup");
+        assert_eq!(token.schedule.expression, "*/5 * * * * *");
+        assert!(!c.scheduler.batches.iter().any(|b| b.batch == Batch::MonthlyReport && b.enabled));
+        assert_eq!(c.batches.cert_hosts, [("api.example.com".to_owned(), 443), ("127.0.0.1".to_owned(), 8443)]);
+        let err = load(
+            &[
+                ("DATABASE_URL", "postgres://x/y"),
+                ("BATCH_CERTIFICATE_CHECK_CRON", "every monday"),
+                ("SCHEDULER_TIMEZONE", "Mars/Olympus"),
+                ("CERT_CHECK_HOSTS", "host:http"),
+                ("SLACK_WEBHOOK_URL", "hooks.slack.com/x"),
+                ("BATCH_TOKEN_CLEANUP_ENABLED", "maybe"),
+            ],
+            Component::Scheduler,
+        )
+        .expect_err("bad values")
+        .to_string();
+        for name in [
+            "BATCH_CERTIFICATE_CHECK_CRON: \"every monday\" has 2 fields",
+            "SCHEDULER_TIMEZONE: \"Mars/Olympus\" is not an IANA time zone",
+            "CERT_CHECK_HOSTS: \"host:http\"",
+            "SLACK_WEBHOOK_URL: must be an http(s) URL",
+            "BATCH_TOKEN_CLEANUP_ENABLED: expected true or false",
+        ] {
+            assert!(err.contains(name), "{name} in {err}");
+        }
+    }
+
+    #[test]
     fn the_seed_database_url_is_accepted() {
         let c = load(
             &[("DATABASE_URL", "postgresql+asyncpg://u:p@db:5432/ai"), ("JWT_SECRET_KEY", SECRET)],
