@@ -65,9 +65,13 @@ async fn a_whole_interview_end_to_end() -> anyhow::Result<()> {
     let evaluated = ws.until(WAIT, |e| is(e, "evaluation.completed")).await?;
     assert!(evaluated["scores"]["communication"].is_i64(), "{evaluated}");
 
-    let r = recruiter.get(&format!("/sessions/{session}/evaluation")).await?;
+    // evaluation.completed is published just before its transaction commits.
+    let r = tests::eventually(WAIT, || async {
+        let r = recruiter.get(&format!("/sessions/{session}/evaluation")).await?;
+        Ok((r.body["status"] == "completed").then_some(r))
+    })
+    .await?;
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.body["status"], "completed");
     assert_eq!(r.body["session_id"], session.as_str());
     for criterion in ["communication", "technical_depth", "problem_solving", "engagement"] {
         let score = r.body["scores"][criterion].as_i64().unwrap_or(0);
