@@ -16,8 +16,6 @@ use chrono::{DateTime, Utc};
 use shared::config::{BatchSchedule, Config};
 use shared::domain::BatchTrigger;
 use shared::flow::Core;
-use shared::queue::Queues;
-use shared::stream::EventBus;
 
 /// The most ticks of one batch fired in one pass (a process that slept
 /// through many per-second ticks does not flood the queue).
@@ -30,8 +28,7 @@ pub async fn core(config: &Config) -> anyhow::Result<Core> {
         shared::db::migrate(&db).await.context("applying migrations")?;
     }
     let redis = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
-    let prefix = &config.redis.key_prefix;
-    Ok(Core { db, bus: EventBus::new(redis.clone(), prefix.clone()), queues: Queues::new(redis, prefix) })
+    Ok(Core::new(db, redis, &config.redis.key_prefix))
 }
 
 /// Runs the cron table until `shutdown`.

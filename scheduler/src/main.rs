@@ -81,17 +81,8 @@ async fn list(config: &Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_now(config: Config, batch: Batch, params: BatchParams) -> anyhow::Result<ExitCode> {
-    let core = scheduler::core(&config).await?;
-    let redis = shared::redis_conn::manager(&config.redis)?;
-    let alerter = shared::alerts::Alerter::new(
-        config.alerts.clone(),
-        redis,
-        &config.redis.key_prefix,
-        &config.app.environment,
-        config.scheduler.timezone,
-    );
-    let run_id = shared::db::batch_runs::insert_manual(&core.db, batch, &params.to_json(), None).await?;
-    let ctx = worker::batches::Context { core, config: std::sync::Arc::new(config), alerter };
+    let ctx = worker::batches::Context::connect(config).await?;
+    let run_id = shared::db::batch_runs::insert_manual(&ctx.core.db, batch, &params.to_json(), None).await?;
     let run = worker::jobs::batch_run::run_here(&ctx, run_id).await?;
     println!("{}", serde_json::to_string_pretty(&run)?);
     Ok(if run.status == BatchStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })

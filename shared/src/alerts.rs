@@ -130,6 +130,18 @@ impl Alerter {
         Self { http, config, redis, prefix: prefix.to_owned(), environment: environment.to_owned(), timezone }
     }
 
+    /// The sender `config` describes (its channels, prefix, environment and
+    /// time zone), on `redis`.
+    pub fn for_config(config: &crate::config::Config, redis: ConnectionManager) -> Self {
+        Self::new(
+            config.alerts.clone(),
+            redis,
+            &config.redis.key_prefix,
+            &config.app.environment,
+            config.scheduler.timezone,
+        )
+    }
+
     /// Sends `alert` unless its condition alerted within the window.
     pub async fn send(&self, alert: &Alert) -> Result<Delivery, AlertError> {
         tracing::warn!(severity = alert.severity.as_str(), condition = %alert.condition, title = %alert.title, error = %alert.error, "alert");

@@ -75,6 +75,12 @@ pub struct Core {
 }
 
 impl Core {
+    /// The database, events and queues on `db` and `redis`, under the
+    /// `REDIS_KEY_PREFIX` `prefix`.
+    pub fn new(db: PgPool, redis: redis::aio::ConnectionManager, prefix: &str) -> Self {
+        Self { db, bus: EventBus::new(redis.clone(), prefix.to_owned()), queues: Queues::new(redis, prefix) }
+    }
+
     /// Starts a session for `candidate` and enqueues its opening turn.
     pub async fn start_session(
         &self,

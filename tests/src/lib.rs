@@ -150,24 +150,9 @@ impl TestEnv {
     /// What the batches work with, on this test's database and Redis (the
     /// database migrated).
     pub async fn batch_context(&self) -> anyhow::Result<worker::batches::Context> {
-        let config = self.config(Component::Worker)?;
-        let db = shared::db::pool(&config.database)?;
-        shared::db::migrate(&db).await?;
-        let redis = self.redis().await?;
-        let prefix = config.redis.key_prefix.clone();
-        let alerter = shared::alerts::Alerter::new(
-            config.alerts.clone(),
-            redis.clone(),
-            &prefix,
-            &config.app.environment,
-            config.scheduler.timezone,
-        );
-        let core = shared::flow::Core {
-            db,
-            bus: shared::stream::EventBus::new(redis.clone(), prefix.clone()),
-            queues: shared::queue::Queues::new(redis, &prefix),
-        };
-        Ok(worker::batches::Context { core, config: std::sync::Arc::new(config), alerter })
+        let mut config = self.config(Component::Worker)?;
+        config.database.run_migrations = true;
+        worker::batches::Context::connect(config).await
     }
 
     /// Runs `batch` here and now with `params` (as `scheduler batch run`

@@ -29,8 +29,7 @@ use shared::config::Config;
 use shared::db;
 use shared::flow::Core;
 use shared::jobs::QueueName;
-use shared::queue::{POOL_HEARTBEAT, Queues, pool_key, queue_config};
-use shared::stream::EventBus;
+use shared::queue::{POOL_HEARTBEAT, pool_key, queue_config};
 use tokio_util::sync::CancellationToken;
 
 use crate::providers::ChatProvider;
@@ -83,17 +82,9 @@ pub async fn deps_with_provider(config: Config, provider: Arc<dyn ChatProvider>)
         db::migrate(&pool).await.context("applying migrations")?;
     }
     let redis = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
-    let prefix = config.redis.key_prefix.clone();
-    let alerter = shared::alerts::Alerter::new(
-        config.alerts.clone(),
-        redis.clone(),
-        &prefix,
-        &config.app.environment,
-        config.scheduler.timezone,
-    );
     Ok(Arc::new(Deps {
-        alerter,
-        core: Core { db: pool, bus: EventBus::new(redis.clone(), prefix.clone()), queues: Queues::new(redis, &prefix) },
+        alerter: shared::alerts::Alerter::for_config(&config, redis.clone()),
+        core: Core::new(pool, redis, &config.redis.key_prefix),
         provider,
         config: Arc::new(config),
         name: worker_name(),
