@@ -234,6 +234,12 @@ async fn a_day_is_aggregated_from_its_sessions_and_turns_in_tokyo_time() -> anyh
     assert!((providers[1].4 - 0.13).abs() < 1e-9 && (providers[0].4 - 0.002).abs() < 1e-9, "{providers:?}");
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM daily_analytics").fetch_one(db).await?;
     assert_eq!(rows, 1);
+    // The metric reads the last aggregated day.
+    let api = env.start_api().await?;
+    let metrics = reqwest::get(format!("http://{}/metrics", api.addr)).await?.text().await?;
+    let rate: Option<f64> =
+        metrics.lines().find_map(|l| l.strip_prefix("interview_completion_rate ")).and_then(|v| v.parse().ok());
+    assert!(rate.is_some_and(|r| (r - 2.0 / 3.0).abs() < 1e-9), "{metrics}");
     Ok(())
 }
 
