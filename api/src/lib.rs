@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod relay;
 pub mod routes;
 pub mod state;
@@ -56,6 +57,7 @@ impl Api {
             relay,
             shutdown: CancellationToken::new(),
             ws_active: Arc::default(),
+            metrics: Arc::default(),
         };
         if let Some(admin) = state.config.bootstrap_admin.clone() {
             bootstrap_admin(&state, &admin.email, admin.password).await?;

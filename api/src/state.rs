@@ -30,4 +30,6 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// WebSockets open on this instance.
     pub ws_active: Arc<std::sync::atomic::AtomicI64>,
+    /// This instance's request, WebSocket and login counters.
+    pub metrics: Arc<crate::metrics::ApiMetrics>,
 }

@@ -187,6 +187,7 @@ async fn run(state: AppState, ws: WebSocket, user: AuthUser, session_id: Session
     tracing::info!("websocket connected");
     socket.serve(&conn_id).await;
     state.ws_active.fetch_sub(1, Ordering::Relaxed);
+    state.metrics.ws_disconnect();
     release_connection_slot(&state, user.id, &conn_id).await;
     tracing::info!("websocket disconnected");
 }
@@ -214,6 +215,7 @@ impl Socket {
                     heard_since_ping = true;
                     match frame {
                         Some(Ok(message)) => {
+                            self.state.metrics.ws_message(true);
                             if let Flow::Close = self.on_frame(message).await {
                                 return;
                             }
@@ -367,6 +369,7 @@ impl Socket {
             return Ok(());
         }
         self.last_sent = seq;
+        self.state.metrics.ws_message(false);
         self.ws.send(Message::Text(Utf8Bytes::from(json))).await.map_err(|_| ())
     }
 
@@ -376,6 +379,7 @@ impl Socket {
         let Ok(json) = serde_json::to_string(&event) else {
             return Flow::Close;
         };
+        self.state.metrics.ws_message(false);
         match self.ws.send(Message::Text(json.into())).await {
             Ok(()) => Flow::Continue,
             Err(_) => Flow::Close,

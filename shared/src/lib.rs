@@ -11,6 +11,7 @@ pub mod ids;
 pub mod jobs;
 pub mod provider_state;
 pub mod queue;
+pub mod queue_admin;
 pub mod redis_conn;
 pub mod schedule;
 pub mod stream;

@@ -60,6 +60,37 @@ impl Queues {
         self.notify(QueueName::Batch, delay).await
     }
 
+    /// Counts a finished job run (`ok`, `error`, `dead`) and its duration,
+    /// for `job_duration_ms` (fleet-wide: the API reads it). Failures to
+    /// count are logged only.
+    pub async fn record_job(&self, queue: QueueName, outcome: &str, took: Duration) {
+        let ms = took.as_millis() as u64;
+        let bucket = JOB_DURATION_BUCKETS_MS.iter().find(|b| ms <= **b).map_or("+Inf".to_owned(), u64::to_string);
+        let key = job_stats_key(&self.prefix, queue);
+        let result = redis::pipe()
+            .hincr(&key, format!("outcome:{outcome}"), 1)
+            .hincr(&key, format!("duration:le:{bucket}"), 1)
+            .hincr(&key, "duration:sum", ms)
+            .exec_async(&mut self.conn.clone())
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "job statistics not recorded");
+        }
+    }
+
+    /// Counts a retry our handlers pushed (`job_retries_total`).
+    pub async fn record_retry(&self, queue: QueueName) {
+        let result = redis::cmd("HINCRBY")
+            .arg(job_stats_key(&self.prefix, queue))
+            .arg("retries")
+            .arg(1)
+            .exec_async(&mut self.conn.clone())
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "retry not counted");
+        }
+    }
+
     /// Wakes idle workers. Delayed jobs need no wake-up: workers poll once a
     /// second as well. A lost notification only costs that second.
     async fn notify(&self, queue: QueueName, delay: Option<Duration>) -> Result<(), QueueError> {
@@ -191,66 +222,11 @@ pub fn pool_key(prefix: &str, queue: QueueName) -> String {
     format!("{prefix}:pool:{}", queue.as_str())
 }
 
-/// A queue's depth, read from Redis directly (apalis-redis 1.0's own stats
-/// read the wrong keys).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Depth {
-    /// Waiting to be taken.
-    pub pending: u64,
-    /// Delayed: retries waiting for their backoff, and future runs.
-    pub scheduled: u64,
-    /// Held by a worker.
-    pub running: u64,
-    /// Finished.
-    pub done: u64,
-    /// Given up; operators can retry or delete them.
-    pub dead: u64,
-    /// Worker pools that heartbeated within three intervals.
-    pub workers: u64,
-}
+/// Upper bounds (ms) of the `job_duration_ms` buckets.
+pub const JOB_DURATION_BUCKETS_MS: [u64; 10] = [10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 60_000];
 
-/// Reads the depth of `queue`.
-pub async fn depth(conn: &mut ConnectionManager, prefix: &str, queue: QueueName) -> Result<Depth, redis::RedisError> {
-    let config = queue_config(prefix, queue);
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let alive_after = now_ms - 3 * POOL_HEARTBEAT.as_millis() as i64;
-    // apalis-redis puts every push in the scheduled set (score in seconds),
-    // so what is due there is pending too.
-    let now_secs = now_ms / 1000;
-    let (active, due, scheduled, done, dead, workers, inflight_sets): (u64, u64, u64, u64, u64, u64, Vec<String>) =
-        redis::pipe()
-            .cmd("LLEN")
-            .arg(config.active_jobs_list())
-            .cmd("ZCOUNT")
-            .arg(config.scheduled_jobs_set())
-            .arg("-inf")
-            .arg(now_secs)
-            .cmd("ZCOUNT")
-            .arg(config.scheduled_jobs_set())
-            .arg(format!("({now_secs}"))
-            .arg("+inf")
-            .cmd("SCARD")
-            .arg(config.done_jobs_set())
-            .cmd("SCARD")
-            .arg(config.dead_jobs_set())
-            .cmd("ZCOUNT")
-            .arg(pool_key(prefix, queue))
-            .arg(alive_after)
-            .arg("+inf")
-            .cmd("ZRANGE")
-            .arg(config.workers_set())
-            .arg(0)
-            .arg(-1)
-            .query_async(conn)
-            .await?;
-    let mut running = 0;
-    if !inflight_sets.is_empty() {
-        let mut pipe = redis::pipe();
-        for set in &inflight_sets {
-            pipe.cmd("SCARD").arg(set);
-        }
-        let counts: Vec<u64> = pipe.query_async(conn).await?;
-        running = counts.iter().sum();
-    }
-    Ok(Depth { pending: active + due, scheduled, running, done, dead, workers })
+/// The hash of a queue's job statistics: `outcome:<o>`, `duration:le:<b>`,
+/// `duration:sum`, `retries`.
+pub fn job_stats_key(prefix: &str, queue: QueueName) -> String {
+    format!("{prefix}:jobstats:{}", queue.as_str())
 }

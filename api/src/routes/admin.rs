@@ -1,5 +1,6 @@
-//! Operator endpoints (admin role): the provider chain as the fleet sees
-//! it, and the batches (schedules, runs, a run by hand).
+//! Operator endpoints (admin role): the queues (depth, workers, dead jobs
+//! retried or deleted), the provider chain as the fleet sees it, and the
+//! batches (schedules, runs, a run by hand).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -11,11 +12,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::db;
 use shared::domain::{Batch, Role};
+use shared::jobs::QueueName;
+use shared::queue_admin;
 use shared::schedule::BatchParams;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Path;
+use crate::extract::{Path, Query};
 use crate::routes::RequestId;
 use crate::state::AppState;
 
@@ -25,6 +28,128 @@ pub fn router() -> Router<AppState> {
         .route("/admin/providers", get(providers))
         .route("/admin/batches", get(batches))
         .route("/admin/batches/{name}/run", post(run_batch))
+        .route("/admin/queues", get(queues))
+        .route("/admin/queues/{queue}/dead", get(dead_jobs))
+        .route("/admin/queues/{queue}/dead/retry", post(retry_all_dead))
+        .route("/admin/queues/{queue}/dead/{id}/retry", post(retry_dead))
+        .route("/admin/queues/{queue}/dead/{id}", axum::routing::delete(delete_dead))
+}
+
+fn redis_error(e: redis::RedisError) -> ApiError {
+    ApiError::unavailable(format!("Redis: {e}"))
+}
+
+fn queue_named(name: &str) -> Result<QueueName, ApiError> {
+    name.parse().map_err(|e: String| ApiError::new(StatusCode::NOT_FOUND, "not_found", e))
+}
+
+/// Each queue: pending, scheduled, running, done, dead, the oldest pending
+/// job's age, and the live worker pools with what each holds.
+async fn queues(State(state): State<AppState>, user: AuthUser) -> ApiResult<axum::Json<Value>> {
+    user.require(&[Role::Admin])?;
+    let views =
+        queue_admin::views(&mut state.redis.clone(), &state.config.redis.key_prefix).await.map_err(redis_error)?;
+    Ok(axum::Json(json!({ "queues": views })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadQuery {
+    /// At most this many, newest first (default 100, at most 1,000).
+    limit: Option<usize>,
+}
+
+/// A queue's dead jobs: payload, error, attempts.
+async fn dead_jobs(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(queue): Path<String>,
+    Query(query): Query<DeadQuery>,
+) -> ApiResult<axum::Json<Value>> {
+    user.require(&[Role::Admin])?;
+    let queue = queue_named(&queue)?;
+    let limit = match query.limit {
+        None => 100,
+        Some(n @ 1..=1_000) => n,
+        Some(n) => return Err(ApiError::bad_request("invalid_query", format!("limit: {n} is not between 1 and 1000"))),
+    };
+    let jobs = queue_admin::dead_jobs(&mut state.redis.clone(), &state.config.redis.key_prefix, queue, limit)
+        .await
+        .map_err(redis_error)?;
+    Ok(axum::Json(json!({ "queue": queue, "dead": jobs })))
+}
+
+fn retry_error(e: queue_admin::RetryError) -> ApiError {
+    match e {
+        queue_admin::RetryError::NotDead(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        queue_admin::RetryError::Stale(_) => ApiError::conflict("not_retryable", e.to_string()),
+        queue_admin::RetryError::Redis(e) => redis_error(e),
+        queue_admin::RetryError::Db(e) => e.into(),
+    }
+}
+
+/// Puts one dead job back in line (its turn, evaluation or run reset).
+async fn retry_dead(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((queue, id)): Path<(String, String)>,
+) -> ApiResult<axum::Json<Value>> {
+    user.require(&[Role::Admin])?;
+    let queue = queue_named(&queue)?;
+    let prefix = &state.config.redis.key_prefix;
+    queue_admin::retry(&state.db, &mut state.redis.clone(), prefix, queue, &id).await.map_err(retry_error)?;
+    tracing::info!(queue = queue.as_str(), job_id = %id, "dead job retried");
+    Ok(axum::Json(json!({ "retried": [id] })))
+}
+
+/// Puts every dead job of the queue back in line; those that cannot be
+/// retried are listed with the reason.
+async fn retry_all_dead(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(queue): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    user.require(&[Role::Admin])?;
+    let queue = queue_named(&queue)?;
+    let prefix = &state.config.redis.key_prefix;
+    let mut conn = state.redis.clone();
+    let (mut retried, mut refused) = (Vec::new(), Vec::new());
+    loop {
+        let jobs = queue_admin::dead_jobs(&mut conn, prefix, queue, 1_000).await.map_err(redis_error)?;
+        let fresh: Vec<_> =
+            jobs.into_iter().filter(|j| !refused.iter().any(|(id, _): &(String, String)| *id == j.id)).collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for job in fresh {
+            match queue_admin::retry(&state.db, &mut conn, prefix, queue, &job.id).await {
+                Ok(()) => retried.push(job.id),
+                Err(queue_admin::RetryError::NotDead(_)) => {}
+                Err(e @ queue_admin::RetryError::Stale(_)) => refused.push((job.id, e.to_string())),
+                Err(e) => return Err(retry_error(e)),
+            }
+        }
+    }
+    tracing::info!(queue = queue.as_str(), retried = retried.len(), refused = refused.len(), "dead jobs retried");
+    let refused: Vec<Value> = refused.into_iter().map(|(id, reason)| json!({ "id": id, "reason": reason })).collect();
+    Ok(axum::Json(json!({ "retried": retried, "refused": refused })))
+}
+
+/// Deletes a dead job: 204, or 404 when no dead job has that id.
+async fn delete_dead(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((queue, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    user.require(&[Role::Admin])?;
+    let queue = queue_named(&queue)?;
+    let prefix = &state.config.redis.key_prefix;
+    if queue_admin::delete_dead(&mut state.redis.clone(), prefix, queue, &id).await.map_err(redis_error)? {
+        tracing::info!(queue = queue.as_str(), job_id = %id, "dead job deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no dead job {id} in this queue")))
+    }
 }
 
 /// Each batch with its schedule, next tick and last runs.

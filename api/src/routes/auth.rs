@@ -78,15 +78,18 @@ async fn login(State(state): State<AppState>, Json(body): Json<LoginIn>) -> ApiR
         // Spend the same time as a wrong password, so emails cannot be probed.
         let _ = password::hash(body.password).await;
         tracing::info!(outcome = "unknown_user", "login refused");
+        state.metrics.login("unknown_user");
         return Err(ApiError::unauthorized("invalid email or password"));
     };
     if !password::verify(body.password, user.password_hash.clone()).await {
         tracing::info!(outcome = "bad_password", user_id = %user.id, "login refused");
+        state.metrics.login("bad_password");
         return Err(ApiError::unauthorized("invalid email or password"));
     }
     let mut conn = state.db.acquire().await.map_err(DbError::from)?;
     let pair = refresh::issue(&state, &mut conn, &user, TokenFamilyId::new()).await?;
     tracing::info!(outcome = "success", user_id = %user.id, "login");
+    state.metrics.login("success");
     Ok(axum::Json(pair))
 }
 

@@ -12,7 +12,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::{Value, json};
-use shared::jobs::QueueName;
 
 use crate::state::AppState;
 
@@ -81,23 +80,18 @@ async fn queues_check(state: &AppState) -> (bool, Value) {
     let limit = state.config.api.health_check_timeout;
     let mut conn = state.redis.clone();
     let prefix = state.config.redis.key_prefix.clone();
-    let (result, ms) = timed(limit, async move {
-        let mut queues = serde_json::Map::new();
-        let mut every_pool_alive = true;
-        for queue in QueueName::ALL {
-            let depth = shared::queue::depth(&mut conn, &prefix, queue).await?;
-            every_pool_alive &= depth.workers > 0;
-            queues.insert(queue.as_str().into(), serde_json::to_value(depth).unwrap_or_default());
-        }
-        Ok::<_, redis::RedisError>((every_pool_alive, queues))
-    })
-    .await;
+    let (result, ms) = timed(limit, async move { shared::queue_admin::views(&mut conn, &prefix).await }).await;
     match result {
-        Ok((alive, queues)) => {
+        Ok(views) => {
+            let alive = views.iter().all(|v| !v.workers.is_empty());
             let status = if alive { "healthy" } else { "degraded" };
             let mut out = json!({ "status": status, "response_time_ms": ms });
-            if let Some(o) = out.as_object_mut() {
-                o.extend(queues);
+            for v in &views {
+                out[v.queue.as_str()] = json!({
+                    "pending": v.pending, "scheduled": v.scheduled, "running": v.running, "done": v.done,
+                    "dead": v.dead, "oldest_pending_age_seconds": v.oldest_pending_age_seconds,
+                    "workers": v.workers.len(),
+                });
             }
             if !alive {
                 out["error"] = "a queue has no live worker pool".into();

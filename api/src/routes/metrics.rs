@@ -1,9 +1,12 @@
-//! `GET /metrics` in the Prometheus text format: the `ai_*` series of every
-//! provider of the chain, fleet-wide (the workers keep them in Redis), and
-//! `interview_completion_rate` from the daily aggregates.
+//! `GET /metrics` in the Prometheus text format, the seed's names where they
+//! apply (SPEC §9). This instance's own series (`api_request_*`,
+//! `websocket_*`, `auth_login_count`, `db_connection_pool_*`), and the
+//! fleet's, the same from every instance: queue depth per queue and state,
+//! job durations, retries and outcomes (the workers count them in Redis),
+//! the `ai_*` series per provider, batch runs, active sessions and the last
+//! day's `interview_completion_rate` (PostgreSQL).
 //! With `METRICS_TOKEN` set, the scraper sends it as a bearer token.
-//! The API, WebSocket, database and queue series come with the operator
-//! surface (issue 5) and are not exported yet.
+//! `auth_mfa_verification_count` is not exported: MFA is not built.
 
 use std::fmt::Write;
 
@@ -13,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use shared::provider_state::Report;
 
 use crate::error::ApiError;
+use crate::metrics::label;
 use crate::state::AppState;
 
 /// The exposition.
@@ -26,7 +30,10 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
     let reports = shared::provider_state::report(&mut conn, &state.config.redis.key_prefix)
         .await
         .map_err(|e| ApiError::unavailable(format!("Redis: {e}")))?;
-    let mut body = render(&reports);
+    let mut body = String::new();
+    state.metrics.render(&mut body);
+    fleet(&state, &mut body).await?;
+    body.push_str(&render(&reports));
     // The latest day analytics_aggregation computed.
     let rate: Option<f64> = sqlx::query_scalar(
         "SELECT completion_rate FROM daily_analytics WHERE completion_rate IS NOT NULL ORDER BY day DESC LIMIT 1",
@@ -43,9 +50,103 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
 }
 
-/// A label value, escaped.
-fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+
+/// Gauges and counters read from PostgreSQL and Redis.
+async fn fleet(state: &AppState, out: &mut String) -> Result<(), ApiError> {
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| ApiError::unavailable(format!("{what}: {e}"));
+    let active = state.ws_active.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP websocket_active_connections WebSockets open on this instance.\n# TYPE websocket_active_connections gauge\nwebsocket_active_connections {active}"
+    );
+    let size = state.config.database.max_connections;
+    let in_use = state.db.size().saturating_sub(state.db.num_idle() as u32);
+    let _ = writeln!(
+        out,
+        "# HELP db_connection_pool_size Connections this instance may open.\n# TYPE db_connection_pool_size gauge\ndb_connection_pool_size {size}\n# HELP db_connection_pool_in_use Connections in use.\n# TYPE db_connection_pool_in_use gauge\ndb_connection_pool_in_use {in_use}\n# HELP db_connection_pool_available Connections left.\n# TYPE db_connection_pool_available gauge\ndb_connection_pool_available {}",
+        size.saturating_sub(in_use)
+    );
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE status = 'active'")
+        .fetch_one(&state.db)
+        .await
+        .map_err(|e| unavailable("database", &e))?;
+    let _ = writeln!(
+        out,
+        "# HELP interview_active_sessions Sessions open now.\n# TYPE interview_active_sessions gauge\ninterview_active_sessions {sessions}"
+    );
+
+    let mut conn = state.redis.clone();
+    let prefix = &state.config.redis.key_prefix;
+    let views = shared::queue_admin::views(&mut conn, prefix).await.map_err(|e| unavailable("Redis", &e))?;
+    let _ = writeln!(out, "# HELP queue_jobs Jobs per queue and state.\n# TYPE queue_jobs gauge");
+    for v in &views {
+        let q = v.queue.as_str();
+        for (st, n) in [
+            ("pending", v.pending),
+            ("scheduled", v.scheduled),
+            ("running", v.running),
+            ("done", v.done),
+            ("dead", v.dead),
+        ] {
+            let _ = writeln!(out, "queue_jobs{{queue=\"{q}\",state=\"{st}\"}} {n}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP queue_oldest_pending_age_seconds Age of the oldest pending job (0 when none).\n# TYPE queue_oldest_pending_age_seconds gauge"
+    );
+    for v in &views {
+        let _ = writeln!(
+            out,
+            "queue_oldest_pending_age_seconds{{queue=\"{}\"}} {}",
+            v.queue.as_str(),
+            v.oldest_pending_age_seconds.unwrap_or(0.0)
+        );
+    }
+    let _ = writeln!(out, "# HELP queue_workers Live worker pools.\n# TYPE queue_workers gauge");
+    for v in &views {
+        let _ = writeln!(out, "queue_workers{{queue=\"{}\"}} {}", v.queue.as_str(), v.workers.len());
+    }
+    let mut stats = Vec::new();
+    for v in &views {
+        stats.push((
+            v.queue.as_str(),
+            shared::queue_admin::job_stats(&mut conn, prefix, v.queue).await.map_err(|e| unavailable("Redis", &e))?,
+        ));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP job_count Jobs handled, by outcome (dead: moved to the dead set).\n# TYPE job_count counter"
+    );
+    for (q, s) in &stats {
+        for (outcome, n) in &s.outcomes {
+            let _ = writeln!(out, "job_count{{queue=\"{q}\",outcome=\"{outcome}\"}} {n}");
+        }
+    }
+    let _ = writeln!(out, "# HELP job_retries_total Retries pushed with backoff.\n# TYPE job_retries_total counter");
+    for (q, s) in &stats {
+        let _ = writeln!(out, "job_retries_total{{queue=\"{q}\"}} {}", s.retries);
+    }
+    let _ = writeln!(out, "# HELP job_duration_ms Job handling time (ms).\n# TYPE job_duration_ms histogram");
+    for (q, s) in &stats {
+        for (le, n) in &s.duration_buckets {
+            let le = le.map_or("+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(out, "job_duration_ms_bucket{{queue=\"{q}\",le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "job_duration_ms_sum{{queue=\"{q}\"}} {}", s.duration_sum_ms);
+        let _ =
+            writeln!(out, "job_duration_ms_count{{queue=\"{q}\"}} {}", s.duration_buckets.last().map_or(0, |b| b.1));
+    }
+    let runs: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT batch, status, count(*) FROM batch_runs GROUP BY batch, status ORDER BY batch, status")
+            .fetch_all(&state.db)
+            .await
+            .map_err(|e| unavailable("database", &e))?;
+    let _ = writeln!(out, "# HELP batch_runs_total Batch runs recorded, by status.\n# TYPE batch_runs_total counter");
+    for (batch, status, n) in runs {
+        let _ = writeln!(out, "batch_runs_total{{batch=\"{}\",status=\"{status}\"}} {n}", label(&batch));
+    }
+    Ok(())
 }
 
 fn render(reports: &[Report]) -> String {

@@ -11,7 +11,7 @@ pub mod sessions;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -42,7 +42,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(state.config.api.max_body_bytes))
         .layer(cors(&state.config.api.cors_allowed_origins))
-        .layer(middleware::from_fn(request_context))
+        .layer(middleware::from_fn_with_state(state.clone(), request_context))
         .with_state(state)
 }
 
@@ -66,16 +66,19 @@ fn sane_request_id(value: &HeaderValue) -> Option<String> {
 }
 
 /// Gives the request an id and a span, and logs it with its response time.
-async fn request_context(mut req: Request, next: Next) -> Response {
+async fn request_context(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let request_id = req.headers().get(&REQUEST_ID).and_then(sane_request_id).unwrap_or_else(shared::new_request_id);
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // The route's template keeps the label set small (ids are not labels).
+    let endpoint = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let span = tracing::info_span!("request", request_id = %request_id, user_id = tracing::field::Empty);
     let start = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
     let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
     let status = response.status().as_u16();
+    state.metrics.request(method.as_str(), &endpoint, status, elapsed_ms);
     span.in_scope(|| {
         if status >= 500 {
             tracing::error!(method = %method, path = %path, status, response_time_ms = elapsed_ms, "request failed");

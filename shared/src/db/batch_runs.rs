@@ -228,3 +228,18 @@ pub async fn set_job(db: impl PgExecutor<'_>, id: BatchRunId, job_id: &str) -> R
     sqlx::query("UPDATE batch_runs SET job_id = $2 WHERE id = $1").bind(id).bind(job_id).execute(db).await?;
     Ok(())
 }
+
+/// Puts a failed run back in line under job `job_id` (an operator retries
+/// its dead job).
+pub async fn requeue_failed(db: impl PgExecutor<'_>, id: BatchRunId, job_id: &str) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE batch_runs SET status = 'queued', attempts = 0, error = NULL, finished_at = NULL, lease_until = NULL,
+             job_id = $2, enqueued_at = now()
+         WHERE id = $1 AND status = 'failed'",
+    )
+    .bind(id)
+    .bind(job_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

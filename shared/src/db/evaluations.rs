@@ -206,3 +206,19 @@ pub async fn unattended(db: impl PgExecutor<'_>, after: Duration, limit: i64) ->
     .fetch_all(db)
     .await?)
 }
+
+/// Puts a failed evaluation back in line under job `job_id` (an operator
+/// retries its dead job).
+pub async fn requeue_failed(db: impl PgExecutor<'_>, session: SessionId, job_id: &str) -> Result<bool, DbError> {
+    Ok(sqlx::query(
+        "UPDATE evaluations SET status = 'pending', attempts = 0, error = NULL, lease_until = NULL, job_id = $2,
+             enqueued_at = now()
+         WHERE session_id = $1 AND status = 'failed'",
+    )
+    .bind(session)
+    .bind(job_id)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}

@@ -281,3 +281,22 @@ pub async fn unattended(
     .fetch_all(db)
     .await?)
 }
+
+/// Puts a failed turn back in line under job `job_id` (an operator retries
+/// its dead job): only while it is its session's last turn and the session
+/// is active, so a retried turn never overtakes a newer one.
+pub async fn requeue_failed(db: impl PgExecutor<'_>, id: TurnId, job_id: &str) -> Result<bool, DbError> {
+    Ok(sqlx::query(
+        "UPDATE turns t SET status = 'queued', attempts = 0, error = NULL, lease_until = NULL, worker = NULL,
+             completed_at = NULL, job_id = $2, enqueued_at = now()
+         FROM sessions s
+         WHERE t.id = $1 AND t.status = 'failed' AND s.id = t.session_id AND s.status = 'active'
+           AND t.number = (SELECT max(number) FROM turns WHERE session_id = t.session_id)",
+    )
+    .bind(id)
+    .bind(job_id)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}

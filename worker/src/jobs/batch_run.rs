@@ -46,6 +46,7 @@ pub async fn run(deps: &Deps, run_id: BatchRunId, request_id: &str) -> Result<()
                 if db::batch_runs::release(&ctx.core.db, run.id, attempt, &e.0, &job_id).await? {
                     let job = BatchJob::Run { run_id: run.id, request_id: request_id.to_owned() };
                     ctx.core.queues.push_batch(&job_id, job, Some(delay)).await?;
+                    ctx.core.queues.record_retry(shared::jobs::QueueName::Batch).await;
                 }
                 tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "batch run failed; retrying");
                 Ok(())

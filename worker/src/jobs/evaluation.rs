@@ -25,14 +25,25 @@ const RECOMMENDATIONS: [&str; 4] = ["strong_hire", "hire", "no_hire", "strong_no
 
 /// The apalis handler for the `batch` queue: evaluations and batch runs.
 pub async fn handle(raw: serde_json::Value, deps: Data<Arc<Deps>>, attempt: Attempt) -> Result<(), BoxDynError> {
-    let result = match super::decode(QueueName::Batch, raw)? {
-        BatchJob::Evaluation { session_id, request_id } => {
+    let start = std::time::Instant::now();
+    let result = match super::decode(QueueName::Batch, raw) {
+        Ok(BatchJob::Evaluation { session_id, request_id }) => {
             let span = tracing::info_span!("evaluation", request_id = %request_id, session_id = %session_id);
-            evaluate(&deps, session_id, &request_id).instrument(span).await
+            super::bound(
+                evaluate(&deps, session_id, &request_id).instrument(span).await,
+                &attempt,
+                deps.config.jobs.max_attempts,
+            )
         }
-        BatchJob::Run { run_id, request_id } => super::batch_run::run(&deps, run_id, &request_id).await,
+        Ok(BatchJob::Run { run_id, request_id }) => super::bound(
+            super::batch_run::run(&deps, run_id, &request_id).await,
+            &attempt,
+            deps.config.jobs.max_attempts,
+        ),
+        Err(e) => Err(e),
     };
-    super::bound(result, &attempt, deps.config.jobs.max_attempts)
+    super::record(&deps, QueueName::Batch, &result, start).await;
+    result
 }
 
 #[derive(Deserialize)]
@@ -120,6 +131,7 @@ async fn evaluate(deps: &Deps, session_id: SessionId, request_id: &str) -> Resul
     core.queues
         .push_batch(&job_id, BatchJob::Evaluation { session_id, request_id: request_id.to_owned() }, Some(delay))
         .await?;
+    core.queues.record_retry(QueueName::Batch).await;
     tracing::warn!(attempt, error = %error, "evaluation attempt failed; retrying");
     Ok(())
 }

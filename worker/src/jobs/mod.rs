@@ -34,3 +34,14 @@ pub fn bound(result: Result<(), BoxDynError>, attempt: &Attempt, max_attempts: u
         other => other,
     }
 }
+
+/// Counts a handled job in the fleet's job statistics: `ok`, `dead`
+/// (aborted into the dead set) or `error` (apalis retries it).
+pub async fn record(deps: &crate::Deps, queue: QueueName, result: &Result<(), BoxDynError>, start: std::time::Instant) {
+    let outcome = match result {
+        Ok(()) => "ok",
+        Err(e) if e.is::<AbortError>() => "dead",
+        Err(_) => "error",
+    };
+    deps.core.queues.record_job(queue, outcome, start.elapsed()).await;
+}

@@ -28,10 +28,16 @@ const DELTA_BLOCK: i64 = 256;
 
 /// The apalis handler.
 pub async fn handle(raw: serde_json::Value, deps: Data<Arc<Deps>>, attempt: Attempt) -> Result<(), BoxDynError> {
-    let job: TurnJob = super::decode(QueueName::Turns, raw)?;
-    let span =
-        tracing::info_span!("turn", request_id = %job.request_id, turn_id = %job.turn_id, session_id = %job.session_id);
-    super::bound(run(&deps, &job).instrument(span).await, &attempt, deps.config.jobs.max_attempts)
+    let start = std::time::Instant::now();
+    let result = match super::decode::<TurnJob>(QueueName::Turns, raw) {
+        Ok(job) => {
+            let span = tracing::info_span!("turn", request_id = %job.request_id, turn_id = %job.turn_id, session_id = %job.session_id);
+            super::bound(run(&deps, &job).instrument(span).await, &attempt, deps.config.jobs.max_attempts)
+        }
+        Err(e) => Err(e),
+    };
+    super::record(&deps, QueueName::Turns, &result, start).await;
+    result
 }
 
 enum Outcome {
@@ -272,6 +278,7 @@ async fn settle_failure(
             let job_id = new_job_id();
             db::turns::set_job(&core.db, turn.id, &job_id).await?;
             core.queues.push_turn(&job_id, job.clone(), Some(delay)).await?;
+            core.queues.record_retry(QueueName::Turns).await;
             tracing::warn!(
                 attempt,
                 delay_ms = delay.as_millis() as u64,
