@@ -165,6 +165,7 @@ pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 's
         stop.clone(),
     ));
     tokio::spawn(reconciler::run(deps.clone(), stop.clone()));
+    tokio::spawn(reconciler::trim_done(deps.clone(), conn.clone(), stop.clone()));
     promote_due(&mut conn.clone(), &prefix).await;
     tokio::spawn(promote_loop(conn.clone(), prefix.clone(), stop.clone()));
 

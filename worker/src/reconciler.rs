@@ -88,3 +88,27 @@ pub async fn pass(deps: &Deps) -> anyhow::Result<(usize, usize)> {
     }
     Ok((turns, evaluations))
 }
+
+/// How often the `done` sets are trimmed.
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Trims the queues' `done` sets to `QUEUE_DONE_RETENTION_HOURS`, at start
+/// and every ten minutes, until `stop`. Every worker may run it: removing a
+/// removed id is a no-op.
+pub async fn trim_done(deps: Arc<Deps>, mut conn: redis::aio::ConnectionManager, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(TRIM_EVERY);
+    let prefix = deps.config.redis.key_prefix.clone();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        for queue in QueueName::ALL {
+            match shared::queue_admin::trim_done(&mut conn, &prefix, queue, deps.config.jobs.done_retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(queue = queue.as_str(), trimmed = n, "done set trimmed"),
+                Err(e) => tracing::warn!(queue = queue.as_str(), error = %e, "done set not trimmed"),
+            }
+        }
+    }
+}

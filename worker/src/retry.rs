@@ -45,6 +45,7 @@ mod tests {
             lease: Duration::from_secs(30),
             reconcile_interval: Duration::from_secs(5),
             requeue_after: Duration::from_secs(30),
+            done_retention: Duration::from_secs(3600),
         }
     }
 

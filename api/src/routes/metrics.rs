@@ -50,7 +50,6 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
 }
 
-
 /// Gauges and counters read from PostgreSQL and Redis.
 async fn fleet(state: &AppState, out: &mut String) -> Result<(), ApiError> {
     let unavailable = |what: &str, e: &dyn std::fmt::Display| ApiError::unavailable(format!("{what}: {e}"));

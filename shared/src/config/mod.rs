@@ -22,6 +22,9 @@ pub enum Component {
     Scheduler,
     /// `api migrate`: needs only the database.
     Migrate,
+    /// The operators' queue commands (`worker queues`, `worker dead …`):
+    /// the database and Redis, no keys.
+    Operator,
 }
 
 impl Component {
@@ -32,6 +35,7 @@ impl Component {
             Component::Worker => "worker",
             Component::Scheduler => "scheduler",
             Component::Migrate => "migrate",
+            Component::Operator => "operator",
         }
     }
 }
@@ -175,6 +179,9 @@ pub struct JobsConfig {
     pub reconcile_interval: Duration,
     /// `RECONCILE_QUEUED_AFTER_SECONDS`: a turn still `queued` after this long is re-enqueued.
     pub requeue_after: Duration,
+    /// `QUEUE_DONE_RETENTION_HOURS`: finished jobs stay in the queues' `done`
+    /// sets this long (apalis never trims them); the workers trim the rest.
+    pub done_retention: Duration,
 }
 
 /// The HTTP API.
@@ -404,6 +411,7 @@ impl Config {
             lease: v.seconds("TURN_LEASE_SECONDS", 30, 1, 3600),
             reconcile_interval: v.seconds("RECONCILE_INTERVAL_SECONDS", 5, 1, 3600),
             requeue_after: v.seconds("RECONCILE_QUEUED_AFTER_SECONDS", 30, 1, 86_400),
+            done_retention: Duration::from_secs(3600 * v.ranged("QUEUE_DONE_RETENTION_HOURS", 24, 0, 24 * 365)),
         };
         if jobs.backoff_base > jobs.backoff_max {
             v.problem("JOB_BACKOFF_BASE_MS", "must not exceed JOB_BACKOFF_MAX_MS");
