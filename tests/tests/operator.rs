@@ -1,0 +1,260 @@
+//! The operator surface: the same queue counts everywhere an operator looks,
+//! equal to what Redis holds; dead jobs retried and deleted; `/metrics`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shared::jobs::{QueueName, TurnJob};
+use tests::fake_llm::{FakeLlm, Reply};
+use tests::{TestEnv, is};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// pending, scheduled, running, done, dead of `queue`, read from the keys
+/// here, independently of the code under test.
+async fn held_by_redis(env: &TestEnv, queue: &str) -> anyhow::Result<[u64; 5]> {
+    let mut redis = env.redis().await?;
+    let q = format!("{}-{queue}", env.prefix);
+    let now = chrono::Utc::now().timestamp();
+    let (active, due, later, done, dead, workers): (u64, u64, u64, u64, u64, Vec<String>) = redis::pipe()
+        .llen(format!("{q}:active"))
+        .zcount(format!("{q}:scheduled"), "-inf", now)
+        .zcount(format!("{q}:scheduled"), format!("({now}"), "+inf")
+        .scard(format!("{q}:done"))
+        .scard(format!("{q}:dead"))
+        .zrange(format!("{q}:workers"), 0, -1)
+        .query_async(&mut redis)
+        .await?;
+    let mut running = 0;
+    for w in workers {
+        let n: u64 = redis::cmd("SCARD").arg(format!("{q}:inflight:{w}")).query_async(&mut redis).await?;
+        running += n;
+    }
+    Ok([active + due, later, running, done, dead])
+}
+
+fn counts(v: &Value) -> [u64; 5] {
+    ["pending", "scheduled", "running", "done", "dead"].map(|k| v[k].as_u64().unwrap_or(u64::MAX))
+}
+
+async fn admin(api: &tests::ApiHandle) -> anyhow::Result<tests::Client> {
+    let anon = api.client();
+    let tokens = anon.login(tests::ADMIN_EMAIL, tests::ADMIN_PASSWORD).await?;
+    Ok(anon.with_token(tokens["access_token"].as_str().unwrap_or_default()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_surface_shows_the_queue_counts_redis_holds() -> anyhow::Result<()> {
+    let mut env = TestEnv::new().await?;
+    // Slow turns, one at a time: some run, the rest wait.
+    env.set("SCRIPTED_DELTA_DELAY_MS", "1000").set("TURN_WORKER_CONCURRENCY", "1");
+    let api = env.start_api().await?;
+    let admin = admin(&api).await?;
+    let anon = api.client();
+    let recruiter = anon.user("r@example.com", "recruiter").await?;
+    let candidate = anon.user("c@example.com", "candidate").await?;
+    let interview = recruiter.interview("en", 5).await?;
+    // More than a worker fetches ahead.
+    for _ in 0..30 {
+        candidate.start_session(&interview).await?;
+    }
+    let ctx = env.batch_context().await?;
+    // A retry waiting for its backoff (a job of a turn that does not exist).
+    let ghost = TurnJob {
+        turn_id: shared::ids::TurnId::new(),
+        session_id: shared::ids::SessionId::new(),
+        request_id: "r".into(),
+    };
+    ctx.core.queues.push_turn(&shared::queue::new_job_id(), ghost, Some(Duration::from_secs(600))).await?;
+    // A payload no handler can read: dead at its first fetch.
+    let mut storage: apalis_redis::RedisStorage<Value> = apalis_redis::RedisStorage::new(env.redis().await?)
+        .with_config(shared::queue::queue_config(&env.prefix, QueueName::Batch));
+    apalis::prelude::TaskSink::push(&mut storage, json!({ "kind": "no_such_job" })).await?;
+    let _worker = env.spawn_process("worker", &[])?;
+    tests::eventually(WAIT, || async {
+        let (turns, batch) = (held_by_redis(&env, "turns").await?, held_by_redis(&env, "batch").await?);
+        let pools = admin.get("/admin/queues").await?.body["queues"][0]["workers"].as_array().map_or(0, Vec::len);
+        Ok((turns[2] >= 1 && batch[4] == 1 && turns[1] == 1 && pools == 1).then_some(()))
+    })
+    .await?;
+
+    // States move as turns finish: compare while Redis holds still.
+    let mut last = String::new();
+    for _ in 0..5 {
+        let before = [held_by_redis(&env, "turns").await?, held_by_redis(&env, "batch").await?];
+        let api_view = admin.get("/admin/queues").await?.body;
+        let health = api.client().get("/health").await?.body;
+        let metrics = reqwest::get(format!("http://{}/metrics", api.addr)).await?.text().await?;
+        let cli = env.command("worker")?.arg("queues").output().await?;
+        let after = [held_by_redis(&env, "turns").await?, held_by_redis(&env, "batch").await?];
+        if before != after {
+            continue;
+        }
+        let samples = tests::prometheus::parse(&metrics).map_err(anyhow::Error::msg)?;
+        let cli = String::from_utf8_lossy(&cli.stdout).into_owned();
+        for (i, queue) in ["turns", "batch"].iter().enumerate() {
+            let want = before[i];
+            let from_api =
+                api_view["queues"].as_array().and_then(|qs| qs.iter().find(|q| q["queue"] == *queue)).cloned();
+            assert_eq!(counts(&from_api.unwrap_or_default()), want, "admin API, {queue}");
+            assert_eq!(counts(&health["checks"]["queues"][queue]), want, "health, {queue}");
+            let from_metrics = ["pending", "scheduled", "running", "done", "dead"].map(|st| {
+                tests::prometheus::value(&samples, "queue_jobs", &[("queue", queue), ("state", st)])
+                    .map_or(u64::MAX, |v| v as u64)
+            });
+            assert_eq!(from_metrics, want, "metrics, {queue}");
+            let row: Vec<u64> = cli
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(queue))
+                .map(|l| l.split_whitespace().skip(1).take(5).filter_map(|n| n.parse().ok()).collect())
+                .unwrap_or_default();
+            assert_eq!(row, want.to_vec(), "CLI, {queue}:\n{cli}");
+        }
+        assert!(
+            before[0][0] >= 1 && before[0][2] >= 1 && before[0][1] == 1 && before[1][4] == 1,
+            "every state: {before:?}"
+        );
+        let oldest = api_view["queues"][0]["oldest_pending_age_seconds"].as_f64().unwrap_or(-1.0);
+        assert!(oldest > 0.0, "{api_view}");
+        assert_eq!(api_view["queues"][0]["workers"].as_array().map(Vec::len), Some(1), "{api_view}");
+        return Ok(());
+    }
+    last.push_str("Redis never held still for a whole comparison");
+    anyhow::bail!(last)
+}
+
+async fn dead_turns(admin: &tests::Client) -> anyhow::Result<Vec<Value>> {
+    Ok(admin.get("/admin/queues/turns/dead").await?.body["dead"].as_array().cloned().unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_job_retried_completes_and_a_deleted_one_is_gone() -> anyhow::Result<()> {
+    let fake = FakeLlm::start("Tell me more about that.").await?;
+    let refuse = || fake.then(Reply::Status { status: 400, retry_after: None, body: "model not found".into() });
+    refuse();
+    let mut env = TestEnv::new().await?;
+    env.set("AI_PROVIDER", "openai_compatible")
+        .set("OPENAI_COMPATIBLE_BASE_URL", &fake.base_url)
+        .set("OPENAI_COMPATIBLE_API_KEY", "k")
+        .set("OPENAI_COMPATIBLE_MODEL", "m");
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let admin = admin(&api).await?;
+    let (candidate, session, mut ws) = api.candidate_session(5).await?;
+    ws.until(WAIT, |e| is(e, "turn.failed")).await?;
+    let dead =
+        tests::eventually(WAIT, || async { Ok(Some(dead_turns(&admin).await?).filter(|d| d.len() == 1)) }).await?;
+    let job = &dead[0];
+    assert!(job["error"].as_str().unwrap_or_default().contains("400"), "{job}");
+    assert_eq!(job["payload"]["session_id"], session.as_str());
+    let id = job["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(candidate.get("/admin/queues/turns/dead").await?.status, 403);
+    assert_eq!(candidate.post(&format!("/admin/queues/turns/dead/{id}/retry"), json!({})).await?.status, 403);
+    assert_eq!(admin.get("/admin/queues/nope/dead").await?.status, 404);
+
+    // Retried: the turn runs again and completes.
+    let r = admin.post(&format!("/admin/queues/turns/dead/{id}/retry"), json!({})).await?;
+    assert_eq!(r.status, 200, "{r:?}");
+    let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    assert_eq!(completed["number"], 0);
+    assert!(dead_turns(&admin).await?.is_empty());
+    let db = env.db().await?;
+    let status: String = tests::eventually(WAIT, || {
+        let db = db.clone();
+        async move {
+            let s: String = sqlx::query_scalar("SELECT status FROM turns WHERE number = 0").fetch_one(&db).await?;
+            Ok((s == "completed").then_some(s))
+        }
+    })
+    .await?;
+    assert_eq!(status, "completed");
+    assert_eq!(
+        admin.post(&format!("/admin/queues/turns/dead/{id}/retry"), json!({})).await?.status,
+        404,
+        "no longer dead"
+    );
+
+    // Another dead one, listed by the CLI, deleted through the API.
+    refuse();
+    ws.send(json!({ "type": "answer", "text": "An answer.", "client_msg_id": "a1" })).await?;
+    ws.until(WAIT, |e| is(e, "turn.failed")).await?;
+    let dead =
+        tests::eventually(WAIT, || async { Ok(Some(dead_turns(&admin).await?).filter(|d| d.len() == 1)) }).await?;
+    let id = dead[0]["id"].as_str().unwrap_or_default().to_owned();
+    let listed = env.command("worker")?.args(["dead", "turns"]).output().await?;
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&id), "the CLI lists it");
+    assert_eq!(candidate.send("DELETE", &format!("/admin/queues/turns/dead/{id}"), None, &[]).await?.status, 403);
+    assert_eq!(admin.send("DELETE", &format!("/admin/queues/turns/dead/{id}"), None, &[]).await?.status, 204);
+    assert!(dead_turns(&admin).await?.is_empty());
+    assert_eq!(admin.send("DELETE", &format!("/admin/queues/turns/dead/{id}"), None, &[]).await?.status, 404);
+    let mut redis = env.redis().await?;
+    let data: bool =
+        redis::cmd("HEXISTS").arg(format!("{}-turns:data", env.prefix)).arg(&id).query_async(&mut redis).await?;
+    assert!(!data, "its payload is gone too");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_parse_and_move_when_traffic_flows() -> anyhow::Result<()> {
+    let fake = FakeLlm::start("Tell me more about that.").await?;
+    let mut env = TestEnv::new().await?;
+    env.set("AI_PROVIDER", "openai_compatible")
+        .set("OPENAI_COMPATIBLE_BASE_URL", &fake.base_url)
+        .set("OPENAI_COMPATIBLE_API_KEY", "k")
+        .set("OPENAI_COMPATIBLE_MODEL", "m");
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let scrape = || async {
+        let text = reqwest::get(format!("http://{}/metrics", api.addr)).await?.text().await?;
+        tests::prometheus::parse(&text).map_err(anyhow::Error::msg)
+    };
+    let before = scrape().await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
+    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    let after = tests::eventually(WAIT, || async {
+        let s = scrape().await?;
+        Ok(tests::prometheus::value(&s, "job_count", &[("queue", "turns"), ("outcome", "ok")])
+            .filter(|n| *n >= 1.0)
+            .map(|_| s))
+    })
+    .await?;
+    for name in [
+        "api_request_count",
+        "api_request_duration_ms_bucket",
+        "websocket_active_connections",
+        "websocket_message_count",
+        "websocket_disconnect_count",
+        "auth_login_count",
+        "interview_active_sessions",
+        "db_connection_pool_size",
+        "db_connection_pool_in_use",
+        "db_connection_pool_available",
+        "ai_request_count",
+        "ai_request_duration_ms_bucket",
+        "ai_error_count",
+        "ai_rate_limit_count",
+        "ai_token_usage_total",
+        "ai_estimated_cost_usd",
+        "queue_jobs",
+        "queue_oldest_pending_age_seconds",
+        "queue_workers",
+        "job_count",
+        "job_retries_total",
+        "job_duration_ms_bucket",
+    ] {
+        assert!(after.iter().any(|s| s.name == name), "{name} is exported");
+    }
+    let v = |s: &[tests::prometheus::Sample], name: &str, labels: &[(&str, &str)]| {
+        tests::prometheus::value(s, name, labels).unwrap_or(0.0)
+    };
+    let register = [("method", "POST"), ("endpoint", "/api/v1/auth/register"), ("status", "201")];
+    assert!(v(&after, "api_request_count", &register) > v(&before, "api_request_count", &register));
+    assert!(v(&after, "auth_login_count", &[("outcome", "success")]) >= 2.0);
+    assert!(v(&after, "ai_request_count", &[("provider", "openai_compatible"), ("status", "ok")]) >= 1.0);
+    assert!(v(&after, "ai_token_usage_total", &[("provider", "openai_compatible"), ("type", "prompt")]) >= 42.0);
+    assert!(v(&after, "websocket_message_count", &[("direction", "out")]) > 0.0);
+    assert_eq!(v(&after, "websocket_active_connections", &[]), 1.0);
+    assert_eq!(v(&after, "interview_active_sessions", &[]), 1.0);
+    assert!(v(&after, "queue_jobs", &[("queue", "turns"), ("state", "done")]) >= 1.0);
+    Ok(())
+}
