@@ -132,7 +132,9 @@ async fn a_dead_job_retried_completes_and_a_deleted_one_is_gone() -> anyhow::Res
     let fake = FakeLlm::start("Tell me more about that.").await?;
     let refuse = || fake.then(Reply::Status { status: 400, retry_after: None, body: "model not found".into() });
     refuse();
+    let receiver = tests::receiver::Receiver::start().await?;
     let mut env = TestEnv::new().await?;
+    env.set("SLACK_WEBHOOK_URL", &format!("{}/slack", receiver.origin));
     env.set("AI_PROVIDER", "openai_compatible")
         .set("OPENAI_COMPATIBLE_BASE_URL", &fake.base_url)
         .set("OPENAI_COMPATIBLE_API_KEY", "k")
@@ -148,6 +150,9 @@ async fn a_dead_job_retried_completes_and_a_deleted_one_is_gone() -> anyhow::Res
     assert!(job["error"].as_str().unwrap_or_default().contains("400"), "{job}");
     assert_eq!(job["payload"]["session_id"], session.as_str());
     let id = job["id"].as_str().unwrap_or_default().to_owned();
+    let alerted = receiver.posted("/slack");
+    assert_eq!(alerted.len(), 1, "jobs going dead alert");
+    assert_eq!(alerted[0]["text"], "🟠 MEDIUM: Jobs going dead on the turns queue");
     assert_eq!(candidate.get("/admin/queues/turns/dead").await?.status, 403);
     assert_eq!(candidate.post(&format!("/admin/queues/turns/dead/{id}/retry"), json!({})).await?.status, 403);
     assert_eq!(admin.get("/admin/queues/nope/dead").await?.status, 404);
@@ -187,6 +192,7 @@ async fn a_dead_job_retried_completes_and_a_deleted_one_is_gone() -> anyhow::Res
     assert_eq!(admin.send("DELETE", &format!("/admin/queues/turns/dead/{id}"), None, &[]).await?.status, 204);
     assert!(dead_turns(&admin).await?.is_empty());
     assert_eq!(admin.send("DELETE", &format!("/admin/queues/turns/dead/{id}"), None, &[]).await?.status, 404);
+    assert_eq!(receiver.posted("/slack").len(), 1, "the second death is within ALERT_DEDUP_MINUTES");
     let mut redis = env.redis().await?;
     let data: bool =
         redis::cmd("HEXISTS").arg(format!("{}-turns:data", env.prefix)).arg(&id).query_async(&mut redis).await?;

@@ -382,8 +382,11 @@ async fn a_failing_primary_opens_its_circuit_and_a_successful_probe_closes_it() 
         primary.then(Reply::Status { status: 503, retry_after: None, body: "overloaded".into() });
     }
     let fallback = FakeLlm::start(REPLY).await?;
+    let receiver = tests::receiver::Receiver::start().await?;
     let mut env = chain_env(&primary, &fallback).await?;
-    env.set("AI_CIRCUIT_BREAKER_FAILURES", "2").set("AI_CIRCUIT_BREAKER_COOLDOWN_SECONDS", "2");
+    env.set("AI_CIRCUIT_BREAKER_FAILURES", "2")
+        .set("AI_CIRCUIT_BREAKER_COOLDOWN_SECONDS", "2")
+        .set("TEAMS_WEBHOOK_URL", &format!("{}/teams", receiver.origin));
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
     let (_, _, mut ws) = api.candidate_session(10).await?;
@@ -391,6 +394,16 @@ async fn a_failing_primary_opens_its_circuit_and_a_successful_probe_closes_it() 
     answer(&mut ws, 1).await?;
     // Two faults in a row: open. The next turn does not try the primary.
     assert_eq!(circuit_state(&env, "openai_compatible").await?, "open");
+    let titles: Vec<String> =
+        receiver.posted("/teams").iter().filter_map(|c| c["title"].as_str().map(str::to_owned)).collect();
+    assert_eq!(
+        titles,
+        [
+            "🟠 MEDIUM ALERT (P3): AI provider openai_compatible failed over",
+            "🔴 HIGH ALERT (P2): AI provider openai_compatible circuit opened"
+        ],
+        "one failover alert (the second within the window), then the circuit"
+    );
     answer(&mut ws, 2).await?;
     assert_eq!(primary.received().len(), 2, "the open circuit skipped the primary");
     // After the cool-down one probe goes to the primary, which has recovered.

@@ -44,4 +44,23 @@ pub async fn record(deps: &crate::Deps, queue: QueueName, result: &Result<(), Bo
         Err(_) => "error",
     };
     deps.core.queues.record_job(queue, outcome, start.elapsed()).await;
+    if let Err(e) = result
+        && outcome == "dead"
+    {
+        let alert = shared::alerts::Alert {
+            severity: shared::alerts::Severity::P3,
+            title: format!("Jobs going dead on the {} queue", queue.as_str()),
+            service: format!("Worker: {} queue", queue.as_str()),
+            status: "Moved to the dead set".into(),
+            error: e.to_string(),
+            action: format!(
+                "List them with `worker dead {q}` or GET /api/v1/admin/queues/{q}/dead; retry or delete them once the cause is fixed.",
+                q = queue.as_str()
+            ),
+            condition: format!("dead_jobs:{}", queue.as_str()),
+        };
+        if let Err(e) = deps.alerter.send(&alert).await {
+            tracing::warn!(error = %e, "dead-job alert not delivered");
+        }
+    }
 }

@@ -114,6 +114,9 @@ async fn run(links: Arc<[Link]>, backoff: JobsConfig, request: ChatRequest, tx: 
             return;
         }
         tracing::warn!(provider = %failure.provider, error = %failure.message, "provider failed; trying the next one");
+        if failure.kind != FailureKind::Skipped {
+            link.guard.failed_over(&failure.message).await;
+        }
         if std::mem::take(&mut sent_text) {
             let reason = format!("{} broke off ({}); the reply restarts", failure.provider, failure.message);
             if tx.send(Ok(Chunk::Reset { reason })).await.is_err() {

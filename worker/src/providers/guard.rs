@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
+use shared::alerts::{Alert, Alerter, Severity};
 use shared::config::ProviderPolicy;
 use shared::events::Usage;
 use shared::provider_state::ProviderKeys;
@@ -37,6 +38,8 @@ pub struct Guard {
     /// One waiter per process asks Redis for a slot at a time, the others
     /// queue here in order: a full window is not polled by every task.
     waiters: tokio::sync::Mutex<()>,
+    /// Where a circuit opening and a failover are reported.
+    alerter: Alerter,
 }
 
 impl Guard {
@@ -50,6 +53,7 @@ impl Guard {
         policy: &ProviderPolicy,
         conn: ConnectionManager,
         prefix: &str,
+        alerter: Alerter,
     ) -> Self {
         Self {
             name: name.to_owned(),
@@ -61,6 +65,24 @@ impl Guard {
             // Connecting and waiting for headers each have the timeout.
             in_flight: timeout * 2 + Duration::from_secs(1),
             waiters: tokio::sync::Mutex::new(()),
+            alerter,
+        }
+    }
+
+    /// Alerts (P3, once per provider and window) that calls moved past this
+    /// provider to the next one.
+    pub async fn failed_over(&self, error: &str) {
+        let alert = Alert {
+            severity: Severity::P3,
+            title: format!("AI provider {} failed over", self.name),
+            service: format!("AI provider: {}", self.name),
+            status: "Calls go to the next provider".into(),
+            error: error.to_owned(),
+            action: "Check the provider's status and quota; GET /api/v1/admin/providers shows the chain.".into(),
+            condition: format!("failover:{}", self.name),
+        };
+        if let Err(e) = self.alerter.send(&alert).await {
+            tracing::warn!(error = %e, "failover alert not delivered");
         }
     }
 
@@ -184,10 +206,26 @@ impl Guard {
             let p = &self.policy;
             match circuit::record(&mut conn, &self.keys, outcome, p.circuit_failures, p.circuit_cooldown, &error).await
             {
-                Ok(Transition::Opened) => tracing::error!(
-                    provider = %self.name, error = %error, cooldown_s = p.circuit_cooldown.as_secs(),
-                    "circuit opened: the provider is skipped until a probe succeeds"
-                ),
+                Ok(Transition::Opened) => {
+                    tracing::error!(
+                        provider = %self.name, error = %error, cooldown_s = p.circuit_cooldown.as_secs(),
+                        "circuit opened: the provider is skipped until a probe succeeds"
+                    );
+                    let alert = Alert {
+                        severity: Severity::P2,
+                        title: format!("AI provider {} circuit opened", self.name),
+                        service: format!("AI provider: {}", self.name),
+                        status: format!("Skipped for {} s, then probed", p.circuit_cooldown.as_secs()),
+                        error: error.clone(),
+                        action:
+                            "Check the provider's status page and credentials; the fallbacks take the calls meanwhile."
+                                .into(),
+                        condition: format!("circuit_open:{}", self.name),
+                    };
+                    if let Err(e) = self.alerter.send(&alert).await {
+                        tracing::warn!(error = %e, "circuit alert not delivered");
+                    }
+                }
                 Ok(Transition::Closed) => tracing::info!(provider = %self.name, "probe succeeded; circuit closed"),
                 Ok(Transition::None) => {}
                 Err(e) => tracing::warn!(provider = %self.name, error = %e, "circuit not updated"),

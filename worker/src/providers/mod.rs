@@ -196,6 +196,7 @@ pub async fn from_config(config: &Config, conn: ConnectionManager) -> Result<Arc
             &worker.policy,
             conn.clone(),
             &config.redis.key_prefix,
+            shared::alerts::Alerter::for_config(config, conn.clone()),
         );
         links.push(chain::Link { provider, retries: endpoint.map_or(0, |e| e.max_retries), guard });
     }
