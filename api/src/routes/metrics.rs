@@ -75,6 +75,17 @@ async fn fleet(state: &AppState, out: &mut String) -> Result<(), ApiError> {
     );
 
     let mut conn = state.redis.clone();
+    let info: String =
+        redis::cmd("INFO").arg("memory").query_async(&mut conn).await.map_err(|e| unavailable("Redis", &e))?;
+    let field = |name: &str| {
+        info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let _ = writeln!(
+        out,
+        "# HELP redis_memory_used_bytes Memory Redis uses.\n# TYPE redis_memory_used_bytes gauge\nredis_memory_used_bytes {}\n# HELP redis_memory_max_bytes Redis maxmemory (0: no limit).\n# TYPE redis_memory_max_bytes gauge\nredis_memory_max_bytes {}",
+        field("used_memory").unwrap_or(0),
+        field("maxmemory").unwrap_or(0)
+    );
     let prefix = &state.config.redis.key_prefix;
     let views = shared::queue_admin::views(&mut conn, prefix).await.map_err(|e| unavailable("Redis", &e))?;
     let _ = writeln!(out, "# HELP queue_jobs Jobs per queue and state.\n# TYPE queue_jobs gauge");
