@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use shared::alerts::{Alert, Alerter, Severity};
-use shared::config::ProviderPolicy;
+use shared::config::{Config, EndpointConfig, ProviderPolicy};
 use shared::events::Usage;
 use shared::provider_state::ProviderKeys;
 use shared::provider_state::circuit::{self, Admission, Outcome, Transition};
@@ -43,29 +43,28 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// The guard of provider `name` serving `model`, limited to `rpm` and
-    /// `tpm` per minute, whose requests give up after `timeout`.
+    /// The guard of `provider` with its `endpoint` settings (none for the
+    /// scripted one: unlimited), under `config`'s policy, on `conn`.
     pub fn new(
-        name: &str,
-        model: &str,
-        (rpm, tpm): (Option<u32>, Option<u32>),
-        timeout: Duration,
-        policy: &ProviderPolicy,
+        provider: &dyn super::ChatProvider,
+        endpoint: Option<&EndpointConfig>,
+        config: &Config,
         conn: ConnectionManager,
-        prefix: &str,
-        alerter: Alerter,
     ) -> Self {
+        let policy = &config.worker.policy;
+        let (rpm, tpm) = endpoint.map_or((None, None), |e| (e.rpm, e.tpm));
+        let timeout = endpoint.map_or(Duration::from_secs(60), |e| e.timeout);
         Self {
-            name: name.to_owned(),
-            model: model.to_owned(),
-            conn,
-            keys: ProviderKeys::new(prefix, name),
+            name: provider.name().to_owned(),
+            model: provider.model().to_owned(),
+            keys: ProviderKeys::new(&config.redis.key_prefix, provider.name()),
             budget: Budget::per_minute(policy.rate_window, rpm, tpm),
             policy: policy.clone(),
             // Connecting and waiting for headers each have the timeout.
             in_flight: timeout * 2 + Duration::from_secs(1),
             waiters: tokio::sync::Mutex::new(()),
-            alerter,
+            alerter: Alerter::for_config(config, conn.clone()),
+            conn,
         }
     }
 

@@ -188,16 +188,7 @@ pub async fn from_config(config: &Config, conn: ConnectionManager) -> Result<Arc
                 (Arc::new(openai_compatible::OpenAiCompatible::new("aws_bedrock", e)?), Some(e))
             }
         };
-        let guard = guard::Guard::new(
-            provider.name(),
-            provider.model(),
-            endpoint.map_or((None, None), |e| (e.rpm, e.tpm)),
-            endpoint.map_or(Duration::from_secs(60), |e| e.timeout),
-            &worker.policy,
-            conn.clone(),
-            &config.redis.key_prefix,
-            shared::alerts::Alerter::for_config(config, conn.clone()),
-        );
+        let guard = guard::Guard::new(provider.as_ref(), endpoint, config, conn.clone());
         links.push(chain::Link { provider, retries: endpoint.map_or(0, |e| e.max_retries), guard });
     }
     let chain = chain::Chain::new(links, config.jobs.clone());
