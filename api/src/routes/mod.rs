@@ -2,6 +2,7 @@
 //! access logs, body limits and CORS.
 
 pub mod admin;
+pub mod admin_page;
 pub mod auth;
 pub mod health;
 pub mod interviews;
@@ -39,6 +40,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest(&state.config.api.prefix, api)
         .route("/metrics", axum::routing::get(metrics::metrics))
+        .route("/admin", axum::routing::get(admin_page::page))
+        .route("/admin/app.js", axum::routing::get(admin_page::script))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(state.config.api.max_body_bytes))
         .layer(cors(&state.config.api.cors_allowed_origins))
