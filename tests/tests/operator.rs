@@ -264,3 +264,33 @@ async fn metrics_parse_and_move_when_traffic_flows() -> anyhow::Result<()> {
     assert!(v(&after, "queue_jobs", &[("queue", "turns"), ("state", "done")]) >= 1.0);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_workers_trim_the_done_set_to_its_retention() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let api = env.start_api().await?;
+    let worker = env.start_worker().await?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
+    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    let done =
+        tests::eventually(WAIT, || async { Ok(Some(held_by_redis(&env, "turns").await?[3]).filter(|d| *d >= 1)) })
+            .await?;
+    worker.stop().await?;
+    let mut redis = env.redis().await?;
+    let ids: Vec<String> =
+        redis::cmd("SMEMBERS").arg(format!("{}-turns:done", env.prefix)).query_async(&mut redis).await?;
+    assert_eq!(ids.len() as u64, done);
+
+    // A worker keeping finished jobs for 0 hours trims them when it starts.
+    let _trimmer = env.spawn_process("worker", &[("QUEUE_DONE_RETENTION_HOURS", "0")])?;
+    tests::eventually(WAIT, || async { Ok((held_by_redis(&env, "turns").await?[3] == 0).then_some(())) }).await?;
+    for id in &ids {
+        let (data, meta): (bool, bool) = redis::pipe()
+            .hexists(format!("{}-turns:data", env.prefix), id)
+            .exists(format!("{}-turns:meta:{id}", env.prefix))
+            .query_async(&mut redis)
+            .await?;
+        assert!(!data && !meta, "job {id}'s payload and metadata are gone too");
+    }
+    Ok(())
+}
