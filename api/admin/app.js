@@ -38,6 +38,8 @@ async function api(method, path) {
 function logout() {
   token = null;
   sessionStorage.removeItem("aiv-admin-token");
+  sessionStorage.removeItem("aiv-admin-email");
+  $("#who").textContent = "";
   $("#dashboard").hidden = true;
   $("#login").hidden = false;
 }
@@ -57,6 +59,7 @@ $("#login-form").addEventListener("submit", async (event) => {
   }
   token = body.access_token;
   sessionStorage.setItem("aiv-admin-token", token);
+  sessionStorage.setItem("aiv-admin-email", $("#email").value);
   start();
 });
 
@@ -140,6 +143,7 @@ async function refresh() {
 
 let timer = null;
 function start() {
+  $("#who").textContent = sessionStorage.getItem("aiv-admin-email") || "";
   $("#login").hidden = true;
   $("#dashboard").hidden = false;
   refresh();
