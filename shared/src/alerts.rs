@@ -156,18 +156,21 @@ impl Alerter {
             return Ok(Delivery::NoChannel);
         }
         let key = format!("{}:alert:{}", self.prefix, alert.condition);
-        let window = self.config.dedup_window.as_secs().max(1);
-        let fresh: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(Utc::now().to_rfc3339())
-            .arg("NX")
-            .arg("EX")
-            .arg(window)
-            .query_async(&mut self.redis.clone())
-            .await
-            .map_err(|e| AlertError(format!("deduplication key: {e}")))?;
-        if fresh.is_none() {
-            return Ok(Delivery::Suppressed);
+        let window = self.config.dedup_window.as_secs();
+        // A window of 0 sends every alert.
+        if window > 0 {
+            let fresh: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(Utc::now().to_rfc3339())
+                .arg("NX")
+                .arg("EX")
+                .arg(window)
+                .query_async(&mut self.redis.clone())
+                .await
+                .map_err(|e| AlertError(format!("deduplication key: {e}")))?;
+            if fresh.is_none() {
+                return Ok(Delivery::Suppressed);
+            }
         }
         let mut failures = Vec::new();
         for (channel, url, body) in targets {

@@ -484,3 +484,26 @@ async fn a_failing_batch_is_retried_by_the_queue_policy_then_fails_and_alerts() 
     assert_eq!(slack[0]["blocks"][1]["fields"][1]["text"], "*Status:*\nFailed after 3 attempts");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_or_missing_backup_alerts() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let mut env = alerting_env(&receiver).await?;
+    let dir = std::env::temp_dir().join(format!("{}-stale", env.prefix));
+    tokio::fs::create_dir_all(&dir).await?;
+    env.set("BACKUP_DIR", &dir.display().to_string()).set("BACKUP_MAX_AGE_HOURS", "2").set("ALERT_DEDUP_MINUTES", "0");
+    env.batch_context().await?;
+    let run = env.run_batch(Batch::BackupVerification, json!({})).await?;
+    assert!(run.counts.unwrap_or_default()["problem"].as_str().unwrap_or_default().starts_with("no file matching"));
+
+    let old = dir.join("ai_interviewer_2026-11-28.dump");
+    dump(&env, &old).await?;
+    let touched = tokio::process::Command::new("touch").args(["-d", "3 hours ago"]).arg(&old).status().await?;
+    anyhow::ensure!(touched.success());
+    let run = env.run_batch(Batch::BackupVerification, json!({})).await?;
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    let problem = run.counts.unwrap_or_default()["problem"].as_str().unwrap_or_default().to_owned();
+    assert!(problem.contains("is 3.0 hours old (limit 2 hours)"), "{problem}");
+    assert_eq!(receiver.posted("/slack").len(), 2, "both problems alerted (no deduplication window)");
+    Ok(())
+}

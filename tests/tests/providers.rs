@@ -592,3 +592,23 @@ async fn a_scorecard_invalid_twice_fails_the_evaluation_with_the_reason() -> any
     assert_eq!(fake.received().len(), 4, "no further attempt after the second invalid scorecard");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_provider_slower_than_its_timeout_fails_over() -> anyhow::Result<()> {
+    let primary = FakeLlm::start(REPLY).await?;
+    primary.then(Reply::Slow(Duration::from_secs(4), Box::new(Reply::Stream(REPLY.into()))));
+    let fallback = FakeLlm::start(REPLY).await?;
+    let mut env = chain_env(&primary, &fallback).await?;
+    env.set("OPENAI_COMPATIBLE_TIMEOUT", "1");
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let started = std::time::Instant::now();
+    let (_, _, mut ws) = api.candidate_session(5).await?;
+    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "the 1 s timeout cut the wait short: {took:?}");
+    let (status, attempts, _, provider, _) = opening_turn(&env).await?;
+    assert_eq!((status.as_str(), attempts, provider.as_deref()), ("completed", 1, Some("aws_bedrock")));
+    assert_eq!((primary.received().len(), fallback.received().len()), (1, 1));
+    Ok(())
+}

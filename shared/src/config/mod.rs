@@ -111,7 +111,7 @@ pub struct AlertConfig {
     pub slack_webhook: Option<String>,
     /// `TEAMS_WEBHOOK_URL`.
     pub teams_webhook: Option<String>,
-    /// `ALERT_DEDUP_MINUTES`: one alert per condition within this window.
+    /// `ALERT_DEDUP_MINUTES`: one alert per condition within this window (0: every alert).
     pub dedup_window: Duration,
 }
 
