@@ -294,3 +294,46 @@ async fn the_workers_trim_the_done_set_to_its_retention() -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_queue_cli_watches_and_retries_every_dead_job() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let worker = env.start_worker().await?;
+    let mut storage: apalis_redis::RedisStorage<Value> = apalis_redis::RedisStorage::new(env.redis().await?)
+        .with_config(shared::queue::queue_config(&env.prefix, QueueName::Batch));
+    for n in 0..2 {
+        apalis::prelude::TaskSink::push(&mut storage, json!({ "kind": "no_such_job", "n": n })).await?;
+    }
+    let mut redis = env.redis().await?;
+    let _: () =
+        redis::cmd("PUBLISH").arg(QueueName::Batch.notify_channel(&env.prefix)).arg(1).query_async(&mut redis).await?;
+    tests::eventually(WAIT, || async { Ok((held_by_redis(&env, "batch").await?[4] == 2).then_some(())) }).await?;
+    worker.stop().await?;
+
+    // --watch redraws every 2 s until stopped.
+    let mut watch = env.command("worker")?;
+    let watch = watch.args(["queues", "--watch"]).stdout(std::process::Stdio::piped()).spawn()?;
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    tests::terminate(&watch)?;
+    let out = watch.wait_with_output().await?;
+    assert!(out.status.success(), "{:?}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.matches("QUEUE").count() >= 2, "redrawn:\n{text}");
+    assert!(
+        text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["batch", "0", "0", "0", "0", "2", "-", "0"]),
+        "{text}"
+    );
+
+    let retried = env.command("worker")?.args(["dead", "retry", "batch", "--all"]).output().await?;
+    assert!(retried.status.success(), "{}", String::from_utf8_lossy(&retried.stderr));
+    assert_eq!(String::from_utf8_lossy(&retried.stdout).matches("retried ").count(), 2);
+    assert_eq!(held_by_redis(&env, "batch").await?, [2, 0, 0, 0, 0], "both back in line, nothing dead");
+    let unknown =
+        env.command("worker")?.args(["dead", "retry", "batch", "01ABCDEFGHJKMNPQRSTVWXYZ00"]).output().await?;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no dead job"));
+    let bad_queue = env.command("worker")?.args(["dead", "emails"]).output().await?;
+    assert_eq!(bad_queue.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_queue.stderr).contains("unknown queue \"emails\""));
+    Ok(())
+}
