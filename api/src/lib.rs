@@ -18,8 +18,6 @@ use shared::config::Config;
 use shared::db;
 use shared::domain::{Email, Role};
 use shared::flow::Core;
-use shared::queue::Queues;
-use shared::stream::EventBus;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -37,20 +35,12 @@ impl Api {
     /// Connects to PostgreSQL and Redis, applies migrations when
     /// `RUN_MIGRATIONS` is on, and creates the bootstrap admin when configured.
     pub async fn build(config: Config) -> anyhow::Result<Api> {
-        let db = db::pool(&config.database).context("DATABASE_URL")?;
-        if config.database.run_migrations {
-            db::migrate(&db).await.context("applying migrations")?;
-        }
-        let redis = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
+        let (core, redis) = Core::connect(&config).await?;
         let relay = Relay::start(&config.redis).context("REDIS_URL")?;
-        let prefix = config.redis.key_prefix.clone();
+        let db = core.db.clone();
         let state = AppState {
             jwt: Jwt::new(&config.api.jwt),
-            core: Core {
-                db: db.clone(),
-                bus: EventBus::new(redis.clone(), prefix.clone()),
-                queues: Queues::new(redis.clone(), &prefix),
-            },
+            core,
             config: Arc::new(config),
             db,
             redis,

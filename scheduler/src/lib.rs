@@ -21,19 +21,9 @@ use shared::flow::Core;
 /// through many per-second ticks does not flood the queue).
 const MAX_TICKS_PER_PASS: usize = 100;
 
-/// The database, events and queues, from `config`.
-pub async fn core(config: &Config) -> anyhow::Result<Core> {
-    let db = shared::db::pool(&config.database).context("DATABASE_URL")?;
-    if config.database.run_migrations {
-        shared::db::migrate(&db).await.context("applying migrations")?;
-    }
-    let redis = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
-    Ok(Core::new(db, redis, &config.redis.key_prefix))
-}
-
 /// Runs the cron table until `shutdown`.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-    let core = core(&config).await?;
+    let (core, _) = Core::connect(&config).await?;
     sqlx::query("SELECT 1").execute(&core.db).await.context("connecting to PostgreSQL (DATABASE_URL)")?;
     let enabled: Vec<&BatchSchedule> = config.scheduler.batches.iter().filter(|b| b.enabled).collect();
     let tz = config.scheduler.timezone;

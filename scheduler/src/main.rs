@@ -66,7 +66,7 @@ async fn main() -> ExitCode {
 }
 
 async fn list(config: &Config) -> anyhow::Result<ExitCode> {
-    let core = scheduler::core(config).await?;
+    let (core, _) = shared::flow::Core::connect(config).await?;
     let tz = config.scheduler.timezone;
     println!("{:<26} {:<8} {:<14} {:<26} LAST RUN", "BATCH", "ENABLED", "SCHEDULE", format!("NEXT ({})", tz.name()));
     for b in shared::schedule::overview(&core.db, config, 1).await? {
@@ -82,8 +82,7 @@ async fn list(config: &Config) -> anyhow::Result<ExitCode> {
 
 async fn run_now(config: Config, batch: Batch, params: BatchParams) -> anyhow::Result<ExitCode> {
     let ctx = worker::batches::Context::connect(config).await?;
-    let run_id = shared::db::batch_runs::insert_manual(&ctx.core.db, batch, &params.to_json(), None).await?;
-    let run = worker::jobs::batch_run::run_here(&ctx, run_id).await?;
+    let run = worker::jobs::batch_run::run_here(&ctx, batch, &params.to_json()).await?;
     println!("{}", serde_json::to_string_pretty(&run)?);
     Ok(if run.status == BatchStatus::Succeeded { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -142,6 +142,18 @@ impl Alerter {
         )
     }
 
+    /// Sends `alert` in the background, for callers on a hot path (a
+    /// failover, the end of a job) that must not wait for a webhook.
+    /// Failures are logged.
+    pub fn send_in_background(&self, alert: Alert) {
+        let alerter = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = alerter.send(&alert).await {
+                tracing::warn!(error = %e, condition = %alert.condition, "alert not delivered");
+            }
+        });
+    }
+
     /// Sends `alert` unless its condition alerted within the window.
     pub async fn send(&self, alert: &Alert) -> Result<Delivery, AlertError> {
         tracing::warn!(severity = alert.severity.as_str(), condition = %alert.condition, title = %alert.title, error = %alert.error, "alert");

@@ -81,6 +81,19 @@ impl Core {
         Self { db, bus: EventBus::new(redis.clone(), prefix.to_owned()), queues: Queues::new(redis, prefix) }
     }
 
+    /// Connects to what `config` names, applying migrations when
+    /// `RUN_MIGRATIONS` is on; also returns the Redis connection for what
+    /// has no wrapper here (health, provider state, alerts).
+    pub async fn connect(config: &crate::config::Config) -> anyhow::Result<(Self, redis::aio::ConnectionManager)> {
+        use anyhow::Context as _;
+        let db = db::pool(&config.database).context("DATABASE_URL")?;
+        if config.database.run_migrations {
+            db::migrate(&db).await.context("applying migrations")?;
+        }
+        let redis = crate::redis_conn::manager(&config.redis).context("REDIS_URL")?;
+        Ok((Self::new(db, redis.clone(), &config.redis.key_prefix), redis))
+    }
+
     /// Starts a session for `candidate` and enqueues its opening turn.
     pub async fn start_session(
         &self,

@@ -164,8 +164,7 @@ impl TestEnv {
         params: serde_json::Value,
     ) -> anyhow::Result<shared::db::batch_runs::BatchRun> {
         let ctx = self.batch_context().await?;
-        let id = shared::db::batch_runs::insert_manual(&ctx.core.db, batch, &params, None).await?;
-        Ok(worker::jobs::batch_run::run_here(&ctx, id).await?)
+        Ok(worker::jobs::batch_run::run_here(&ctx, batch, &params).await?)
     }
 
     /// A direct connection to this test's database.

@@ -150,7 +150,9 @@ async fn a_dead_job_retried_completes_and_a_deleted_one_is_gone() -> anyhow::Res
     assert!(job["error"].as_str().unwrap_or_default().contains("400"), "{job}");
     assert_eq!(job["payload"]["session_id"], session.as_str());
     let id = job["id"].as_str().unwrap_or_default().to_owned();
-    let alerted = receiver.posted("/slack");
+    // Alerts go out in the background.
+    let alerted =
+        tests::eventually(WAIT, || async { Ok(Some(receiver.posted("/slack")).filter(|p| !p.is_empty())) }).await?;
     assert_eq!(alerted.len(), 1, "jobs going dead alert");
     assert_eq!(alerted[0]["text"], "🟠 MEDIUM: Jobs going dead on the turns queue");
     assert_eq!(candidate.get("/admin/queues/turns/dead").await?.status, 403);

@@ -394,8 +394,13 @@ async fn a_failing_primary_opens_its_circuit_and_a_successful_probe_closes_it() 
     answer(&mut ws, 1).await?;
     // Two faults in a row: open. The next turn does not try the primary.
     assert_eq!(circuit_state(&env, "openai_compatible").await?, "open");
-    let titles: Vec<String> =
-        receiver.posted("/teams").iter().filter_map(|c| c["title"].as_str().map(str::to_owned)).collect();
+    // Alerts go out in the background.
+    let titles: Vec<String> = tests::eventually(WAIT, || async {
+        let titles: Vec<String> =
+            receiver.posted("/teams").iter().filter_map(|c| c["title"].as_str().map(str::to_owned)).collect();
+        Ok((titles.len() >= 2).then_some(titles))
+    })
+    .await?;
     assert_eq!(
         titles,
         [

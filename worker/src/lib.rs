@@ -26,7 +26,6 @@ use apalis::prelude::{BackendExt, Event, Monitor, ParallelizeExt, WorkerBuilder,
 use apalis_redis::RedisStorage;
 use redis::aio::ConnectionManager;
 use shared::config::Config;
-use shared::db;
 use shared::flow::Core;
 use shared::jobs::QueueName;
 use shared::queue::{POOL_HEARTBEAT, pool_key, queue_config};
@@ -77,14 +76,10 @@ pub async fn deps(config: Config) -> anyhow::Result<Arc<Deps>> {
 
 /// Builds the dependencies around a given provider chain.
 pub async fn deps_with_provider(config: Config, provider: Arc<dyn ChatProvider>) -> anyhow::Result<Arc<Deps>> {
-    let pool = db::pool(&config.database).context("DATABASE_URL")?;
-    if config.database.run_migrations {
-        db::migrate(&pool).await.context("applying migrations")?;
-    }
-    let redis = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
+    let (core, redis) = Core::connect(&config).await?;
     Ok(Arc::new(Deps {
-        alerter: shared::alerts::Alerter::for_config(&config, redis.clone()),
-        core: Core::new(pool, redis, &config.redis.key_prefix),
+        alerter: shared::alerts::Alerter::for_config(&config, redis),
+        core,
         provider,
         config: Arc::new(config),
         name: worker_name(),

@@ -36,13 +36,7 @@ impl Context {
     /// Connects to what `config` names (migrating when `RUN_MIGRATIONS`):
     /// for running a batch outside a worker (`scheduler batch run`, tests).
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let db = shared::db::pool(&config.database).context("DATABASE_URL")?;
-        if config.database.run_migrations {
-            shared::db::migrate(&db).await.context("applying migrations")?;
-        }
-        let redis = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
-        let core = Core::new(db, redis.clone(), &config.redis.key_prefix);
+        let (core, redis) = Core::connect(&config).await?;
         Ok(Self { core, alerter: Alerter::for_config(&config, redis), config: Arc::new(config) })
     }
 }

@@ -8,6 +8,7 @@ use chrono::Utc;
 use serde_json::Value;
 use shared::alerts::{Alert, Severity};
 use shared::db::{self, batch_runs::BatchRun};
+use shared::domain::Batch;
 use shared::ids::BatchRunId;
 use shared::jobs::BatchJob;
 use shared::queue::new_job_id;
@@ -61,9 +62,10 @@ pub async fn run(deps: &Deps, run_id: BatchRunId, request_id: &str) -> Result<()
     .await
 }
 
-/// Runs a recorded run to its end here and now, without retries (the CLI):
-/// the finished row.
-pub async fn run_here(ctx: &Context, run_id: BatchRunId) -> Result<BatchRun, BatchError> {
+/// Records a run of `batch` by hand with `params` and runs it to its end
+/// here and now, without retries (the CLI): the finished row.
+pub async fn run_here(ctx: &Context, batch: Batch, params: &Value) -> Result<BatchRun, BatchError> {
+    let run_id = db::batch_runs::insert_manual(&ctx.core.db, batch, params, None).await?;
     let run = db::batch_runs::claim(&ctx.core.db, run_id, ctx.config.jobs.lease)
         .await?
         .ok_or_else(|| BatchError(format!("run {run_id} is not queued")))?;

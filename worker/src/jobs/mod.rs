@@ -59,8 +59,6 @@ pub async fn record(deps: &crate::Deps, queue: QueueName, result: &Result<(), Bo
             ),
             condition: format!("dead_jobs:{}", queue.as_str()),
         };
-        if let Err(e) = deps.alerter.send(&alert).await {
-            tracing::warn!(error = %e, "dead-job alert not delivered");
-        }
+        deps.alerter.send_in_background(alert);
     }
 }

@@ -115,7 +115,7 @@ async fn run(links: Arc<[Link]>, backoff: JobsConfig, request: ChatRequest, tx: 
         }
         tracing::warn!(provider = %failure.provider, error = %failure.message, "provider failed; trying the next one");
         if failure.kind != FailureKind::Skipped {
-            link.guard.failed_over(&failure.message).await;
+            link.guard.failed_over(&failure.message);
         }
         if std::mem::take(&mut sent_text) {
             let reason = format!("{} broke off ({}); the reply restarts", failure.provider, failure.message);

@@ -70,7 +70,7 @@ impl Guard {
 
     /// Alerts (P3, once per provider and window) that calls moved past this
     /// provider to the next one.
-    pub async fn failed_over(&self, error: &str) {
+    pub fn failed_over(&self, error: &str) {
         let alert = Alert {
             severity: Severity::P3,
             title: format!("AI provider {} failed over", self.name),
@@ -80,9 +80,7 @@ impl Guard {
             action: "Check the provider's status and quota; GET /api/v1/admin/providers shows the chain.".into(),
             condition: format!("failover:{}", self.name),
         };
-        if let Err(e) = self.alerter.send(&alert).await {
-            tracing::warn!(error = %e, "failover alert not delivered");
-        }
+        self.alerter.send_in_background(alert);
     }
 
     /// How the API sees this provider at `position` of the chain.
@@ -221,9 +219,7 @@ impl Guard {
                                 .into(),
                         condition: format!("circuit_open:{}", self.name),
                     };
-                    if let Err(e) = self.alerter.send(&alert).await {
-                        tracing::warn!(error = %e, "circuit alert not delivered");
-                    }
+                    self.alerter.send_in_background(alert);
                 }
                 Ok(Transition::Closed) => tracing::info!(provider = %self.name, "probe succeeded; circuit closed"),
                 Ok(Transition::None) => {}
