@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Upper bounds (ms) of the `api_request_duration_ms` buckets.
 const BUCKETS_MS: [f64; 11] = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_000.0, 5_000.0, 10_000.0];
 
+/// One route and method: answers by status, and their durations.
 #[derive(Default)]
-struct Histogram {
+struct Route {
+    statuses: BTreeMap<u16, u64>,
     buckets: [u64; BUCKETS_MS.len()],
     count: u64,
     sum: f64,
@@ -20,8 +22,9 @@ struct Histogram {
 /// The counters.
 #[derive(Default)]
 pub struct ApiMetrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    durations: Mutex<BTreeMap<(String, String), Histogram>>,
+    /// endpoint → method → counts: looked up by `&str`, so a request to a
+    /// known route allocates nothing.
+    routes: Mutex<BTreeMap<String, BTreeMap<String, Route>>>,
     ws_in: AtomicU64,
     ws_out: AtomicU64,
     ws_disconnects: AtomicU64,
@@ -40,16 +43,23 @@ pub fn label(value: &str) -> String {
 impl ApiMetrics {
     /// One request to `endpoint` (the route's template) answered `status` in `ms`.
     pub fn request(&self, method: &str, endpoint: &str, status: u16, ms: f64) {
-        *lock(&self.requests).entry((method.to_owned(), endpoint.to_owned(), status)).or_default() += 1;
-        let mut durations = lock(&self.durations);
-        let h = durations.entry((method.to_owned(), endpoint.to_owned())).or_default();
+        let mut routes = lock(&self.routes);
+        if !routes.contains_key(endpoint) {
+            routes.insert(endpoint.to_owned(), BTreeMap::new());
+        }
+        let Some(methods) = routes.get_mut(endpoint) else { return };
+        if !methods.contains_key(method) {
+            methods.insert(method.to_owned(), Route::default());
+        }
+        let Some(route) = methods.get_mut(method) else { return };
+        *route.statuses.entry(status).or_default() += 1;
         for (i, bound) in BUCKETS_MS.iter().enumerate() {
             if ms <= *bound {
-                h.buckets[i] += 1;
+                route.buckets[i] += 1;
             }
         }
-        h.count += 1;
-        h.sum += ms;
+        route.count += 1;
+        route.sum += ms;
     }
 
     /// A WebSocket frame received (`incoming`) or sent.
@@ -70,29 +80,36 @@ impl ApiMetrics {
 
     /// The series, in the text format.
     pub fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP api_request_count HTTP requests by endpoint and status.\n# TYPE api_request_count counter"
-        );
-        for ((method, endpoint, status), n) in lock(&self.requests).iter() {
+        {
+            let routes = lock(&self.routes);
+            let each =
+                || routes.iter().flat_map(|(endpoint, methods)| methods.iter().map(move |(m, r)| (endpoint, m, r)));
             let _ = writeln!(
                 out,
-                "api_request_count{{method=\"{method}\",endpoint=\"{}\",status=\"{status}\"}} {n}",
-                label(endpoint)
+                "# HELP api_request_count HTTP requests by endpoint and status.\n# TYPE api_request_count counter"
             );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP api_request_duration_ms HTTP request time (ms).\n# TYPE api_request_duration_ms histogram"
-        );
-        for ((method, endpoint), h) in lock(&self.durations).iter() {
-            let l = format!("method=\"{method}\",endpoint=\"{}\"", label(endpoint));
-            for (bound, n) in BUCKETS_MS.iter().zip(h.buckets) {
-                let _ = writeln!(out, "api_request_duration_ms_bucket{{{l},le=\"{bound}\"}} {n}");
+            for (endpoint, method, route) in each() {
+                for (status, n) in &route.statuses {
+                    let _ = writeln!(
+                        out,
+                        "api_request_count{{method=\"{method}\",endpoint=\"{}\",status=\"{status}\"}} {n}",
+                        label(endpoint)
+                    );
+                }
             }
-            let _ = writeln!(out, "api_request_duration_ms_bucket{{{l},le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "api_request_duration_ms_sum{{{l}}} {}", h.sum);
-            let _ = writeln!(out, "api_request_duration_ms_count{{{l}}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "# HELP api_request_duration_ms HTTP request time (ms).\n# TYPE api_request_duration_ms histogram"
+            );
+            for (endpoint, method, route) in each() {
+                let l = format!("method=\"{method}\",endpoint=\"{}\"", label(endpoint));
+                for (bound, n) in BUCKETS_MS.iter().zip(route.buckets) {
+                    let _ = writeln!(out, "api_request_duration_ms_bucket{{{l},le=\"{bound}\"}} {n}");
+                }
+                let _ = writeln!(out, "api_request_duration_ms_bucket{{{l},le=\"+Inf\"}} {}", route.count);
+                let _ = writeln!(out, "api_request_duration_ms_sum{{{l}}} {}", route.sum);
+                let _ = writeln!(out, "api_request_duration_ms_count{{{l}}} {}", route.count);
+            }
         }
         let _ = writeln!(
             out,

@@ -140,6 +140,11 @@ pub struct DeadJob {
     pub attempts: Option<u64>,
 }
 
+/// A stored payload as JSON: a string when it is not JSON, null when gone.
+fn as_json(payload: Option<String>) -> Value {
+    payload.map_or(Value::Null, |p| serde_json::from_str(&p).unwrap_or(Value::String(p)))
+}
+
 /// The dead jobs of `queue`, newest first, at most `limit`.
 pub async fn dead_jobs(
     conn: &mut ConnectionManager,
@@ -158,7 +163,7 @@ pub async fn dead_jobs(
             .hgetall(format!("{}:{id}", config.job_meta_hash()))
             .query_async(conn)
             .await?;
-        let payload = payload.map_or(Value::Null, |p| serde_json::from_str(&p).unwrap_or(Value::String(p)));
+        let payload = as_json(payload);
         // `result` is `{"Err": "..."}` (or `{"Ok": ...}`).
         let error = meta.get("result").map(|r| match serde_json::from_str::<Value>(r) {
             Ok(Value::Object(o)) => o.get("Err").map_or(r.clone(), |e| e.as_str().map_or(e.to_string(), str::to_owned)),
@@ -180,7 +185,7 @@ pub async fn dead_payload(
     let config = queue_config(prefix, queue);
     let (dead, payload): (bool, Option<String>) =
         redis::pipe().sismember(config.dead_jobs_set(), id).hget(config.job_data_hash(), id).query_async(conn).await?;
-    Ok(dead.then(|| payload.map_or(Value::Null, |p| serde_json::from_str(&p).unwrap_or(Value::String(p)))))
+    Ok(dead.then(|| as_json(payload)))
 }
 
 /// Moves a dead job back to the pending list with a fresh count.

@@ -99,6 +99,28 @@ impl TestEnv {
         self
     }
 
+    /// Makes `AI_PROVIDER` the OpenAI-compatible endpoint of `fake` (key
+    /// `sk-test-key`, model `fake-model`).
+    pub fn use_fake_llm(&mut self, fake: &fake_llm::FakeLlm) -> &mut Self {
+        self.set("AI_PROVIDER", "openai_compatible")
+            .set("OPENAI_COMPATIBLE_BASE_URL", &fake.base_url)
+            .set("OPENAI_COMPATIBLE_API_KEY", "sk-test-key")
+            .set("OPENAI_COMPATIBLE_MODEL", "fake-model")
+    }
+
+    /// Pushes `payloads` onto `queue` as they are (no type checks: a
+    /// payload no handler can read), and wakes the idle pools.
+    pub async fn push_raw(&self, queue: shared::jobs::QueueName, payloads: &[serde_json::Value]) -> anyhow::Result<()> {
+        let mut redis = self.redis().await?;
+        let mut storage: apalis_redis::RedisStorage<serde_json::Value> = apalis_redis::RedisStorage::new(redis.clone())
+            .with_config(shared::queue::queue_config(&self.prefix, queue));
+        for payload in payloads {
+            apalis::prelude::TaskSink::push(&mut storage, payload.clone()).await?;
+        }
+        redis::cmd("PUBLISH").arg(queue.notify_channel(&self.prefix)).arg(1).query_async::<()>(&mut redis).await?;
+        Ok(())
+    }
+
     /// The configuration a component would read.
     pub fn config(&self, component: Component) -> anyhow::Result<Config> {
         Config::from_vars(Vars::from_map(self.vars.clone()), component).map_err(|e| anyhow::anyhow!("{e}"))
@@ -245,6 +267,13 @@ impl ApiHandle {
         let session = candidate.start_session(&recruiter.interview("en", max_turns).await?).await?;
         let ws = candidate.ws(&session, None).await?;
         Ok((candidate, session, ws))
+    }
+
+    /// A client logged in as the bootstrap admin.
+    pub async fn admin(&self) -> anyhow::Result<Client> {
+        let anon = self.client();
+        let tokens = anon.login(ADMIN_EMAIL, ADMIN_PASSWORD).await?;
+        Ok(anon.with_token(tokens["access_token"].as_str().context("admin token")?))
     }
 
     /// A client for this API.

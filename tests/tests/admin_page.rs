@@ -26,13 +26,8 @@ async fn the_admin_page_shows_depth_and_retries_a_dead_job_in_chromium() -> anyh
 
     // A dead job: a worker meets a payload it cannot read, then stops.
     let worker = env.start_worker().await?;
-    let mut storage: apalis_redis::RedisStorage<serde_json::Value> =
-        apalis_redis::RedisStorage::new(env.redis().await?)
-            .with_config(shared::queue::queue_config(&env.prefix, QueueName::Batch));
-    apalis::prelude::TaskSink::push(&mut storage, serde_json::json!({ "kind": "no_such_job" })).await?;
+    env.push_raw(QueueName::Batch, &[serde_json::json!({ "kind": "no_such_job" })]).await?;
     let mut redis = env.redis().await?;
-    let _: () =
-        redis::cmd("PUBLISH").arg(QueueName::Batch.notify_channel(&env.prefix)).arg(1).query_async(&mut redis).await?;
     let dead_set = format!("{}-batch:dead", env.prefix);
     tests::eventually(WAIT, || {
         let mut redis = redis.clone();

@@ -16,10 +16,7 @@ const TURNS: usize = 10 * PER_WINDOW;
 async fn three_workers_never_exceed_the_provider_s_limit_and_use_most_of_it() -> anyhow::Result<()> {
     let fake = FakeLlm::start("Tell me about a system you scaled.").await?;
     let mut env = TestEnv::new().await?;
-    env.set("AI_PROVIDER", "openai_compatible")
-        .set("OPENAI_COMPATIBLE_BASE_URL", &fake.base_url)
-        .set("OPENAI_COMPATIBLE_API_KEY", "sk-test-key")
-        .set("OPENAI_COMPATIBLE_MODEL", "fake-model")
+    env.use_fake_llm(&fake)
         .set("OPENAI_COMPATIBLE_RPM", "600")
         .set("AI_RATE_LIMIT_WINDOW_SECONDS", "1")
         .set("AI_RATE_LIMIT_MAX_WAIT_MS", "60000")

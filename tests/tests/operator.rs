@@ -37,19 +37,13 @@ fn counts(v: &Value) -> [u64; 5] {
     ["pending", "scheduled", "running", "done", "dead"].map(|k| v[k].as_u64().unwrap_or(u64::MAX))
 }
 
-async fn admin(api: &tests::ApiHandle) -> anyhow::Result<tests::Client> {
-    let anon = api.client();
-    let tokens = anon.login(tests::ADMIN_EMAIL, tests::ADMIN_PASSWORD).await?;
-    Ok(anon.with_token(tokens["access_token"].as_str().unwrap_or_default()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_surface_shows_the_queue_counts_redis_holds() -> anyhow::Result<()> {
     let mut env = TestEnv::new().await?;
     // Slow turns, one at a time: some run, the rest wait.
     env.set("SCRIPTED_DELTA_DELAY_MS", "1000").set("TURN_WORKER_CONCURRENCY", "1");
     let api = env.start_api().await?;
-    let admin = admin(&api).await?;
+    let admin = api.admin().await?;
     let anon = api.client();
     let recruiter = anon.user("r@example.com", "recruiter").await?;
     let candidate = anon.user("c@example.com", "candidate").await?;
@@ -67,9 +61,7 @@ async fn every_surface_shows_the_queue_counts_redis_holds() -> anyhow::Result<()
     };
     ctx.core.queues.push_turn(&shared::queue::new_job_id(), ghost, Some(Duration::from_secs(600))).await?;
     // A payload no handler can read: dead at its first fetch.
-    let mut storage: apalis_redis::RedisStorage<Value> = apalis_redis::RedisStorage::new(env.redis().await?)
-        .with_config(shared::queue::queue_config(&env.prefix, QueueName::Batch));
-    apalis::prelude::TaskSink::push(&mut storage, json!({ "kind": "no_such_job" })).await?;
+    env.push_raw(QueueName::Batch, &[json!({ "kind": "no_such_job" })]).await?;
     let _worker = env.spawn_process("worker", &[])?;
     tests::eventually(WAIT, || async {
         let (turns, batch) = (held_by_redis(&env, "turns").await?, held_by_redis(&env, "batch").await?);
@@ -135,13 +127,10 @@ async fn a_dead_job_retried_completes_and_a_deleted_one_is_gone() -> anyhow::Res
     let receiver = tests::receiver::Receiver::start().await?;
     let mut env = TestEnv::new().await?;
     env.set("SLACK_WEBHOOK_URL", &format!("{}/slack", receiver.origin));
-    env.set("AI_PROVIDER", "openai_compatible")
-        .set("OPENAI_COMPATIBLE_BASE_URL", &fake.base_url)
-        .set("OPENAI_COMPATIBLE_API_KEY", "k")
-        .set("OPENAI_COMPATIBLE_MODEL", "m");
+    env.use_fake_llm(&fake);
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
-    let admin = admin(&api).await?;
+    let admin = api.admin().await?;
     let (candidate, session, mut ws) = api.candidate_session(5).await?;
     ws.until(WAIT, |e| is(e, "turn.failed")).await?;
     let dead =
@@ -206,10 +195,7 @@ async fn a_dead_job_retried_completes_and_a_deleted_one_is_gone() -> anyhow::Res
 async fn metrics_parse_and_move_when_traffic_flows() -> anyhow::Result<()> {
     let fake = FakeLlm::start("Tell me more about that.").await?;
     let mut env = TestEnv::new().await?;
-    env.set("AI_PROVIDER", "openai_compatible")
-        .set("OPENAI_COMPATIBLE_BASE_URL", &fake.base_url)
-        .set("OPENAI_COMPATIBLE_API_KEY", "k")
-        .set("OPENAI_COMPATIBLE_MODEL", "m");
+    env.use_fake_llm(&fake);
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
     let scrape = || async {
@@ -301,14 +287,11 @@ async fn the_workers_trim_the_done_set_to_its_retention() -> anyhow::Result<()> 
 async fn the_queue_cli_watches_and_retries_every_dead_job() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
     let worker = env.start_worker().await?;
-    let mut storage: apalis_redis::RedisStorage<Value> = apalis_redis::RedisStorage::new(env.redis().await?)
-        .with_config(shared::queue::queue_config(&env.prefix, QueueName::Batch));
-    for n in 0..2 {
-        apalis::prelude::TaskSink::push(&mut storage, json!({ "kind": "no_such_job", "n": n })).await?;
-    }
-    let mut redis = env.redis().await?;
-    let _: () =
-        redis::cmd("PUBLISH").arg(QueueName::Batch.notify_channel(&env.prefix)).arg(1).query_async(&mut redis).await?;
+    env.push_raw(
+        QueueName::Batch,
+        &[json!({ "kind": "no_such_job", "n": 0 }), json!({ "kind": "no_such_job", "n": 1 })],
+    )
+    .await?;
     tests::eventually(WAIT, || async { Ok((held_by_redis(&env, "batch").await?[4] == 2).then_some(())) }).await?;
     worker.stop().await?;
 

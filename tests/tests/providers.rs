@@ -13,10 +13,7 @@ const REPLY: &str = "Thank you. Could you walk me through how you would design a
 
 async fn env_with(fake: &FakeLlm) -> anyhow::Result<TestEnv> {
     let mut env = TestEnv::new().await?;
-    env.set("AI_PROVIDER", "openai_compatible")
-        .set("OPENAI_COMPATIBLE_BASE_URL", &fake.base_url)
-        .set("OPENAI_COMPATIBLE_API_KEY", "sk-test-key")
-        .set("OPENAI_COMPATIBLE_MODEL", "fake-model")
+    env.use_fake_llm(fake)
         .set("OPENAI_COMPATIBLE_TIMEOUT", "5")
         .set("OPENAI_COMPATIBLE_PRICE_INPUT_PER_1K", "0.5")
         .set("OPENAI_COMPATIBLE_PRICE_OUTPUT_PER_1K", "1.5")
@@ -469,9 +466,7 @@ async fn operators_see_each_provider_s_circuit_headroom_usage_and_cost() -> anyh
     ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     answered_by(&env, 1).await?;
 
-    let admin = api.client();
-    let tokens = admin.login(tests::ADMIN_EMAIL, tests::ADMIN_PASSWORD).await?;
-    let admin = admin.with_token(tokens["access_token"].as_str().unwrap_or_default());
+    let admin = api.admin().await?;
     let (prompt, completion) = usage_of(REPLY);
     let cost = (f64::from(prompt) * 3.0 + f64::from(completion) * 15.0) / 1000.0;
     // The last outcome is booked just after the reply's last chunk went out.

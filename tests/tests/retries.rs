@@ -143,16 +143,8 @@ async fn an_undecodable_payload_is_dead_and_the_pool_keeps_working() -> anyhow::
     let env = TestEnv::new().await?;
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
-    let conn = env.redis().await?;
-    let mut storage: apalis_redis::RedisStorage<serde_json::Value> = apalis_redis::RedisStorage::new(conn.clone())
-        .with_config(shared::queue::queue_config(&env.prefix, QueueName::Turns));
-    storage.push(serde_json::json!({ "turn_id": 42, "unexpected": true })).await?;
-    let mut redis = conn.clone();
-    redis::cmd("PUBLISH")
-        .arg(QueueName::Turns.notify_channel(&env.prefix))
-        .arg(1)
-        .query_async::<()>(&mut redis)
-        .await?;
+    env.push_raw(QueueName::Turns, &[serde_json::json!({ "turn_id": 42, "unexpected": true })]).await?;
+    let redis = env.redis().await?;
     let dead_set = format!("{}-turns:dead", env.prefix);
     tests::eventually(WAIT, || {
         let mut redis = redis.clone();

@@ -147,9 +147,7 @@ async fn batches_run_by_hand_from_the_cli_and_the_admin_api() -> anyhow::Result<
     }
     assert!(listed.contains("succeeded"), "the CLI's run is listed:\n{listed}");
 
-    let admin = api.client();
-    let tokens = admin.login(tests::ADMIN_EMAIL, tests::ADMIN_PASSWORD).await?;
-    let admin = admin.with_token(tokens["access_token"].as_str().unwrap_or_default());
+    let admin = api.admin().await?;
     let r = admin.post("/admin/batches/token_cleanup/run", serde_json::json!({})).await?;
     assert_eq!(r.status, 202, "{r:?}");
     let run_id = r.body["run"]["id"].as_str().unwrap_or_default().to_owned();

@@ -26,31 +26,13 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
     {
         return Err(ApiError::unauthorized("/metrics wants the METRICS_TOKEN bearer token"));
     }
-    let mut conn = state.redis.clone();
-    let reports = shared::provider_state::report(&mut conn, &state.config.redis.key_prefix)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("Redis: {e}")))?;
     let mut body = String::new();
     state.metrics.render(&mut body);
     fleet(&state, &mut body).await?;
-    body.push_str(&render(&reports));
-    // The latest day analytics_aggregation computed.
-    let rate: Option<f64> = sqlx::query_scalar(
-        "SELECT completion_rate FROM daily_analytics WHERE completion_rate IS NOT NULL ORDER BY day DESC LIMIT 1",
-    )
-    .fetch_optional(&state.db)
-    .await
-    .map_err(|e| ApiError::unavailable(format!("database: {e}")))?;
-    if let Some(rate) = rate {
-        let _ = writeln!(
-            body,
-            "# HELP interview_completion_rate Sessions completed / started, the last aggregated day.\n# TYPE interview_completion_rate gauge\ninterview_completion_rate {rate}"
-        );
-    }
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
 }
 
-/// Gauges and counters read from PostgreSQL and Redis.
+/// The fleet's series, read from PostgreSQL and Redis.
 async fn fleet(state: &AppState, out: &mut String) -> Result<(), ApiError> {
     let unavailable = |what: &str, e: &dyn std::fmt::Display| ApiError::unavailable(format!("{what}: {e}"));
     let active = state.ws_active.load(std::sync::atomic::Ordering::Relaxed);
@@ -156,6 +138,21 @@ async fn fleet(state: &AppState, out: &mut String) -> Result<(), ApiError> {
     for (batch, status, n) in runs {
         let _ = writeln!(out, "batch_runs_total{{batch=\"{}\",status=\"{status}\"}} {n}", label(&batch));
     }
+    // The latest day analytics_aggregation computed.
+    let rate: Option<f64> = sqlx::query_scalar(
+        "SELECT completion_rate FROM daily_analytics WHERE completion_rate IS NOT NULL ORDER BY day DESC LIMIT 1",
+    )
+    .fetch_optional(&state.db)
+    .await
+    .map_err(|e| unavailable("database", &e))?;
+    if let Some(rate) = rate {
+        let _ = writeln!(
+            out,
+            "# HELP interview_completion_rate Sessions completed / started, the last aggregated day.\n# TYPE interview_completion_rate gauge\ninterview_completion_rate {rate}"
+        );
+    }
+    let reports = shared::provider_state::report(&mut conn, prefix).await.map_err(|e| unavailable("Redis", &e))?;
+    out.push_str(&render(&reports));
     Ok(())
 }
 

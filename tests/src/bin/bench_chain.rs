@@ -29,10 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let calls: usize = std::env::var("BENCH_CHAIN_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
     let fake = FakeLlm::start(REPLY).await?;
     let mut env = TestEnv::new().await?;
-    env.set("AI_PROVIDER", "openai_compatible")
-        .set("OPENAI_COMPATIBLE_BASE_URL", &fake.base_url)
-        .set("OPENAI_COMPATIBLE_API_KEY", "sk-bench")
-        .set("OPENAI_COMPATIBLE_MODEL", "fake-model")
+    env.use_fake_llm(&fake)
         // Limits far above the load: every call takes the limiter's path.
         .set("OPENAI_COMPATIBLE_RPM", "10000000")
         .set("OPENAI_COMPATIBLE_TPM", "1000000000")
