@@ -156,13 +156,20 @@ pub async fn dead_jobs(
     let mut ids: Vec<String> = redis::cmd("SMEMBERS").arg(config.dead_jobs_set()).query_async(conn).await?;
     ids.sort_unstable_by(|a, b| b.cmp(a)); // ULIDs: newest first
     ids.truncate(limit);
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One round trip for all of them.
+    let mut pipe = redis::pipe();
+    for id in &ids {
+        pipe.hget(config.job_data_hash(), id).hgetall(format!("{}:{id}", config.job_meta_hash()));
+    }
+    let mut values = pipe.query_async::<Vec<redis::Value>>(conn).await?.into_iter();
     let mut jobs = Vec::with_capacity(ids.len());
     for id in ids {
-        let (payload, meta): (Option<String>, std::collections::HashMap<String, String>) = redis::pipe()
-            .hget(config.job_data_hash(), &id)
-            .hgetall(format!("{}:{id}", config.job_meta_hash()))
-            .query_async(conn)
-            .await?;
+        let payload: Option<String> = redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
+        let meta: std::collections::HashMap<String, String> =
+            redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
         let payload = as_json(payload);
         // `result` is `{"Err": "..."}` (or `{"Ok": ...}`).
         let error = meta.get("result").map(|r| match serde_json::from_str::<Value>(r) {

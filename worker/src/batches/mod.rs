@@ -70,7 +70,8 @@ pub async fn run(ctx: &Context, batch: Batch, params: &Params, now: DateTime<Utc
         Batch::ExpiredSessionsCleanup => sessions::expire_idle(ctx).await,
         Batch::TokenCleanup => tokens::clean(ctx).await,
         Batch::AnalyticsAggregation => {
-            let day = params.date.unwrap_or_else(|| local_date(ctx, now).pred_opt().unwrap_or(local_date(ctx, now)));
+            let today = local_date(ctx, now);
+            let day = params.date.unwrap_or_else(|| today.pred_opt().unwrap_or(today));
             analytics::aggregate(ctx, day).await
         }
         Batch::BackupVerification => backups::verify(ctx, now).await,

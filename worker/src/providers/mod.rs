@@ -191,14 +191,12 @@ pub async fn from_config(config: &Config, conn: ConnectionManager) -> Result<Arc
         let guard = guard::Guard::new(provider.as_ref(), endpoint, config, conn.clone());
         links.push(chain::Link { provider, retries: endpoint.map_or(0, |e| e.max_retries), guard });
     }
+    // The scripted provider alone fails nothing and limits nothing: no chain.
+    let alone = matches!(kinds.as_slice(), [ProviderKind::Scripted]).then(|| links[0].provider.clone());
     let chain = chain::Chain::new(links, config.jobs.clone());
     let mut conn = conn;
     if let Err(e) = registry::register(&mut conn, &config.redis.key_prefix, &chain.registered()).await {
         tracing::warn!(error = %e, "provider chain not registered; the API cannot report on it");
     }
-    // The scripted provider alone fails nothing and limits nothing: no chain.
-    if let [ProviderKind::Scripted] = kinds.as_slice() {
-        return Ok(Arc::new(scripted::Scripted::new(worker.scripted_delta_delay)));
-    }
-    Ok(Arc::new(chain))
+    Ok(alone.unwrap_or_else(|| Arc::new(chain)))
 }
