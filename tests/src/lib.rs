@@ -121,6 +121,20 @@ impl TestEnv {
         Ok(())
     }
 
+    /// Waits until `queue`'s dead set holds `n` jobs.
+    pub async fn until_dead(&self, queue: shared::jobs::QueueName, n: u64) -> anyhow::Result<()> {
+        let redis = self.redis().await?;
+        let dead_set = shared::queue::queue_config(&self.prefix, queue).dead_jobs_set();
+        eventually(Duration::from_secs(30), || {
+            let (mut redis, dead_set) = (redis.clone(), dead_set.clone());
+            async move {
+                let dead: u64 = redis::cmd("SCARD").arg(&dead_set).query_async(&mut redis).await?;
+                Ok((dead == n).then_some(()))
+            }
+        })
+        .await
+    }
+
     /// The configuration a component would read.
     pub fn config(&self, component: Component) -> anyhow::Result<Config> {
         Config::from_vars(Vars::from_map(self.vars.clone()), component).map_err(|e| anyhow::anyhow!("{e}"))
@@ -261,12 +275,21 @@ impl ApiHandle {
     /// `max_turns`, with the session's socket open; the recruiter is
     /// `r@example.com`, the candidate `c@example.com`.
     pub async fn candidate_session(&self, max_turns: i32) -> anyhow::Result<(Client, String, Ws)> {
+        let (_, candidate, interview) = self.interview_for_candidate(max_turns).await?;
+        let session = candidate.start_session(&interview).await?;
+        let ws = candidate.ws(&session, None).await?;
+        Ok((candidate, session, ws))
+    }
+
+    /// A recruiter (`r@example.com`), the new English interview of
+    /// `max_turns` it created, and a candidate (`c@example.com`) to start
+    /// sessions of it.
+    pub async fn interview_for_candidate(&self, max_turns: i32) -> anyhow::Result<(Client, Client, String)> {
         let anon = self.client();
         let recruiter = anon.user("r@example.com", "recruiter").await?;
         let candidate = anon.user("c@example.com", "candidate").await?;
-        let session = candidate.start_session(&recruiter.interview("en", max_turns).await?).await?;
-        let ws = candidate.ws(&session, None).await?;
-        Ok((candidate, session, ws))
+        let interview = recruiter.interview("en", max_turns).await?;
+        Ok((recruiter, candidate, interview))
     }
 
     /// A client logged in as the bootstrap admin.

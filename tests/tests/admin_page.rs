@@ -27,17 +27,9 @@ async fn the_admin_page_shows_depth_and_retries_a_dead_job_in_chromium() -> anyh
     // A dead job: a worker meets a payload it cannot read, then stops.
     let worker = env.start_worker().await?;
     env.push_raw(QueueName::Batch, &[serde_json::json!({ "kind": "no_such_job" })]).await?;
+    env.until_dead(QueueName::Batch, 1).await?;
     let mut redis = env.redis().await?;
     let dead_set = format!("{}-batch:dead", env.prefix);
-    tests::eventually(WAIT, || {
-        let mut redis = redis.clone();
-        let dead_set = dead_set.clone();
-        async move {
-            let dead: u64 = redis::cmd("SCARD").arg(&dead_set).query_async(&mut redis).await?;
-            Ok((dead == 1).then_some(()))
-        }
-    })
-    .await?;
     worker.stop().await?;
 
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("admin-page.png");
@@ -66,10 +58,7 @@ async fn the_admin_page_shows_depth_and_retries_a_dead_job_in_chromium() -> anyh
     assert_eq!(ready, "ready 0", "logged in, the queues shown");
 
     // Three turns, and no worker to take them: the page must show them.
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let interview = recruiter.interview("en", 5).await?;
+    let (_, candidate, interview) = api.interview_for_candidate(5).await?;
     for _ in 0..3 {
         candidate.start_session(&interview).await?;
     }

@@ -47,10 +47,7 @@ async fn idle_sessions_expire_and_their_evaluations_are_enqueued() -> anyhow::Re
     let env = TestEnv::new().await?;
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let interview = recruiter.interview("en", 5).await?;
+    let (_, candidate, interview) = api.interview_for_candidate(5).await?;
     let mut sessions = Vec::new();
     for _ in 0..3 {
         sessions.push(candidate.start_session(&interview).await?);

@@ -22,10 +22,7 @@ async fn three_workers_never_exceed_the_provider_s_limit_and_use_most_of_it() ->
         .set("AI_RATE_LIMIT_MAX_WAIT_MS", "60000")
         .set("TURN_WORKER_CONCURRENCY", "16");
     let api = env.start_api().await?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let interview = recruiter.interview("en", 5).await?;
+    let (_, candidate, interview) = api.interview_for_candidate(5).await?;
     // The backlog first, so that the workers are never short of work.
     for _ in 0..TURNS {
         candidate.start_session(&interview).await?;

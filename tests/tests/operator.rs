@@ -44,10 +44,7 @@ async fn every_surface_shows_the_queue_counts_redis_holds() -> anyhow::Result<()
     env.set("SCRIPTED_DELTA_DELAY_MS", "1000").set("TURN_WORKER_CONCURRENCY", "1");
     let api = env.start_api().await?;
     let admin = api.admin().await?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let interview = recruiter.interview("en", 5).await?;
+    let (_, candidate, interview) = api.interview_for_candidate(5).await?;
     // More than a worker fetches ahead.
     for _ in 0..30 {
         candidate.start_session(&interview).await?;

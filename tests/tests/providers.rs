@@ -544,10 +544,8 @@ async fn evaluated_with(fake: &FakeLlm, evaluation_replies: &[&str]) -> anyhow::
     let env = env_with(fake).await?;
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let session = candidate.start_session(&recruiter.interview("en", 1).await?).await?;
+    let (recruiter, candidate, interview) = api.interview_for_candidate(1).await?;
+    let session = candidate.start_session(&interview).await?;
     let mut ws = candidate.ws(&session, None).await?;
     ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     answer(&mut ws, 1).await?;

@@ -144,17 +144,7 @@ async fn an_undecodable_payload_is_dead_and_the_pool_keeps_working() -> anyhow::
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
     env.push_raw(QueueName::Turns, &[serde_json::json!({ "turn_id": 42, "unexpected": true })]).await?;
-    let redis = env.redis().await?;
-    let dead_set = format!("{}-turns:dead", env.prefix);
-    tests::eventually(WAIT, || {
-        let mut redis = redis.clone();
-        let dead_set = dead_set.clone();
-        async move {
-            let dead: u64 = redis::cmd("SCARD").arg(&dead_set).query_async(&mut redis).await?;
-            Ok((dead == 1).then_some(()))
-        }
-    })
-    .await?;
+    env.until_dead(QueueName::Turns, 1).await?;
 
     // The same pool still runs real turns.
     let (_, _, mut ws) = api.candidate_session(5).await?;
