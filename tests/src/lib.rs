@@ -2,6 +2,7 @@
 //! Redis key prefix, starts the parts it needs (in-process, or as real
 //! processes when a test kills or signals them), and leaves nothing behind.
 
+pub mod fake_aws;
 pub mod fake_llm;
 pub mod prometheus;
 pub mod receiver;
@@ -86,6 +87,8 @@ impl TestEnv {
             ("WORKER_SHUTDOWN_TIMEOUT_SECONDS", "5"),
             ("HEALTH_CHECK_TIMEOUT_MS", "1000"),
             ("REDIS_SOCKET_TIMEOUT", "2"),
+            // The AWS credential chain never looks for an instance role here.
+            ("AWS_EC2_METADATA_DISABLED", "true"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -183,40 +183,15 @@ async fn azure_openai_calls_the_deployment_with_its_api_key_header() -> anyhow::
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn aws_bedrock_sends_its_api_key_as_a_bearer_token() -> anyhow::Result<()> {
-    let fake = FakeLlm::start(REPLY).await?;
-    fake.expect_auth(Auth::Bearer("bedrock-api-key".into()));
-    // The regional endpoint's path: https://bedrock-runtime.{region}.amazonaws.com/openai/v1
-    let endpoint = format!("{}/openai/v1", fake.origin);
-    let received = one_turn_with(
-        &fake,
-        &[
-            ("AI_PROVIDER", "aws_bedrock"),
-            ("BEDROCK_ENDPOINT", &endpoint),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_BEARER_TOKEN_BEDROCK", "bedrock-api-key"),
-            ("BEDROCK_MODEL_ID", "anthropic.claude-sonnet-4"),
-        ],
-    )
-    .await?;
-    assert_eq!(received.len(), 1);
-    assert_eq!(received[0].uri, "/openai/v1/chat/completions");
-    assert_eq!(received[0].authorization.as_deref(), Some("Bearer bedrock-api-key"));
-    assert_eq!(received[0].body["model"], "anthropic.claude-sonnet-4");
-    Ok(())
-}
-
-/// The chain `openai_compatible` (on `primary`), then `aws_bedrock` (on `fallback`).
+/// The chain `openai_compatible` (on `primary`), then `azure_openai` (on `fallback`).
 async fn chain_env(primary: &FakeLlm, fallback: &FakeLlm) -> anyhow::Result<TestEnv> {
     let mut env = env_with(primary).await?;
     // No retries on the primary: its first failure moves on.
-    env.set("AI_FALLBACK_PROVIDERS", "aws_bedrock")
+    env.set("AI_FALLBACK_PROVIDERS", "azure_openai")
         .set("OPENAI_COMPATIBLE_MAX_RETRIES", "0")
-        .set("BEDROCK_ENDPOINT", &fallback.base_url)
-        .set("AWS_REGION", "us-east-1")
-        .set("AWS_BEARER_TOKEN_BEDROCK", "bedrock-api-key")
-        .set("BEDROCK_MODEL_ID", "fallback-model");
+        .set("AZURE_OPENAI_ENDPOINT", &fallback.origin)
+        .set("AZURE_OPENAI_API_KEY", "azure-key")
+        .set("AZURE_OPENAI_DEPLOYMENT", "fallback-model");
     Ok(env)
 }
 
@@ -233,7 +208,7 @@ async fn a_failing_provider_fails_over_to_the_next_in_the_same_attempt() -> anyh
     assert_eq!(completed["message"], REPLY);
     assert!(!ws.seen.iter().any(|e| is(e, "turn.reset")), "nothing to drop: {:?}", ws.seen);
     let (status, attempts, _, provider, _) = opening_turn(&env).await?;
-    assert_eq!((status.as_str(), attempts, provider.as_deref()), ("completed", 1, Some("aws_bedrock")));
+    assert_eq!((status.as_str(), attempts, provider.as_deref()), ("completed", 1, Some("azure_openai")));
     assert_eq!((primary.received().len(), fallback.received().len()), (1, 1));
     Ok(())
 }
@@ -260,7 +235,7 @@ async fn restarts_on_the_next_provider(broken: Reply) -> anyhow::Result<()> {
     let seqs: Vec<i64> = ws.seen.iter().filter_map(|e| e["seq"].as_i64()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq strictly increasing: {seqs:?}");
     let (status, attempts, message, provider, _) = opening_turn(&env).await?;
-    assert_eq!((status.as_str(), attempts, provider.as_deref()), ("completed", 1, Some("aws_bedrock")));
+    assert_eq!((status.as_str(), attempts, provider.as_deref()), ("completed", 1, Some("azure_openai")));
     assert_eq!(message.as_deref(), Some(REPLY));
     Ok(())
 }
@@ -419,7 +394,7 @@ async fn a_failing_primary_opens_its_circuit_and_a_successful_probe_closes_it() 
     answer(&mut ws, 4).await?;
     assert_eq!(primary.received().len(), 4, "probe, then traffic as usual");
     let providers = answered_by(&env, 5).await?;
-    assert_eq!(providers, ["aws_bedrock", "aws_bedrock", "aws_bedrock", "openai_compatible", "openai_compatible"]);
+    assert_eq!(providers, ["azure_openai", "azure_openai", "azure_openai", "openai_compatible", "openai_compatible"]);
     Ok(())
 }
 
@@ -458,8 +433,8 @@ async fn operators_see_each_provider_s_circuit_headroom_usage_and_cost() -> anyh
     let mut env = chain_env(&primary, &fallback).await?;
     env.set("OPENAI_COMPATIBLE_RPM", "60")
         .set("OPENAI_COMPATIBLE_TPM", "100000")
-        .set("BEDROCK_PRICE_INPUT_PER_1K", "3")
-        .set("BEDROCK_PRICE_OUTPUT_PER_1K", "15");
+        .set("AZURE_OPENAI_PRICE_INPUT_PER_1K", "3")
+        .set("AZURE_OPENAI_PRICE_OUTPUT_PER_1K", "15");
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
     let (candidate, _, mut ws) = api.candidate_session(5).await?;
@@ -485,7 +460,7 @@ async fn operators_see_each_provider_s_circuit_headroom_usage_and_cost() -> anyh
     assert_eq!(first["rate_limit"]["requests"], serde_json::json!({ "limit": 60, "used": 1, "remaining": 59 }));
     assert_eq!(first["rate_limit"]["tokens"]["limit"], 100_000);
     assert_eq!(first["recent"]["error_rate"], 1.0);
-    assert_eq!((second["name"].as_str(), second["model"].as_str()), (Some("aws_bedrock"), Some("fallback-model")));
+    assert_eq!((second["name"].as_str(), second["model"].as_str()), (Some("azure_openai"), Some("fallback-model")));
     assert_eq!(second["rate_limit"]["requests"], serde_json::Value::Null, "unlimited");
     assert_eq!(second["today"]["tokens"], serde_json::json!({ "prompt": prompt, "completion": completion }));
     assert!((second["today"]["cost_usd"].as_f64().unwrap_or(-1.0) - cost).abs() < 1e-9, "{second}");
@@ -496,16 +471,16 @@ async fn operators_see_each_provider_s_circuit_headroom_usage_and_cost() -> anyh
     let health = api.client().get("/health").await?.body;
     let ai = &health["checks"]["ai_provider"];
     assert_eq!((ai["status"].as_str(), ai["provider"].as_str()), (Some("healthy"), Some("openai_compatible")), "{ai}");
-    assert_eq!(ai["circuits"], serde_json::json!({ "openai_compatible": "closed", "aws_bedrock": "closed" }));
+    assert_eq!(ai["circuits"], serde_json::json!({ "openai_compatible": "closed", "azure_openai": "closed" }));
     assert_eq!(ai["quota_remaining"], 100_000 - first["rate_limit"]["tokens"]["used"].as_u64().unwrap_or(0));
 
     let metrics = reqwest::get(format!("http://{}/metrics", api.addr)).await?.text().await?;
     for line in [
         "ai_request_count{provider=\"openai_compatible\",model=\"fake-model\",status=\"error\"} 1",
-        "ai_request_count{provider=\"aws_bedrock\",model=\"fallback-model\",status=\"ok\"} 1",
-        &format!("ai_token_usage_total{{provider=\"aws_bedrock\",model=\"fallback-model\",type=\"prompt\"}} {prompt}"),
+        "ai_request_count{provider=\"azure_openai\",model=\"fallback-model\",status=\"ok\"} 1",
+        &format!("ai_token_usage_total{{provider=\"azure_openai\",model=\"fallback-model\",type=\"prompt\"}} {prompt}"),
         "ai_error_count{provider=\"openai_compatible\",model=\"fake-model\"} 1",
-        "ai_request_duration_ms_count{provider=\"aws_bedrock\",model=\"fallback-model\"} 1",
+        "ai_request_duration_ms_count{provider=\"azure_openai\",model=\"fallback-model\"} 1",
         "ai_circuit_open{provider=\"openai_compatible\",model=\"fake-model\"} 0",
     ] {
         assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
@@ -525,7 +500,7 @@ async fn a_call_the_rate_limit_would_hold_too_long_goes_to_the_next_provider() -
     let (_, _, mut ws) = api.candidate_session(5).await?;
     ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     answer(&mut ws, 1).await?;
-    assert_eq!(answered_by(&env, 2).await?, ["openai_compatible", "aws_bedrock"]);
+    assert_eq!(answered_by(&env, 2).await?, ["openai_compatible", "azure_openai"]);
     assert_eq!((primary.received().len(), fallback.received().len()), (1, 1), "the limit was not exceeded");
     Ok(())
 }
@@ -606,7 +581,7 @@ async fn a_provider_slower_than_its_timeout_fails_over() -> anyhow::Result<()> {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(4), "the 1 s timeout cut the wait short: {took:?}");
     let (status, attempts, _, provider, _) = opening_turn(&env).await?;
-    assert_eq!((status.as_str(), attempts, provider.as_deref()), ("completed", 1, Some("aws_bedrock")));
+    assert_eq!((status.as_str(), attempts, provider.as_deref()), ("completed", 1, Some("azure_openai")));
     assert_eq!((primary.received().len(), fallback.received().len()), (1, 1));
     Ok(())
 }

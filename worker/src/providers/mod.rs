@@ -1,8 +1,10 @@
 //! The one provider trait every LLM call goes through: the built-in
-//! `scripted` interviewer, or the chain of OpenAI-compatible endpoints (any,
-//! Azure OpenAI, AWS Bedrock, Vertex AI) with failover, each behind its
-//! fleet-wide rate limit and circuit breaker ([`guard`]).
+//! `scripted` interviewer, or the chain of providers (AWS Bedrock's
+//! Converse API, and the OpenAI-compatible endpoints: any, Azure OpenAI,
+//! Vertex AI) with failover, each behind its fleet-wide rate limit and
+//! circuit breaker ([`guard`]).
 
+pub mod bedrock;
 pub mod chain;
 pub mod guard;
 pub mod openai_compatible;
@@ -160,6 +162,13 @@ pub trait ChatProvider: Send + Sync {
     fn stream(&self, request: ChatRequest) -> BoxStream<'static, Result<Chunk, ProviderError>>;
 }
 
+/// Prompt tokens taken for a stream that reports no usage: a rough
+/// estimate (characters / 4), at least 1.
+pub fn prompt_estimate(request: &ChatRequest) -> i32 {
+    let chars: usize = request.messages.iter().map(|m| m.content.chars().count()).sum();
+    i32::try_from(chars / 4).unwrap_or(i32::MAX).max(1)
+}
+
 /// Estimated cost of `usage` at `prices`.
 pub fn cost(prices: (f64, f64), usage: Usage) -> f64 {
     (f64::from(usage.prompt_tokens) * prices.0 + f64::from(usage.completion_tokens) * prices.1) / 1000.0
@@ -184,9 +193,7 @@ pub async fn from_config(config: &Config, conn: ConnectionManager) -> Result<Arc
             ProviderKind::GcpVertex(e, token_file) => {
                 (Arc::new(openai_compatible::OpenAiCompatible::vertex(e, token_file)?), Some(e))
             }
-            ProviderKind::AwsBedrock(e) => {
-                (Arc::new(openai_compatible::OpenAiCompatible::new("aws_bedrock", e)?), Some(e))
-            }
+            ProviderKind::AwsBedrock(b) => (Arc::new(bedrock::Bedrock::new(b).await), Some(&b.endpoint)),
         };
         let guard = guard::Guard::new(provider.as_ref(), endpoint, config, conn.clone());
         links.push(chain::Link { provider, retries: endpoint.map_or(0, |e| e.max_retries), guard });

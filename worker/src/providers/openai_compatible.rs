@@ -1,5 +1,5 @@
-//! OpenAI-compatible endpoints (any such endpoint, Azure OpenAI, AWS
-//! Bedrock's, Vertex AI's), on async-openai behind an HTTP service of ours (`docs/async-openai-findings.md`): async-openai's own retry layer is
+//! OpenAI-compatible endpoints (any such endpoint, Azure OpenAI, Vertex
+//! AI's), on async-openai behind an HTTP service of ours (`docs/async-openai-findings.md`): async-openai's own retry layer is
 //! gone, so one attempt is one request and the job's retry policy is the only
 //! one; a non-2xx answer keeps its status and `Retry-After` whatever its body.
 //!
@@ -237,7 +237,7 @@ impl ChatProvider for OpenAiCompatible {
     }
 
     fn stream(&self, request: ChatRequest) -> BoxStream<'static, Result<Chunk, ProviderError>> {
-        let prompt_estimate = request.messages.iter().map(|m| m.content.chars().count() as i32 / 4).sum::<i32>();
+        let prompt_estimate = super::prompt_estimate(&request);
         let body = self.request(&request);
         let name = self.name;
         let by = super::Answered::by(self);
@@ -276,8 +276,8 @@ impl ChatProvider for OpenAiCompatible {
                             // A stream is only complete with a finish_reason: `[DONE]`
                             // or EOF without one is a broken stream.
                             None if finished => {
-                                let usage = usage
-                                    .unwrap_or(Usage { prompt_tokens: prompt_estimate.max(1), completion_tokens: 0 });
+                                let usage =
+                                    usage.unwrap_or(Usage { prompt_tokens: prompt_estimate, completion_tokens: 0 });
                                 return Some((Ok(Chunk::Done { usage, by: by.clone() }), State::Done));
                             }
                             None => {

@@ -1,0 +1,222 @@
+//! Reading the whole configuration: the providers' settings and the parts
+//! that have no file of their own.
+
+use super::*;
+use std::collections::HashMap;
+
+pub(super) fn load(pairs: &[(&str, &str)], component: Component) -> Result<Config, ConfigError> {
+    let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Config::from_vars(Vars::from_map(map), component)
+}
+
+pub(super) const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+#[test]
+fn an_openai_compatible_endpoint_needs_its_variables() {
+    let err = load(&[("DATABASE_URL", "postgres://x/y"), ("AI_PROVIDER", "openai_compatible")], Component::Worker)
+        .expect_err("incomplete");
+    for name in ["OPENAI_COMPATIBLE_BASE_URL", "OPENAI_COMPATIBLE_API_KEY", "OPENAI_COMPATIBLE_MODEL"] {
+        assert!(err.to_string().contains(&format!("{name}: is required")), "{err}");
+    }
+    let err = load(
+        &[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("AI_PROVIDER", "openai_compatible"),
+            ("OPENAI_COMPATIBLE_BASE_URL", "ftp://llm"),
+            ("OPENAI_COMPATIBLE_API_KEY", "k"),
+            ("OPENAI_COMPATIBLE_MODEL", "m"),
+            ("OPENAI_COMPATIBLE_PRICE_INPUT_PER_1K", "-1"),
+            ("OPENAI_COMPATIBLE_TIMEOUT", "0"),
+        ],
+        Component::Worker,
+    )
+    .expect_err("bad values");
+    for name in ["OPENAI_COMPATIBLE_BASE_URL", "OPENAI_COMPATIBLE_PRICE_INPUT_PER_1K", "OPENAI_COMPATIBLE_TIMEOUT"] {
+        assert!(err.to_string().contains(name), "{name} in {err}");
+    }
+    let c = load(
+        &[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("AI_PROVIDER", "openai_compatible"),
+            ("OPENAI_COMPATIBLE_BASE_URL", "http://llm.internal/v1/"),
+            ("OPENAI_COMPATIBLE_API_KEY", "k"),
+            ("OPENAI_COMPATIBLE_MODEL", "m"),
+        ],
+        Component::Worker,
+    )
+    .expect("valid");
+    match c.worker.providers.as_deref() {
+        Some([ProviderKind::OpenAiCompatible(e)]) => {
+            assert_eq!(e.base_url, "http://llm.internal/v1");
+            assert_eq!(e.timeout, Duration::from_secs(60));
+            assert!(!format!("{e:?}").contains("\"k\""), "the key is redacted");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn azure_bedrock_and_vertex_read_their_own_variables() {
+    let err = load(&[("DATABASE_URL", "postgres://x/y"), ("AI_PROVIDER", "azure_openai")], Component::Worker)
+        .expect_err("incomplete");
+    for name in ["AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_DEPLOYMENT"] {
+        assert!(err.to_string().contains(&format!("{name}: is required")), "{err}");
+    }
+    let c = load(
+        &[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("AI_PROVIDER", "aws_bedrock"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_BEARER_TOKEN_BEDROCK", "k"),
+            ("BEDROCK_MODEL_ID", "m"),
+            ("BEDROCK_TIMEOUT", "30"),
+        ],
+        Component::Worker,
+    )
+    .expect("valid");
+    match c.worker.providers.as_deref() {
+        Some([ProviderKind::AwsBedrock(b)]) => {
+            assert_eq!((b.endpoint.model.as_str(), b.endpoint.timeout), ("m", Duration::from_secs(30)));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Only the worker holds provider keys.
+    let api = load(
+        &[("DATABASE_URL", "postgres://x/y"), ("AI_PROVIDER", "azure_openai"), ("JWT_SECRET_KEY", SECRET)],
+        Component::Api,
+    )
+    .expect("the API needs no Azure settings");
+    assert_eq!((api.worker.provider_name, api.worker.providers), ("azure_openai", None));
+    let err = load(&[("DATABASE_URL", "postgres://x/y"), ("AI_PROVIDER", "gcp_vertex")], Component::Worker)
+        .expect_err("incomplete");
+    for name in ["GCP_PROJECT_ID", "GCP_LOCATION", "VERTEX_AI_TOKEN_FILE", "VERTEX_AI_MODEL"] {
+        assert!(err.to_string().contains(&format!("{name}: is required")), "{err}");
+    }
+    let token = std::env::temp_dir().join("aiv-config-test-vertex-token");
+    std::fs::write(&token, "t").expect("temp file");
+    let c = load(
+        &[
+            ("DATABASE_URL", "postgres://x/y"),
+            ("AI_PROVIDER", "gcp_vertex"),
+            ("GCP_PROJECT_ID", "p1"),
+            ("GCP_LOCATION", "europe-west4"),
+            ("VERTEX_AI_MODEL", "m"),
+            ("VERTEX_AI_TOKEN_FILE", token.to_str().unwrap_or_default()),
+        ],
+        Component::Worker,
+    );
+    let _ = std::fs::remove_file(&token);
+    match c.expect("valid").worker.providers.as_deref() {
+        Some([ProviderKind::GcpVertex(e, _)]) => assert_eq!(
+            e.base_url,
+            "https://europe-west4-aiplatform.googleapis.com/v1/projects/p1/locations/europe-west4/endpoints/openapi"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_fallback_chain_is_validated() {
+    let base = [("DATABASE_URL", "postgres://x/y"), ("AI_PROVIDER", "scripted")];
+    let err = load(&[base[0], base[1], ("AI_FALLBACK_PROVIDERS", "scripted, gpt")], Component::Worker)
+        .expect_err("bad chain");
+    let text = err.to_string();
+    assert!(text.contains("AI_FALLBACK_PROVIDERS: \"scripted\" is already in the chain"), "{text}");
+    assert!(text.contains("AI_FALLBACK_PROVIDERS: unknown provider \"gpt\""), "{text}");
+    let c = load(
+        &[
+            base[0],
+            ("AI_PROVIDER", "aws_bedrock"),
+            ("AI_FALLBACK_PROVIDERS", " Scripted "),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_BEARER_TOKEN_BEDROCK", "k"),
+            ("BEDROCK_MODEL_ID", "m"),
+        ],
+        Component::Worker,
+    )
+    .expect("valid");
+    assert_eq!(c.worker.fallback_names, ["scripted"]);
+    assert!(matches!(c.worker.providers.as_deref(), Some([ProviderKind::AwsBedrock(_), ProviderKind::Scripted])));
+}
+
+#[test]
+fn rate_limits_and_the_circuit_are_read_and_bad_values_are_named() {
+    let base = [
+        ("DATABASE_URL", "postgres://x/y"),
+        ("AI_PROVIDER", "aws_bedrock"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_BEARER_TOKEN_BEDROCK", "k"),
+        ("BEDROCK_MODEL_ID", "m"),
+    ];
+    let c = load(
+        &[&base[..], &[("BEDROCK_RPM", "120"), ("AI_RATE_LIMIT_WINDOW_SECONDS", "10")]].concat(),
+        Component::Worker,
+    )
+    .expect("valid");
+    match c.worker.providers.as_deref() {
+        Some([ProviderKind::AwsBedrock(b)]) => assert_eq!((b.endpoint.rpm, b.endpoint.tpm), (Some(120), None)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.worker.policy.rate_window, Duration::from_secs(10));
+    assert_eq!((c.worker.policy.circuit_failures, c.worker.policy.circuit_cooldown), (5, Duration::from_secs(30)));
+    let bad = [
+        ("BEDROCK_RPM", "lots"),
+        ("BEDROCK_TPM", "0"),
+        ("AI_RATE_LIMIT_WINDOW_SECONDS", "3600"),
+        ("AI_CIRCUIT_BREAKER_FAILURES", "-1"),
+    ];
+    let text = load(&[&base[..], &bad[..]].concat(), Component::Worker).expect_err("bad values").to_string();
+    for name in [
+        "BEDROCK_RPM: cannot parse",
+        "BEDROCK_TPM: must be between 1",
+        "AI_RATE_LIMIT_WINDOW_SECONDS: must be between 1 and 60",
+        "AI_CIRCUIT_BREAKER_FAILURES: cannot parse",
+    ] {
+        assert!(text.contains(name), "{name} in {text}");
+    }
+}
+
+#[test]
+fn the_seed_database_url_is_accepted() {
+    let c =
+        load(&[("DATABASE_URL", "postgresql+asyncpg://u:p@db:5432/ai"), ("JWT_SECRET_KEY", SECRET)], Component::Api)
+            .expect("valid");
+    assert_eq!(c.database.url, "postgres://u:p@db:5432/ai");
+    assert_eq!(c.database.max_connections, 30);
+    assert_eq!(c.api.port, 8001);
+}
+
+#[test]
+fn bad_values_name_their_variable() {
+    let err = load(
+        &[
+            ("DATABASE_URL", "mysql://x"),
+            ("API_PORT", "eighty"),
+            ("REDIS_KEY_PREFIX", "a:b"),
+            ("AI_PROVIDER", "claude"),
+            ("WS_MAX_CONNECTIONS_PER_USER", "0"),
+        ],
+        Component::Worker,
+    )
+    .expect_err("bad");
+    let text = err.to_string();
+    for name in ["DATABASE_URL", "API_PORT", "REDIS_KEY_PREFIX", "AI_PROVIDER", "WS_MAX_CONNECTIONS_PER_USER"] {
+        assert!(text.contains(&format!("{name}:")), "{name} missing from {text}");
+    }
+}
+
+#[test]
+fn redis_password_goes_into_the_url() {
+    let c = load(
+        &[("DATABASE_URL", "postgres://x/y"), ("REDIS_URL", "redis://r:6379/0"), ("REDIS_PASSWORD", "p@ss")],
+        Component::Worker,
+    )
+    .expect("valid");
+    assert_eq!(c.redis.url, "redis://:p%40ss@r:6379/0");
+}
+
+#[test]
+fn seed_log_levels_map_to_filters() {
+    let c = load(&[("DATABASE_URL", "postgres://x/y"), ("LOG_LEVEL", "WARNING")], Component::Worker).expect("valid");
+    assert!(c.app.log_filter.starts_with("warn,"));
+}

@@ -1,0 +1,261 @@
+//! The fake's two endpoints: ConverseStream and STS.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State as Extract};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use super::event_stream::{event, exception};
+use super::{Converse, Key, Received, State, lock, sigv4, sts, usage_of};
+
+type Shared = Arc<Mutex<State>>;
+
+pub(super) fn router(state: Shared) -> axum::Router {
+    axum::Router::new()
+        .route("/model/{model}/converse-stream", post(converse_stream))
+        .route("/", post(security_token_service))
+        .with_state(state)
+}
+
+async fn converse_stream(
+    Extract(state): Extract<Shared>,
+    Path(model): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let reply = {
+        let mut state = lock(&state);
+        let authorized = authenticate(&state, &uri, &headers, &body);
+        let refusal = authorized
+            .as_ref()
+            .err()
+            .cloned()
+            .or_else(|| validate(&json).err().map(|m| (400, "ValidationException", m)));
+        state.received.push(Received {
+            at: Instant::now(),
+            model,
+            path: uri.path().to_owned(),
+            authorization: header("authorization"),
+            security_token: header("x-amz-security-token"),
+            signed_with: authorized.ok().flatten(),
+            refused: refusal.as_ref().map(|(status, kind, _)| (*status, (*kind).to_owned())),
+            body: json,
+        });
+        match refusal {
+            Some((status, kind, message)) => Converse::Error { status, kind: kind.into(), message },
+            None => {
+                let default = Converse::Stream(state.default_text.clone());
+                state.next.pop_front().unwrap_or(default)
+            }
+        }
+    };
+    answer(reply)
+}
+
+/// `Ok(Some(key))` for a valid signature, `Ok(None)` for the accepted
+/// bearer; else the refusal AWS would send.
+fn authenticate(state: &State, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, sigv4::Refusal> {
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if let Some(token) = authorization.strip_prefix("Bearer ") {
+        return match &state.bearer {
+            Some(key) if key == token => Ok(None),
+            _ => Err((
+                403,
+                "UnrecognizedClientException",
+                "Invalid API Key format: Must start with pre-defined prefix".into(),
+            )),
+        };
+    }
+    let request = sigv4::Request { method: "POST", path: uri.path(), query: uri.query(), headers, body };
+    let now = SystemTime::now();
+    let signed =
+        sigv4::verify(&request, &state.region, "bedrock", now, |id| state.keys.get(id).map(|k| k.secret.clone()))?;
+    let key: &Key = state
+        .keys
+        .get(&signed.access_key_id)
+        .ok_or_else(|| (403, "UnrecognizedClientException", "unknown key".to_owned()))?;
+    if let Some(expected) = &key.session_token {
+        let sent = headers.get("x-amz-security-token").and_then(|v| v.to_str().ok());
+        if sent != Some(expected.as_str()) {
+            return Err((
+                403,
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.".into(),
+            ));
+        }
+    }
+    if key.expires.is_some_and(|at| at <= now) {
+        return Err((403, "ExpiredTokenException", "The security token included in the request is expired".into()));
+    }
+    Ok(Some(signed.access_key_id))
+}
+
+/// Converse's rules: messages start with the user and alternate, no
+/// message without content, no blank text; system prompts not blank.
+fn validate(body: &Value) -> Result<(), String> {
+    let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return Err("The messages field is required and must contain at least one message.".into());
+    };
+    let mut previous = None;
+    for (i, message) in messages.iter().enumerate() {
+        let role = message["role"].as_str().unwrap_or_default();
+        if !matches!(role, "user" | "assistant") {
+            return Err(format!("messages.{i}.role must be user or assistant, got {role:?}"));
+        }
+        if i == 0 && role != "user" {
+            return Err("A conversation must start with a user message. Try again with a conversation that starts with a user message.".into());
+        }
+        if previous == Some(role) {
+            return Err("A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again.".into());
+        }
+        previous = Some(role);
+        let Some(content) = message["content"].as_array().filter(|c| !c.is_empty()) else {
+            return Err(format!(
+                "The content field in the Message object at messages.{i} is empty. Add a ContentBlock object to the content field and try again."
+            ));
+        };
+        for (j, block) in content.iter().enumerate() {
+            if block["text"].as_str().is_some_and(|t| t.trim().is_empty()) {
+                return Err(format!(
+                    "The text field in the ContentBlock object at messages.{i}.content.{j} is blank. Add text to the text field, and try again."
+                ));
+            }
+        }
+    }
+    for (i, block) in body["system"].as_array().into_iter().flatten().enumerate() {
+        if block["text"].as_str().is_some_and(|t| t.trim().is_empty()) {
+            return Err(format!("The text field in the SystemContentBlock object at system.{i} is blank."));
+        }
+    }
+    if body["inferenceConfig"]["maxTokens"].as_i64().is_some_and(|n| n < 1) {
+        return Err("inferenceConfig.maxTokens must be at least 1.".into());
+    }
+    Ok(())
+}
+
+fn first_half(text: &str) -> &str {
+    let mut end = text.len() / 2;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// `text` as `messageStart`, `contentBlockDelta`s of a few characters and,
+/// when finished, `contentBlockStop`.
+fn text_frames(text: &str, finished: bool) -> Vec<Vec<u8>> {
+    let mut frames = vec![event("messageStart", &json!({ "role": "assistant" }))];
+    let chars: Vec<char> = text.chars().collect();
+    for piece in chars.chunks(8) {
+        let delta: String = piece.iter().collect();
+        frames.push(event(
+            "contentBlockDelta",
+            &json!({ "contentBlockIndex": 0, "delta": { "text": delta }, "p": "abcd" }),
+        ));
+    }
+    if finished {
+        frames.push(event("contentBlockStop", &json!({ "contentBlockIndex": 0 })));
+    }
+    frames
+}
+
+fn ending(text: &str, reason: &str) -> Vec<Vec<u8>> {
+    let (input, output) = usage_of(text);
+    vec![
+        event("messageStop", &json!({ "stopReason": reason })),
+        event(
+            "metadata",
+            &json!({ "usage": { "inputTokens": input, "outputTokens": output, "totalTokens": input + output }, "metrics": { "latencyMs": 12 } }),
+        ),
+    ]
+}
+
+fn answer(reply: Converse) -> Response {
+    let frames = match reply {
+        Converse::Stream(text) => [text_frames(&text, true), ending(&text, "end_turn")].concat(),
+        Converse::Stopped { text, reason } => [text_frames(&text, true), ending(&text, &reason)].concat(),
+        Converse::Exception { text, kind } => {
+            let mut frames = text_frames(first_half(&text), false);
+            frames.push(exception(&kind, &format!("{kind} from the fake")));
+            frames
+        }
+        Converse::CutBeforeStop(text) => text_frames(first_half(&text), false),
+        Converse::CutMidFrame(text) => {
+            let mut frames = text_frames(first_half(&text), false);
+            let next = event("contentBlockDelta", &json!({ "contentBlockIndex": 0, "delta": { "text": "lost" } }));
+            frames.push(next[..next.len() / 2].to_vec());
+            frames
+        }
+        Converse::BadCrc(text) => {
+            let mut frames = text_frames(first_half(&text), false);
+            let mut bad =
+                event("contentBlockDelta", &json!({ "contentBlockIndex": 0, "delta": { "text": "garbled" } }));
+            let last = bad.len() - 1;
+            bad[last] ^= 0xFF;
+            frames.push(bad);
+            frames
+        }
+        Converse::Error { status, kind, message } => return error(status, &kind, &message),
+    };
+    // Each frame in two chunks: the client must reassemble frames across reads.
+    let chunks: Vec<Result<Bytes, std::io::Error>> = frames
+        .into_iter()
+        .flat_map(|f| {
+            let (a, b) = f.split_at(f.len() / 2);
+            [Ok(Bytes::copy_from_slice(a)), Ok(Bytes::copy_from_slice(b))]
+        })
+        .collect();
+    Response::builder()
+        .header("content-type", "application/vnd.amazon.eventstream")
+        .header("x-amzn-requestid", "fake-bedrock-request")
+        .body(Body::from_stream(futures::stream::iter(chunks)))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A JSON error as Bedrock's REST API sends it.
+fn error(status: u16, kind: &str, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("x-amzn-errortype", format!("{kind}:http://internal.amazon.com/coral/com.amazon.coral.service/"))
+        .header("x-amzn-requestid", "fake-bedrock-request")
+        .body(Body::from(json!({ "message": message }).to_string()))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn security_token_service(Extract(state): Extract<Shared>, body: String) -> Response {
+    let fields = sts::form(&body);
+    let mut state = lock(&state);
+    let serial = state.issued.len() as u64 + 1;
+    let xml = |status: u16, body: String| {
+        Response::builder()
+            .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+            .header("content-type", "text/xml")
+            .body(Body::from(body))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    };
+    match sts::assume(state.role.as_ref(), &fields, serial) {
+        Ok(issued) => {
+            let Some(role) = state.role.clone() else { return xml(500, String::new()) };
+            let body = sts::response(&issued, &role);
+            state.issued.push((Instant::now(), issued.access_key_id.clone()));
+            let key = Key {
+                secret: issued.secret_access_key.clone(),
+                session_token: Some(issued.session_token.clone()),
+                expires: Some(issued.expires),
+            };
+            state.keys.insert(issued.access_key_id, key);
+            xml(200, body)
+        }
+        Err((status, body)) => xml(status, body),
+    }
+}
