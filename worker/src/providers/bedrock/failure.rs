@@ -31,20 +31,37 @@ fn kind(code: Option<&str>, status: Option<u16>) -> FailureKind {
     }
 }
 
-/// A failed ConverseStream request (before the stream began).
+/// A failed ConverseStream request (before the stream began): the
+/// exception's name comes in the `x-amzn-ErrorType` header.
 pub(super) fn of_call(error: &SdkError<ConverseStreamError, HttpResponse>) -> ProviderError {
-    failure(error, |raw| Some(raw.status().as_u16()))
+    failure(error, |e| e.code().map(str::to_owned), |raw| Some(raw.status().as_u16()))
 }
 
-/// A failure inside the stream: an exception event, or a broken stream.
+/// A failure inside the stream: an exception event (named by its
+/// `:exception-type`, which the SDK turns into the variant), or a broken stream.
 pub(super) fn of_event<R: std::fmt::Debug>(error: &SdkError<ConverseStreamOutputError, R>) -> ProviderError {
-    failure(error, |_| None)
+    let name = |e: &ConverseStreamOutputError| {
+        let modelled = match e {
+            ConverseStreamOutputError::ThrottlingException(_) => Some("throttlingException"),
+            ConverseStreamOutputError::ServiceUnavailableException(_) => Some("serviceUnavailableException"),
+            ConverseStreamOutputError::InternalServerException(_) => Some("internalServerException"),
+            ConverseStreamOutputError::ModelStreamErrorException(_) => Some("modelStreamErrorException"),
+            ConverseStreamOutputError::ValidationException(_) => Some("validationException"),
+            _ => None,
+        };
+        modelled.map(str::to_owned).or_else(|| e.code().map(str::to_owned))
+    };
+    failure(error, name, |_| None)
 }
 
 /// Only a service's answer can be a rejection; timeouts, broken
 /// connections, unreadable frames (a bad CRC, a frame cut short) and
 /// credentials that could not be had are faults.
-fn failure<E, R>(error: &SdkError<E, R>, status: impl Fn(&R) -> Option<u16>) -> ProviderError
+fn failure<E, R>(
+    error: &SdkError<E, R>,
+    name: impl Fn(&E) -> Option<String>,
+    status: impl Fn(&R) -> Option<u16>,
+) -> ProviderError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -52,10 +69,11 @@ where
     let (kind, message) = match error {
         SdkError::ServiceError(service) => {
             let (err, status) = (service.err(), status(service.raw()));
-            let code = err.code();
+            let code = name(err);
             let prefix = status.map(|s| format!("HTTP {s} ")).unwrap_or_default();
-            let text = format!("{prefix}{}: {}", code.unwrap_or("error"), err.message().unwrap_or("no message"));
-            (kind(code, status), text)
+            let what = code.as_deref().unwrap_or("error");
+            let text = format!("{prefix}{what}: {}", err.message().unwrap_or("no message"));
+            (kind(code.as_deref(), status), text)
         }
         SdkError::TimeoutError(_) => (FailureKind::Fault, "timed out".to_owned()),
         other => (FailureKind::Fault, DisplayErrorContext(other).to_string()),
