@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use axum::serve::ListenerExt;
 use serde_json::Value;
 
 /// What the fake answers to one ConverseStream request.
@@ -123,6 +124,11 @@ impl FakeAws {
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
+        // Frames go out as they are written, as from AWS: no Nagle delay
+        // between a stream's small writes.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let app = routes::router(state.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
