@@ -171,6 +171,32 @@ async fn web_identity_credentials_come_from_sts_and_are_renewed_when_they_expire
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn container_credentials_come_from_the_ecs_or_pod_identity_endpoint() -> anyhow::Result<()> {
+    let fake = FakeAws::start(REGION, REPLY).await?;
+    fake.allow_container_credentials("pod-identity-token", Duration::from_secs(900));
+    let env = bedrock_env(&fake).await?;
+    let token_file = std::env::temp_dir().join(format!("{}-pod-identity-token", env.prefix));
+    std::fs::write(&token_file, "pod-identity-token")?;
+    let api = env.start_api().await?;
+    // EKS Pod Identity's variables (ECS sets the same FULL_URI kind).
+    let (uri, token_path) = (format!("{}/container-credentials", fake.origin), token_file.display().to_string());
+    let _worker = env.spawn_process(
+        "worker",
+        &[("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri), ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &token_path)],
+    )?;
+    let (_, _, mut ws) = api.candidate_session(5).await?;
+    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    answer(&mut ws, 1).await?;
+    let _ = std::fs::remove_file(&token_file);
+    let issued: Vec<String> = fake.issued().into_iter().map(|(_, key)| key).collect();
+    assert_eq!(issued.len(), 1, "fetched once and cached while valid: {issued:?}");
+    let received = fake.received();
+    assert_eq!(received.len(), 2);
+    assert!(received.iter().all(|r| r.signed_with.as_ref() == issued.first()), "{received:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_a_bedrock_api_key_the_bearer_is_sent_and_nothing_is_signed() -> anyhow::Result<()> {
     let fake = FakeAws::start(REGION, REPLY).await?;
     fake.accept_bearer("ABSKbedrock-api-key");

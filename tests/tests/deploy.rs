@@ -192,6 +192,18 @@ fn the_kubernetes_manifests_hold_together() -> anyhow::Result<()> {
         "CPU 70 % as in the seed"
     );
 
+    // The workers call Bedrock with their IRSA role: a ServiceAccount of
+    // theirs, annotated with it.
+    let worker = deployment("ai-interviewer-worker").ok_or_else(|| anyhow::anyhow!("no worker Deployment"))?;
+    let account = s(worker, &["spec", "template", "spec", "serviceAccountName"]).unwrap_or("");
+    let accounts = of_kind(&docs, "ServiceAccount");
+    let account = accounts
+        .iter()
+        .find(|a| s(a, &["metadata", "name"]) == Some(account))
+        .ok_or_else(|| anyhow::anyhow!("the worker's ServiceAccount {account:?} is not declared"))?;
+    let role = s(account, &["metadata", "annotations", "eks.amazonaws.com/role-arn"]).unwrap_or("");
+    anyhow::ensure!(role.starts_with("arn:aws:iam::") && role.contains(":role/"), "IRSA role annotation: {role:?}");
+
     // The workers scale on the turns pending list; the scheduler runs twice.
     let scaled = of_kind(&docs, "ScaledObject");
     anyhow::ensure!(scaled.len() == 1);

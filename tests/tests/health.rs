@@ -66,15 +66,18 @@ async fn a_dead_worker_pool_shows_in_health() -> anyhow::Result<()> {
     let mut worker = env.spawn_process("worker", &[])?;
     let client = api.client();
     let workers = |body: &serde_json::Value| body["checks"]["queues"]["turns"]["workers"].as_u64();
-    let up = tests::eventually(Duration::from_secs(10), || {
+    // Both pools (turns and batch) register on their own first heartbeat:
+    // healthy only once both have (a cold start on a busy machine takes a while).
+    let up = tests::eventually(Duration::from_secs(20), || {
         let client = client.clone();
         async move {
             let r = client.get("/health").await?;
-            Ok((workers(&r.body) == Some(1)).then_some(r.body))
+            let both = ["turns", "batch"].iter().all(|q| r.body["checks"]["queues"][q]["workers"] == 1);
+            Ok(both.then_some(r.body))
         }
     })
     .await?;
-    assert_eq!(up["status"], "healthy");
+    assert_eq!(up["status"], "healthy", "{up}");
 
     worker.start_kill()?; // no cleanup: only the missing heartbeats tell
     worker.wait().await?;

@@ -13,7 +13,7 @@ mod vars;
 use std::time::Duration;
 
 pub use api::{ApiConfig, JwtConfig};
-pub use bedrock::{BedrockAuth, BedrockConfig, DEFAULT_MODEL as DEFAULT_BEDROCK_MODEL};
+pub use bedrock::{BedrockAuth, BedrockConfig};
 pub use operations::{AlertConfig, BatchSchedule, BatchSettings, SchedulerConfig};
 pub use providers::{AzureConfig, EndpointConfig, ProviderKind, ProviderPolicy, WorkerConfig};
 pub use vars::{ConfigError, Vars};

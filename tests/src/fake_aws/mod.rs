@@ -5,7 +5,9 @@
 //! event-stream frames with valid CRCs (or exception events, or a stream
 //! cut short), after checking the SigV4 signature against the keys it knows
 //! (or the Bedrock API key as a bearer) and Converse's validation rules;
-//! `POST /` is STS, issuing credentials that expire when it says.
+//! `POST /` is STS, issuing credentials that expire when it says, and
+//! `GET /container-credentials` the container credentials endpoint of ECS
+//! and EKS Pod Identity (`AWS_CONTAINER_CREDENTIALS_FULL_URI`).
 
 pub mod event_stream;
 mod routes;
@@ -98,6 +100,7 @@ struct State {
     keys: HashMap<String, Key>,
     bearer: Option<String>,
     role: Option<sts::Role>,
+    container: Option<(String, Duration)>,
     issued: Vec<(Instant, String)>,
     next: VecDeque<Converse>,
     default_text: String,
@@ -152,6 +155,12 @@ impl FakeAws {
         self.lock().role = Some(sts::Role { arn: role_arn.to_owned(), token: token.to_owned(), lifetime });
     }
 
+    /// The container credentials endpoint answers `Authorization: {token}`
+    /// with credentials living `lifetime`.
+    pub fn allow_container_credentials(&self, token: &str, lifetime: Duration) {
+        self.lock().container = Some((token.to_owned(), lifetime));
+    }
+
     /// Answers the next ConverseStream request with `reply` (after those queued before it).
     pub fn then(&self, reply: Converse) {
         self.lock().next.push_back(reply);
@@ -162,7 +171,7 @@ impl FakeAws {
         self.lock().received.clone()
     }
 
-    /// The access keys STS issued, with when.
+    /// The access keys STS and the container endpoint issued, with when.
     pub fn issued(&self) -> Vec<(Instant, String)> {
         self.lock().issued.clone()
     }

@@ -7,7 +7,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State as Extract};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::event_stream::{event, exception};
@@ -19,6 +19,7 @@ pub(super) fn router(state: Shared) -> axum::Router {
     axum::Router::new()
         .route("/model/{model}/converse-stream", post(converse_stream))
         .route("/", post(security_token_service))
+        .route("/container-credentials", get(container_credentials))
         .with_state(state)
 }
 
@@ -247,15 +248,48 @@ async fn security_token_service(Extract(state): Extract<Shared>, body: String) -
         Ok(issued) => {
             let Some(role) = state.role.clone() else { return xml(500, String::new()) };
             let body = sts::response(&issued, &role);
-            state.issued.push((Instant::now(), issued.access_key_id.clone()));
-            let key = Key {
-                secret: issued.secret_access_key.clone(),
-                session_token: Some(issued.session_token.clone()),
-                expires: Some(issued.expires),
-            };
-            state.keys.insert(issued.access_key_id, key);
+            remember(&mut state, &issued);
             xml(200, body)
         }
         Err((status, body)) => xml(status, body),
     }
+}
+
+/// The container endpoint as ECS documents it: the `Authorization` header
+/// it was given, answered with the task role's credentials in JSON.
+async fn container_credentials(Extract(state): Extract<Shared>, headers: HeaderMap) -> Response {
+    let mut state = lock(&state);
+    let Some((token, lifetime)) = state.container.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(token.as_str()) {
+        return (StatusCode::UNAUTHORIZED, axum::Json(json!({ "message": "invalid authorization token" })))
+            .into_response();
+    }
+    let serial = state.issued.len() as u64 + 1;
+    let issued = sts::Issued {
+        access_key_id: format!("ASIACONTAINER{serial:07}"),
+        secret_access_key: format!("fake-container-secret-{serial}"),
+        session_token: format!("IQoJcontainer{serial}"),
+        expires: SystemTime::now() + lifetime,
+    };
+    remember(&mut state, &issued);
+    let expiration = chrono::DateTime::<chrono::Utc>::from(issued.expires).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    axum::Json(json!({
+        "AccessKeyId": issued.access_key_id, "SecretAccessKey": issued.secret_access_key,
+        "Token": issued.session_token, "Expiration": expiration,
+        "RoleArn": "arn:aws:iam::123456789012:role/ai-interviewer-worker"
+    }))
+    .into_response()
+}
+
+/// Credentials issued are accepted by ConverseStream until they expire.
+fn remember(state: &mut State, issued: &sts::Issued) {
+    state.issued.push((Instant::now(), issued.access_key_id.clone()));
+    let key = Key {
+        secret: issued.secret_access_key.clone(),
+        session_token: Some(issued.session_token.clone()),
+        expires: Some(issued.expires),
+    };
+    state.keys.insert(issued.access_key_id.clone(), key);
 }
