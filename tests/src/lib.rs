@@ -519,6 +519,24 @@ impl Ws {
         }
     }
 
+    /// Sends answer `number` ("Answer {number}.") and waits up to `limit`
+    /// for the interviewer's reply to it.
+    pub async fn answer(&mut self, number: i64, limit: Duration) -> anyhow::Result<Value> {
+        let frame =
+            json!({ "type": "answer", "text": format!("Answer {number}."), "client_msg_id": format!("a{number}") });
+        self.send(frame).await?;
+        self.until(limit, |e| is(e, "turn.completed") && e["number"] == number).await
+    }
+
+    /// The deltas' text before the first `turn.reset` and after it.
+    pub fn text_around_reset(&self) -> anyhow::Result<(String, String)> {
+        let reset = self.seen.iter().position(|e| is(e, "turn.reset")).context("no turn.reset")?;
+        let text = |events: &[Value]| -> String {
+            events.iter().filter(|e| is(e, "turn.delta")).filter_map(|e| e["text"].as_str()).collect()
+        };
+        Ok((text(&self.seen[..reset]), text(&self.seen[reset..])))
+    }
+
     /// The close frame's code, waiting up to `limit`.
     pub async fn close_code(&mut self, limit: Duration) -> anyhow::Result<Option<u16>> {
         loop {

@@ -33,13 +33,6 @@ async fn bedrock_env(fake: &FakeAws) -> anyhow::Result<TestEnv> {
     Ok(env)
 }
 
-/// Answers turn `number` on `ws` and waits for the interviewer's reply.
-async fn answer(ws: &mut tests::Ws, number: i64) -> anyhow::Result<Value> {
-    let frame = json!({ "type": "answer", "text": format!("Answer {number}."), "client_msg_id": format!("a{number}") });
-    ws.send(frame).await?;
-    ws.until(WAIT, |e| is(e, "turn.completed") && e["number"] == number).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_whole_interview_streams_through_converse_stream_signed_with_environment_keys() -> anyhow::Result<()> {
     let fake = FakeAws::start(REGION, REPLY).await?;
@@ -58,8 +51,8 @@ async fn a_whole_interview_streams_through_converse_stream_signed_with_environme
     assert_eq!(opening["message"], REPLY);
     let deltas: String = ws.seen.iter().filter(|e| is(e, "turn.delta")).filter_map(|e| e["text"].as_str()).collect();
     assert_eq!(deltas, REPLY, "the deltas add up to the message");
-    answer(&mut ws, 1).await?;
-    answer(&mut ws, 2).await?;
+    ws.answer(1, WAIT).await?;
+    ws.answer(2, WAIT).await?;
     ws.until(WAIT, |e| is(e, "session.completed")).await?;
     let evaluation = tests::eventually(WAIT, || async {
         let r = recruiter.get(&format!("/sessions/{session}/evaluation")).await?;
@@ -150,7 +143,7 @@ async fn web_identity_credentials_come_from_sts_and_are_renewed_when_they_expire
     for number in 1..=2 {
         // Past the credentials' lifetime: the fake refuses them from now on.
         tokio::time::sleep(lifetime + Duration::from_millis(500)).await;
-        answer(&mut ws, number).await?;
+        ws.answer(number, WAIT).await?;
     }
     let _ = std::fs::remove_file(&token_file);
     let received = fake.received();
@@ -186,7 +179,7 @@ async fn container_credentials_come_from_the_ecs_or_pod_identity_endpoint() -> a
     )?;
     let (_, _, mut ws) = api.candidate_session(5).await?;
     ws.until(WAIT, |e| is(e, "turn.completed")).await?;
-    answer(&mut ws, 1).await?;
+    ws.answer(1, WAIT).await?;
     let _ = std::fs::remove_file(&token_file);
     let issued: Vec<String> = fake.issued().into_iter().map(|(_, key)| key).collect();
     assert_eq!(issued.len(), 1, "fetched once and cached while valid: {issued:?}");

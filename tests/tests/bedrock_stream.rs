@@ -5,8 +5,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
-use serde_json::Value;
 use tests::fake_aws::{Converse, FakeAws};
 use tests::fake_llm::FakeLlm;
 use tests::{TestEnv, is};
@@ -93,13 +91,10 @@ async fn restarts_on_the_next_provider(broken: Converse) -> anyhow::Result<()> {
     let (_, _, mut ws) = api.candidate_session(5).await?;
     let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     assert_eq!(completed["message"], REPLY);
-    let reset = ws.seen.iter().position(|e| is(e, "turn.reset")).context("a turn.reset")?;
-    let text = |events: &[Value]| -> String {
-        events.iter().filter(|e| is(e, "turn.delta")).filter_map(|e| e["text"].as_str()).collect()
-    };
-    assert!(PRIMARY_TEXT.starts_with(&text(&ws.seen[..reset])), "{:?}", ws.seen);
-    assert!(!text(&ws.seen[..reset]).is_empty(), "Bedrock's deltas were streamed as they came");
-    assert_eq!(text(&ws.seen[reset..]), REPLY);
+    let (before, after) = ws.text_around_reset()?;
+    assert!(PRIMARY_TEXT.starts_with(&before), "{:?}", ws.seen);
+    assert!(!before.is_empty(), "Bedrock's deltas were streamed as they came");
+    assert_eq!(after, REPLY);
     assert_eq!(opening_turn(&env).await?, ("completed".into(), 1, Some("openai_compatible".into())));
     assert_eq!(fake.received().len(), 1, "a stream that had sent text moves on at once");
     Ok(())

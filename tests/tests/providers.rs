@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
-
 use tests::fake_llm::{Auth, FakeLlm, Reply, usage_of};
 use tests::{TestEnv, is};
 
@@ -225,11 +223,7 @@ async fn restarts_on_the_next_provider(broken: Reply) -> anyhow::Result<()> {
     let (_, _, mut ws) = api.candidate_session(5).await?;
     let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     assert_eq!(completed["message"], REPLY);
-    let reset = ws.seen.iter().position(|e| is(e, "turn.reset")).context("a turn.reset")?;
-    let before: String =
-        ws.seen[..reset].iter().filter(|e| is(e, "turn.delta")).filter_map(|e| e["text"].as_str()).collect();
-    let after: String =
-        ws.seen[reset..].iter().filter(|e| is(e, "turn.delta")).filter_map(|e| e["text"].as_str()).collect();
+    let (before, after) = ws.text_around_reset()?;
     assert!(before.starts_with("This reply from the primary"), "{before:?}");
     assert_eq!(after, REPLY);
     let seqs: Vec<i64> = ws.seen.iter().filter_map(|e| e["seq"].as_i64()).collect();
@@ -313,13 +307,6 @@ async fn vertex_reads_its_rotating_access_token_for_every_request() -> anyhow::R
     Ok(())
 }
 
-/// Answers turn `number` (1 or more) on `ws` and waits for the interviewer's reply.
-async fn answer(ws: &mut tests::Ws, number: i64) -> anyhow::Result<serde_json::Value> {
-    let frame = serde_json::json!({ "type": "answer", "text": format!("Answer {number}."), "client_msg_id": format!("a{number}") });
-    ws.send(frame).await?;
-    ws.until(WAIT, |e| is(e, "turn.completed") && e["number"] == number).await
-}
-
 /// The providers that answered each completed turn, in order.
 async fn answered_by(env: &TestEnv, turns: usize) -> anyhow::Result<Vec<String>> {
     let db = env.db().await?;
@@ -363,7 +350,7 @@ async fn a_failing_primary_opens_its_circuit_and_a_successful_probe_closes_it() 
     let _worker = env.start_worker().await?;
     let (_, _, mut ws) = api.candidate_session(10).await?;
     ws.until(WAIT, |e| is(e, "turn.completed")).await?;
-    answer(&mut ws, 1).await?;
+    ws.answer(1, WAIT).await?;
     // Two faults in a row: open. The next turn does not try the primary.
     assert_eq!(circuit_state(&env, "openai_compatible").await?, "open");
     // Alerts go out in the background.
@@ -381,17 +368,17 @@ async fn a_failing_primary_opens_its_circuit_and_a_successful_probe_closes_it() 
         ],
         "one failover alert (the second within the window), then the circuit"
     );
-    answer(&mut ws, 2).await?;
+    ws.answer(2, WAIT).await?;
     assert_eq!(primary.received().len(), 2, "the open circuit skipped the primary");
     // After the cool-down one probe goes to the primary, which has recovered.
     tokio::time::sleep(Duration::from_millis(2_200)).await;
-    answer(&mut ws, 3).await?;
+    ws.answer(3, WAIT).await?;
     // The outcome is booked just after the reply's last chunk went out.
     tests::eventually(WAIT, || async {
         Ok((circuit_state(&env, "openai_compatible").await? == "closed").then_some(()))
     })
     .await?;
-    answer(&mut ws, 4).await?;
+    ws.answer(4, WAIT).await?;
     assert_eq!(primary.received().len(), 4, "probe, then traffic as usual");
     let providers = answered_by(&env, 5).await?;
     assert_eq!(providers, ["azure_openai", "azure_openai", "azure_openai", "openai_compatible", "openai_compatible"]);
@@ -406,7 +393,7 @@ async fn tokens_and_cost_are_the_fake_s_usage_times_the_configured_prices() -> a
     let _worker = env.start_worker().await?;
     let (_, _, mut ws) = api.candidate_session(5).await?;
     ws.until(WAIT, |e| is(e, "turn.completed")).await?;
-    answer(&mut ws, 1).await?;
+    ws.answer(1, WAIT).await?;
     answered_by(&env, 2).await?;
     let db = env.db().await?;
     let rows: Vec<(i32, i32, f64)> = sqlx::query_as(
@@ -499,7 +486,7 @@ async fn a_call_the_rate_limit_would_hold_too_long_goes_to_the_next_provider() -
     let _worker = env.start_worker().await?;
     let (_, _, mut ws) = api.candidate_session(5).await?;
     ws.until(WAIT, |e| is(e, "turn.completed")).await?;
-    answer(&mut ws, 1).await?;
+    ws.answer(1, WAIT).await?;
     assert_eq!(answered_by(&env, 2).await?, ["openai_compatible", "azure_openai"]);
     assert_eq!((primary.received().len(), fallback.received().len()), (1, 1), "the limit was not exceeded");
     Ok(())
@@ -523,7 +510,7 @@ async fn evaluated_with(fake: &FakeLlm, evaluation_replies: &[&str]) -> anyhow::
     let session = candidate.start_session(&interview).await?;
     let mut ws = candidate.ws(&session, None).await?;
     ws.until(WAIT, |e| is(e, "turn.completed")).await?;
-    answer(&mut ws, 1).await?;
+    ws.answer(1, WAIT).await?;
     ws.until(WAIT, |e| is(e, "session.completed")).await?;
     tests::eventually(WAIT, || async {
         let r = recruiter.get(&format!("/sessions/{session}/evaluation")).await?;

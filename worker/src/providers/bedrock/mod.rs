@@ -120,71 +120,83 @@ impl ChatProvider for Bedrock {
             .set_system((!system.is_empty()).then_some(system))
             .set_messages(Some(messages))
             .inference_config(self.inference.clone());
-        let (by, timeout, estimate) = (Answered::by(self), self.timeout, super::prompt_estimate(&request));
-        futures::stream::unfold(State::Opening(Box::new(call)), move |state| {
-            let by = by.clone();
-            async move {
-                let mut state = state;
-                loop {
-                    state = match state {
-                        State::Done => return None,
-                        State::Opening(call) => match call.send().await {
-                            Ok(output) => {
-                                State::Streaming { events: Box::new(output.stream), stopped: false, usage: None }
-                            }
-                            Err(e) => return Some((Err(failure::of_call(&e)), State::Done)),
-                        },
-                        State::Streaming { mut events, mut stopped, mut usage } => {
-                            let event = match tokio::time::timeout(timeout, events.recv()).await {
-                                Ok(Ok(Some(event))) => event,
-                                Ok(Ok(None)) if stopped => {
-                                    let usage =
-                                        usage.unwrap_or(Usage { prompt_tokens: estimate, completion_tokens: 0 });
-                                    return Some((Ok(Chunk::Done { usage, by }), State::Done));
-                                }
-                                Ok(Ok(None)) => {
-                                    return Some((Err(fault("the stream ended before messageStop")), State::Done));
-                                }
-                                Ok(Err(e)) => return Some((Err(failure::of_event(&e)), State::Done)),
-                                Err(_) => {
-                                    let message = format!("no event for {} s", timeout.as_secs());
-                                    return Some((Err(fault(&message)), State::Done));
-                                }
-                            };
-                            match event {
-                                ConverseStreamOutput::ContentBlockDelta(delta) => {
-                                    if let Some(ContentBlockDelta::Text(text)) = delta.delta
-                                        && !text.is_empty()
-                                    {
-                                        let state = State::Streaming { events, stopped, usage };
-                                        return Some((Ok(Chunk::Delta(text)), state));
-                                    }
-                                }
-                                ConverseStreamOutput::MessageStop(stop) => {
-                                    let reason = stop.stop_reason.as_str();
-                                    // Filtered replies are not answers; asking again gives the same.
-                                    if matches!(reason, "content_filtered" | "guardrail_intervened") {
-                                        let message = format!("the reply was stopped: {reason}");
-                                        return Some((Err(rejected(message)), State::Done));
-                                    }
-                                    stopped = true;
-                                }
-                                ConverseStreamOutput::Metadata(metadata) => {
-                                    usage = metadata.usage.map(|u| Usage {
-                                        prompt_tokens: u.input_tokens,
-                                        completion_tokens: u.output_tokens,
-                                    });
-                                }
-                                _ => {}
-                            }
-                            State::Streaming { events, stopped, usage }
-                        }
-                    };
+        let reading =
+            Reading { by: Answered::by(self), timeout: self.timeout, estimate: super::prompt_estimate(&request) };
+        futures::stream::unfold(State::Opening(Box::new(call)), move |state| step(state, reading.clone())).boxed()
+    }
+}
+
+/// What a stream needs to know besides its state.
+#[derive(Clone)]
+struct Reading {
+    by: Answered,
+    timeout: Duration,
+    /// Prompt tokens to store when no `metadata` event comes.
+    estimate: i32,
+}
+
+/// The next chunk of the stream, and the state after it.
+async fn step(mut state: State, reading: Reading) -> Option<(Result<Chunk, ProviderError>, State)> {
+    loop {
+        state = match state {
+            State::Done => return None,
+            State::Opening(call) => match call.send().await {
+                Ok(output) => State::Streaming { events: Box::new(output.stream), stopped: false, usage: None },
+                Err(e) => return Some((Err(failure::of_call(&e)), State::Done)),
+            },
+            State::Streaming { mut events, mut stopped, mut usage } => {
+                let event = match tokio::time::timeout(reading.timeout, events.recv()).await {
+                    Ok(Ok(Some(event))) => event,
+                    Ok(Ok(None)) if stopped => {
+                        let usage = usage.unwrap_or(Usage { prompt_tokens: reading.estimate, completion_tokens: 0 });
+                        return Some((Ok(Chunk::Done { usage, by: reading.by }), State::Done));
+                    }
+                    Ok(Ok(None)) => return Some((Err(fault("the stream ended before messageStop")), State::Done)),
+                    Ok(Err(e)) => return Some((Err(failure::of_event(&e)), State::Done)),
+                    Err(_) => {
+                        let message = format!("no event for {} s", reading.timeout.as_secs());
+                        return Some((Err(fault(&message)), State::Done));
+                    }
+                };
+                match read(event, &mut stopped, &mut usage) {
+                    Ok(Some(text)) => {
+                        return Some((Ok(Chunk::Delta(text)), State::Streaming { events, stopped, usage }));
+                    }
+                    Ok(None) => State::Streaming { events, stopped, usage },
+                    Err(e) => return Some((Err(e), State::Done)),
                 }
             }
-        })
-        .boxed()
+        };
     }
+}
+
+/// Text to pass on, if the event carries some; `messageStop` and
+/// `metadata` are noted in `stopped` and `usage`.
+fn read(
+    event: ConverseStreamOutput,
+    stopped: &mut bool,
+    usage: &mut Option<Usage>,
+) -> Result<Option<String>, ProviderError> {
+    match event {
+        ConverseStreamOutput::ContentBlockDelta(delta) => match delta.delta {
+            Some(ContentBlockDelta::Text(text)) if !text.is_empty() => return Ok(Some(text)),
+            _ => {}
+        },
+        ConverseStreamOutput::MessageStop(stop) => {
+            let reason = stop.stop_reason.as_str();
+            // A filtered reply is no answer, and asking again gives the same.
+            if matches!(reason, "content_filtered" | "guardrail_intervened") {
+                return Err(rejected(format!("the reply was stopped: {reason}")));
+            }
+            *stopped = true;
+        }
+        ConverseStreamOutput::Metadata(metadata) => {
+            *usage =
+                metadata.usage.map(|u| Usage { prompt_tokens: u.input_tokens, completion_tokens: u.output_tokens });
+        }
+        _ => {}
+    }
+    Ok(None)
 }
 
 fn fault(message: &str) -> ProviderError {
