@@ -63,7 +63,12 @@ async fn a_throttling_exception_inside_a_200_stream_is_retried_then_fails_over()
     assert_eq!(completed["message"], REPLY);
     assert!(!ws.seen.iter().any(|e| is(e, "turn.reset")), "no text was sent before the exception: {:?}", ws.seen);
     assert_eq!(opening_turn(&env).await?, ("completed".into(), 1, Some("openai_compatible".into())));
-    assert_eq!((fake.received().len(), fallback.received().len()), (2, 1), "one retry on Bedrock, then the fallback");
+    let received = fake.received();
+    assert_eq!((received.len(), fallback.received().len()), (2, 1), "one retry on Bedrock, then the fallback");
+    // The retry's own backoff is at most JOB_BACKOFF_MAX_MS=500 (tests): it
+    // also waited out the fleet's one-second pause after the throttling.
+    let gap = received[1].at - received[0].at;
+    assert!(gap >= Duration::from_millis(950), "the fleet left Bedrock alone after it throttled: {gap:?}");
     // Counted as the provider's rate limiting, not as a fault.
     let admin = api.admin().await?;
     let report = tests::eventually(WAIT, || async {

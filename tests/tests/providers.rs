@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 use tests::fake_llm::{Auth, FakeLlm, Reply, usage_of};
 use tests::{TestEnv, is};
 
@@ -87,6 +89,40 @@ async fn a_429_is_retried_once_after_its_retry_after() -> anyhow::Result<()> {
     assert!(gap >= Duration::from_secs(2), "Retry-After: 2 was honoured: {gap:?}");
     assert!(gap < Duration::from_secs(5), "{gap:?}");
     assert_eq!(opening_turn(&env).await?.1, 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_429_pauses_the_provider_for_the_whole_fleet() -> anyhow::Result<()> {
+    let primary = FakeLlm::start(REPLY).await?;
+    primary.then(Reply::Status { status: 429, retry_after: Some("5".into()), body: "slow down".into() });
+    let fallback = FakeLlm::start(REPLY).await?;
+    let env = chain_env(&primary, &fallback).await?;
+    let api = env.start_api().await?;
+    // The first worker meets the 429 (no retries on the primary: it fails over).
+    let first = env.start_worker().await?;
+    let (_, candidate, interview) = api.interview_for_candidate(5).await?;
+    let session = candidate.start_session(&interview).await?;
+    let mut ws = candidate.ws(&session, None).await?;
+    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    assert_eq!(opening_turn(&env).await?.3.as_deref(), Some("azure_openai"));
+    let throttled_at = primary.received().first().map(|r| r.at).context("the primary was asked")?;
+    let admin = api.admin().await?;
+    let paused = admin.get("/admin/providers").await?.body["providers"][0]["circuit"]["paused_for_ms"].clone();
+    assert!(paused.as_u64().is_some_and(|ms| ms > 0 && ms <= 5_000), "shown to operators: {paused}");
+    first.stop().await?;
+    // Another worker of the fleet, which never saw the 429, waits it out.
+    let _second = env.start_worker().await?;
+    let candidate = api.client().user("c2@example.com", "candidate").await?;
+    let session = candidate.start_session(&interview).await?;
+    let asked_at = std::time::Instant::now();
+    anyhow::ensure!(asked_at - throttled_at < Duration::from_secs(4), "too slow to show anything: the pause is over");
+    let mut ws = candidate.ws(&session, None).await?;
+    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    let received = primary.received();
+    assert_eq!(received.len(), 2, "{received:?}");
+    let gap = received[1].at - throttled_at;
+    assert!(gap >= Duration::from_millis(4_900), "the second worker kept off for Retry-After: {gap:?}");
     Ok(())
 }
 

@@ -7,6 +7,10 @@
 //! skip, for as long as a probe may take); its success closes the circuit,
 //! its failure opens it for another cool-down. 429s and other 4xx are not
 //! faults of the provider's health: they do not count.
+//!
+//! A provider that throttles (a 429, Bedrock's `throttlingException`) pauses
+//! its calls for the whole fleet for its `Retry-After` (or a second): every
+//! worker waits that out instead of each learning it from a 429 of its own.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -25,6 +29,8 @@ pub enum Admission {
     Probe,
     /// Open (or another call is probing): skip it for this long at least.
     Skip(Duration),
+    /// The provider throttled the fleet: nothing goes to it for this long.
+    Wait(Duration),
 }
 
 /// How a call ended, for the circuit.
@@ -58,6 +64,8 @@ pub struct CircuitView {
     pub retry_in_ms: Option<u64>,
     /// The last fault.
     pub last_error: Option<String>,
+    /// While the provider's throttling pauses the fleet: milliseconds left.
+    pub paused_for_ms: Option<u64>,
 }
 
 impl ProviderKeys {
@@ -70,6 +78,8 @@ static ADMIT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(&format!(
         "{LUA_NOW_MS}{}",
         r"
+local paused = tonumber(redis.call('HGET', KEYS[1], 'paused_until') or '0')
+if now < paused then return {'wait', paused - now} end
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'closed' then return {'go', 0} end
 local until_ms = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
@@ -77,6 +87,18 @@ if now < until_ms then return {'skip', until_ms - now} end
 -- The cool-down (or a vanished probe's lease) is over: this call probes.
 redis.call('HSET', KEYS[1], 'state', 'half_open', 'until', now + tonumber(ARGV[1]))
 return {'probe', 0}
+"
+    ))
+});
+
+static PAUSE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(&format!(
+        "{LUA_NOW_MS}{}",
+        r"
+local until_ms = now + tonumber(ARGV[1])
+if until_ms > tonumber(redis.call('HGET', KEYS[1], 'paused_until') or '0') then
+  redis.call('HSET', KEYS[1], 'paused_until', until_ms)
+end
 "
     ))
 });
@@ -118,8 +140,15 @@ pub async fn admit(
     Ok(match verdict.as_str() {
         "probe" => Admission::Probe,
         "skip" => Admission::Skip(Duration::from_millis(wait.max(1) as u64)),
+        "wait" => Admission::Wait(Duration::from_millis(wait.max(1) as u64)),
         _ => Admission::Go,
     })
+}
+
+/// The provider throttled: no call goes to it, fleet-wide, for `wait` (a
+/// longer pause already set stands).
+pub async fn pause(conn: &mut ConnectionManager, keys: &ProviderKeys, wait: Duration) -> redis::RedisResult<()> {
+    PAUSE.key(keys.circuit_key()).arg(wait.as_millis() as u64).invoke_async(conn).await
 }
 
 /// Records how a call ended; `threshold` consecutive faults open the circuit
@@ -156,7 +185,7 @@ pub async fn view(conn: &mut ConnectionManager, keys: &ProviderKeys) -> redis::R
     let (fields, now): (Vec<Option<String>>, (u64, u64)) = redis::pipe()
         .cmd("HMGET")
         .arg(keys.circuit_key())
-        .arg(&["state", "failures", "until", "last_error"])
+        .arg(&["state", "failures", "until", "last_error", "paused_until"])
         .cmd("TIME")
         .query_async(conn)
         .await?;
@@ -167,5 +196,6 @@ pub async fn view(conn: &mut ConnectionManager, keys: &ProviderKeys) -> redis::R
     let now_ms = now.0 * 1000 + now.1 / 1000;
     let state = state.unwrap_or_else(|| "closed".into());
     let retry_in_ms = (state == "open").then(|| until.unwrap_or(0).saturating_sub(now_ms));
-    Ok(CircuitView { state, consecutive_failures: failures.unwrap_or(0), retry_in_ms, last_error })
+    let paused_for_ms = field(4).and_then(|v| v.parse::<u64>().ok()).filter(|p| *p > now_ms).map(|p| p - now_ms);
+    Ok(CircuitView { state, consecutive_failures: failures.unwrap_or(0), retry_in_ms, last_error, paused_for_ms })
 }

@@ -20,6 +20,9 @@ use super::{ChatRequest, FailureKind, ProviderError, Purpose};
 const COMPLETION_ESTIMATE: u32 = 512;
 /// Evaluations (a JSON scorecard) are longer.
 const EVALUATION_ESTIMATE: u32 = 1_024;
+/// How long the fleet leaves a provider alone after it throttled without
+/// saying for how long (Bedrock's `throttlingException` never does).
+const THROTTLE_PAUSE: Duration = Duration::from_secs(1);
 /// Longest sleep between looks at a full window: slots sent since the last
 /// look may have moved its end closer.
 const LOOK_AGAIN: Duration = Duration::from_millis(250);
@@ -100,22 +103,33 @@ impl Guard {
     }
 
     /// Whether the circuit lets a call through; an open one skips the
-    /// provider. Without Redis the circuit is taken as closed: the limiter
-    /// (which does fail closed) still guards the provider.
+    /// provider. While the provider's throttling pauses the fleet, the call
+    /// waits it out if that is within `AI_RATE_LIMIT_MAX_WAIT_MS`, else skips
+    /// the provider too. Without Redis the circuit is taken as closed: the
+    /// limiter (which does fail closed) still guards the provider.
     pub async fn admit(&self) -> Result<(), ProviderError> {
-        match circuit::admit(&mut self.conn.clone(), &self.keys, self.in_flight).await {
-            Ok(Admission::Go) => Ok(()),
-            Ok(Admission::Probe) => {
-                tracing::info!(provider = %self.name, "circuit cool-down over; probing");
-                Ok(())
+        let deadline = Instant::now() + self.policy.rate_max_wait;
+        loop {
+            let wait = match circuit::admit(&mut self.conn.clone(), &self.keys, self.in_flight).await {
+                Ok(Admission::Go) => return Ok(()),
+                Ok(Admission::Probe) => {
+                    tracing::info!(provider = %self.name, "circuit cool-down over; probing");
+                    return Ok(());
+                }
+                Ok(Admission::Skip(wait)) => {
+                    return Err(self.skipped(format!("circuit open for {}ms more", wait.as_millis()), wait));
+                }
+                Ok(Admission::Wait(wait)) => wait,
+                Err(e) => {
+                    tracing::warn!(provider = %self.name, error = %e, "circuit state unreadable; treating it as closed");
+                    return Ok(());
+                }
+            };
+            if Instant::now() + wait > deadline {
+                let message = format!("throttled by the provider for {}ms more", wait.as_millis());
+                return Err(self.skipped(message, wait));
             }
-            Ok(Admission::Skip(wait)) => {
-                Err(self.skipped(format!("circuit open for {}ms more", wait.as_millis()), wait))
-            }
-            Err(e) => {
-                tracing::warn!(provider = %self.name, error = %e, "circuit state unreadable; treating it as closed");
-                Ok(())
-            }
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -192,7 +206,14 @@ impl Guard {
             }
             Err(e) => {
                 let (outcome, circuit) = match e.kind {
-                    FailureKind::RateLimited => (RequestOutcome::RateLimited, None),
+                    FailureKind::RateLimited => {
+                        // The provider's limit is the account's: the whole fleet pauses.
+                        let pause = e.retry_after.unwrap_or(THROTTLE_PAUSE);
+                        if let Err(e) = circuit::pause(&mut conn, &self.keys, pause).await {
+                            tracing::warn!(provider = %self.name, error = %e, "throttling pause not shared");
+                        }
+                        (RequestOutcome::RateLimited, None)
+                    }
                     FailureKind::Fault => (RequestOutcome::Error, Some(Outcome::Fault)),
                     FailureKind::Rejected | FailureKind::Skipped => (RequestOutcome::Error, None),
                 };
