@@ -3,8 +3,13 @@
 //! URL shapes, checks the credentials it is told to expect, streams replies
 //! as server-sent events, and can be told to answer the next requests with a
 //! status (429 with `Retry-After`, 5xx, 4xx with any body), a stream that
-//! ends without a finish_reason or is cut mid-event, or after a delay. It
-//! counts requests per time window.
+//! ends without a finish_reason or is cut mid-event, a reply withheld by a
+//! content filter, or after a delay. It counts requests per time window.
+//!
+//! On Azure's paths it streams as Azure OpenAI documents: a first chunk with
+//! empty `choices` and the `prompt_filter_results`, `content_filter_results`
+//! on each choice, and it refuses `stream_options` on the api-versions that
+//! predate it (400 "Unrecognized request argument supplied").
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -31,7 +36,24 @@ pub enum Reply {
     TruncatedStream(String),
     /// `reply`, after `delay` (before the response headers).
     Slow(Duration, Box<Reply>),
+    /// The first part of `text`, then `finish_reason: "content_filter"`.
+    Filtered(String),
 }
+
+/// Azure api-versions whose schema has no `stream_options` (it came with
+/// 2024-09-01-preview; the 2024-10-21 GA schema lacks it too).
+const AZURE_VERSIONS_WITHOUT_STREAM_OPTIONS: &[&str] = &[
+    "2023-05-15",
+    "2024-02-01",
+    "2024-06-01",
+    "2024-10-21",
+    "2024-02-15-preview",
+    "2024-03-01-preview",
+    "2024-04-01-preview",
+    "2024-05-01-preview",
+    "2024-07-01-preview",
+    "2024-08-01-preview",
+];
 
 /// The credentials a route expects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,10 +174,30 @@ async fn chat(State(script): State<Arc<Mutex<Script>>>, uri: Uri, headers: Heade
             let body = json!({ "error": { "message": "invalid credentials", "type": "invalid_request_error" } });
             return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
         }
+        let azure = uri.path().starts_with("/openai/");
+        let version = uri.query().and_then(|q| q.split('&').find_map(|p| p.strip_prefix("api-version=")));
+        let body: Value = script.received.last().map(|r| r.body.clone()).unwrap_or(Value::Null);
+        if azure
+            && version.is_some_and(|v| AZURE_VERSIONS_WITHOUT_STREAM_OPTIONS.contains(&v))
+            && !body["stream_options"].is_null()
+        {
+            let body = json!({ "error": { "message": "Unrecognized request argument supplied: stream_options", "type": "invalid_request_error", "param": null, "code": null } });
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
         let default = Reply::Stream(script.default_text.clone());
-        script.next.pop_front().unwrap_or(default)
+        let reply = script.next.pop_front().unwrap_or(default);
+        let shape = Shape { azure, usage: body["stream_options"]["include_usage"] == true };
+        (reply, shape)
     };
-    answer(reply).await
+    answer(reply.0, reply.1).await
+}
+
+/// How a stream is written: Azure's extra chunks, and the usage chunk only
+/// when `stream_options.include_usage` asked for it.
+#[derive(Clone, Copy)]
+struct Shape {
+    azure: bool,
+    usage: bool,
 }
 
 fn first_half(text: &str) -> &str {
@@ -170,7 +212,7 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
-async fn answer(reply: Reply) -> Response {
+async fn answer(reply: Reply, shape: Shape) -> Response {
     let mut reply = reply;
     while let Reply::Slow(delay, inner) = reply {
         tokio::time::sleep(delay).await;
@@ -178,9 +220,10 @@ async fn answer(reply: Reply) -> Response {
     }
     match reply {
         Reply::Slow(..) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        Reply::Stream(text) => sse(&text, true),
-        Reply::BrokenStream(text) => sse(first_half(&text), false),
-        Reply::TruncatedStream(text) => event_stream(first_half(&sse_body(&text, true)).to_owned()),
+        Reply::Stream(text) => event_stream(sse_body(&text, Some("stop"), shape)),
+        Reply::Filtered(text) => event_stream(sse_body(first_half(&text), Some("content_filter"), shape)),
+        Reply::BrokenStream(text) => event_stream(sse_body(first_half(&text), None, shape)),
+        Reply::TruncatedStream(text) => event_stream(first_half(&sse_body(&text, Some("stop"), shape)).to_owned()),
         Reply::Status { status, retry_after, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut response = (status, body).into_response();
@@ -194,11 +237,6 @@ async fn answer(reply: Reply) -> Response {
     }
 }
 
-/// `text` as chat-completion chunks of a few characters; finished or not.
-fn sse(text: &str, finish: bool) -> Response {
-    event_stream(sse_body(text, finish))
-}
-
 fn event_stream(body: String) -> Response {
     Response::builder()
         .header("content-type", "text/event-stream")
@@ -206,27 +244,43 @@ fn event_stream(body: String) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-fn sse_body(text: &str, finish: bool) -> String {
+/// `text` as chat-completion chunks of a few characters, then the chunk
+/// with `finish_reason` (none: the stream just ends), the usage chunk when
+/// asked for, and `[DONE]`.
+fn sse_body(text: &str, finish_reason: Option<&str>, shape: Shape) -> String {
+    let safe = json!({ "hate": { "filtered": false, "severity": "safe" }, "self_harm": { "filtered": false, "severity": "safe" },
+        "sexual": { "filtered": false, "severity": "safe" }, "violence": { "filtered": false, "severity": "safe" } });
     let chunk = |delta: Value, finish_reason: Value| {
-        json!({
-            "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "fake-model",
-            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish_reason }]
-        })
+        let mut choice = json!({ "index": 0, "delta": delta, "finish_reason": finish_reason });
+        if shape.azure {
+            let filtered = finish_reason == "content_filter";
+            choice["content_filter_results"] =
+                if filtered { json!({ "violence": { "filtered": true, "severity": "high" } }) } else { safe.clone() };
+        }
+        json!({ "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "fake-model", "choices": [choice] })
     };
-    let mut events = vec![chunk(json!({ "role": "assistant", "content": "" }), Value::Null)];
+    let mut events = Vec::new();
+    if shape.azure {
+        // Azure's first chunk: the prompt's filter results, no choices, empty fields.
+        events.push(json!({ "choices": [], "created": 0, "id": "", "model": "", "object": "",
+            "prompt_filter_results": [{ "prompt_index": 0, "content_filter_results": safe }] }));
+    }
+    events.push(chunk(json!({ "role": "assistant", "content": "" }), Value::Null));
     let chars: Vec<char> = text.chars().collect();
     for piece in chars.chunks(8) {
         events.push(chunk(json!({ "content": piece.iter().collect::<String>() }), Value::Null));
     }
     let mut out: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
-    if finish {
-        out.push_str(&format!("data: {}\n\n", chunk(json!({}), json!("stop"))));
+    let Some(reason) = finish_reason else { return out };
+    out.push_str(&format!("data: {}\n\n", chunk(json!({}), json!(reason))));
+    if shape.usage {
         let (prompt, completion) = usage_of(text);
         let usage = json!({
             "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "fake-model",
             "choices": [], "usage": { "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion }
         });
-        out.push_str(&format!("data: {usage}\n\ndata: [DONE]\n\n"));
+        out.push_str(&format!("data: {usage}\n\n"));
     }
+    out.push_str("data: [DONE]\n\n");
     out
 }

@@ -161,21 +161,22 @@ async fn a_validation_exception_event_fails_the_turn_at_once_without_failover() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_http_throttling_error_and_a_filtered_reply_are_told_apart() -> anyhow::Result<()> {
+async fn an_http_429_is_retried_and_a_filtered_reply_goes_to_the_next_provider_once() -> anyhow::Result<()> {
     let fake = FakeAws::start(REGION, "never sent").await?;
     fake.then(Converse::Error { status: 429, kind: "ThrottlingException".into(), message: "Too many requests".into() });
     fake.then(Converse::Stopped { text: "I cannot".into(), reason: "content_filtered".into() });
     let fallback = FakeLlm::start(REPLY).await?;
     let mut env = chain_env(&fake, &fallback).await?;
-    env.set("BEDROCK_MAX_RETRIES", "1");
+    env.set("BEDROCK_MAX_RETRIES", "3");
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
     let (_, _, mut ws) = api.candidate_session(5).await?;
-    // The 429 is retried on Bedrock; the retry's reply is filtered: a
-    // rejection, so the turn fails with that reason and nothing else is asked.
-    let failed = ws.until(WAIT, |e| is(e, "turn.failed")).await?;
-    assert_eq!(failed["retryable"], false);
-    assert!(failed["reason"].as_str().is_some_and(|r| r.contains("content_filtered")), "{failed}");
-    assert_eq!((fake.received().len(), fallback.received().len()), (2, 0));
+    // The 429 is retried on Bedrock; the retry's reply is filtered: not asked
+    // of Bedrock again, but of the next provider, which answers.
+    let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    assert_eq!(completed["message"], REPLY);
+    assert_eq!(ws.text_around_reset()?, ("I cannot".to_owned(), REPLY.to_owned()));
+    assert_eq!(opening_turn(&env).await?, ("completed".into(), 1, Some("openai_compatible".into())));
+    assert_eq!((fake.received().len(), fallback.received().len()), (2, 1));
     Ok(())
 }

@@ -52,8 +52,22 @@ pub enum ProviderKind {
 pub struct AzureConfig {
     /// The endpoint settings every provider has.
     pub endpoint: EndpointConfig,
-    /// `AZURE_OPENAI_API_VERSION`.
-    pub api_version: String,
+    /// `AZURE_OPENAI_API_VERSION`: unset, the GA v1 surface
+    /// (`{endpoint}/openai/v1/chat/completions`, the deployment as `model`, no
+    /// api-version); set, the deployment path with that `api-version`.
+    pub api_version: Option<String>,
+}
+
+impl AzureConfig {
+    /// Whether the API accepts `stream_options` (streamed usage): the v1
+    /// surface and the previews from 2024-09-01-preview on; not the GA
+    /// versions (2024-10-21 included) nor older previews.
+    pub fn accepts_stream_options(&self) -> bool {
+        match &self.api_version {
+            None => true,
+            Some(version) => version.strip_suffix("-preview").is_some_and(|date| date >= "2024-09-01"),
+        }
+    }
 }
 
 /// A provider's endpoint and the settings every provider has.
@@ -179,7 +193,16 @@ fn provider(v: &mut Vars, name: &str) -> ProviderKind {
             let endpoint_url = v.required("AZURE_OPENAI_ENDPOINT");
             let api_key = v.required("AZURE_OPENAI_API_KEY");
             let deployment = v.required("AZURE_OPENAI_DEPLOYMENT");
-            let api_version = v.string("AZURE_OPENAI_API_VERSION", "2024-10-21");
+            let api_version = v.get("AZURE_OPENAI_API_VERSION").map(str::to_owned);
+            if let Some(version) = &api_version {
+                let date = version.strip_suffix("-preview").unwrap_or(version);
+                if chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_err() {
+                    v.problem(
+                        "AZURE_OPENAI_API_VERSION",
+                        format!("{version:?} is not an api-version (YYYY-MM-DD or YYYY-MM-DD-preview; unset for v1)"),
+                    );
+                }
+            }
             let endpoint = endpoint(v, "AZURE_OPENAI", endpoint_url, api_key, deployment);
             ProviderKind::AzureOpenAi(AzureConfig { endpoint, api_version })
         }

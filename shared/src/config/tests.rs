@@ -220,3 +220,34 @@ fn seed_log_levels_map_to_filters() {
     let c = load(&[("DATABASE_URL", "postgres://x/y"), ("LOG_LEVEL", "WARNING")], Component::Worker).expect("valid");
     assert!(c.app.log_filter.starts_with("warn,"));
 }
+
+#[test]
+fn azure_defaults_to_the_v1_surface_and_knows_which_versions_stream_usage() {
+    let base = [
+        ("DATABASE_URL", "postgres://x/y"),
+        ("AI_PROVIDER", "azure_openai"),
+        ("AZURE_OPENAI_ENDPOINT", "https://r.openai.azure.com"),
+        ("AZURE_OPENAI_API_KEY", "k"),
+        ("AZURE_OPENAI_DEPLOYMENT", "gpt-4o"),
+    ];
+    let azure = |extra: &[(&str, &str)]| -> Result<AzureConfig, String> {
+        let c = load(&[&base[..], extra].concat(), Component::Worker).map_err(|e| e.to_string())?;
+        match c.worker.providers.as_deref() {
+            Some([ProviderKind::AzureOpenAi(a)]) => Ok(a.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    };
+    let v1 = azure(&[]).expect("valid");
+    assert_eq!((v1.api_version.as_deref(), v1.accepts_stream_options()), (None, true));
+    for (version, streams_usage) in [
+        ("2024-10-21", false),
+        ("2024-02-15-preview", false),
+        ("2024-09-01-preview", true),
+        ("2025-04-01-preview", true),
+    ] {
+        let a = azure(&[("AZURE_OPENAI_API_VERSION", version)]).expect("valid");
+        assert_eq!(a.accepts_stream_options(), streams_usage, "{version}");
+    }
+    let err = azure(&[("AZURE_OPENAI_API_VERSION", "latest")]).expect_err("invalid");
+    assert!(err.contains("AZURE_OPENAI_API_VERSION: \"latest\" is not an api-version"), "{err}");
+}

@@ -9,8 +9,9 @@
 //! within `JOB_BACKOFF_MAX_MS`: a longer one moves on rather than hold a
 //! worker slot. Then the call moves to the next provider; a stream that had
 //! already produced text first yields [`Chunk::Reset`], so the client drops
-//! the partial reply. A failure that is not retryable (another 4xx) ends the
-//! call: the next provider would be asked the same bad question. When the
+//! the partial reply. A rejection (another 4xx) ends the call: the next
+//! provider would be asked the same bad question. A reply withheld by a
+//! content filter is not retried on its provider but goes to the next one. When the
 //! last provider fails too, the error goes to the job's retry policy, which
 //! starts the chain again after its backoff.
 
@@ -107,14 +108,15 @@ async fn run(links: Arc<[Link]>, backoff: JobsConfig, request: ChatRequest, tx: 
         if let Some(wait) = failure.retry_after {
             soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
         }
-        if !failure.retryable() || i + 1 == links.len() {
+        if failure.kind == FailureKind::Rejected || i + 1 == links.len() {
             // The job retries when the first provider may take it again.
             failure.retry_after = soonest;
             let _ = tx.send(Err(failure)).await;
             return;
         }
         tracing::warn!(provider = %failure.provider, error = %failure.message, "provider failed; trying the next one");
-        if failure.kind != FailureKind::Skipped {
+        // Skipped calls were never sent, and a filtered reply is no outage.
+        if !matches!(failure.kind, FailureKind::Skipped | FailureKind::Filtered) {
             link.guard.failed_over(&failure.message);
         }
         if std::mem::take(&mut sent_text) {

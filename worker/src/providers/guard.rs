@@ -215,7 +215,9 @@ impl Guard {
                         (RequestOutcome::RateLimited, None)
                     }
                     FailureKind::Fault => (RequestOutcome::Error, Some(Outcome::Fault)),
-                    FailureKind::Rejected | FailureKind::Skipped => (RequestOutcome::Error, None),
+                    FailureKind::Rejected | FailureKind::Filtered | FailureKind::Skipped => {
+                        (RequestOutcome::Error, None)
+                    }
                 };
                 (RequestRecord { outcome, duration: took, tokens: (0, 0), cost_usd: 0.0 }, circuit, e.message.clone())
             }

@@ -129,9 +129,11 @@ impl ProviderError {
         Self { provider: provider.into(), message: message.into(), kind, retry_after: None }
     }
 
-    /// Whether another attempt (here or on the next provider) may succeed.
+    /// Whether the job may try the whole chain again later: not for a
+    /// rejection (the same question gets the same answer), nor for a reply
+    /// every provider's filter withheld.
     pub fn retryable(&self) -> bool {
-        self.kind != FailureKind::Rejected
+        !matches!(self.kind, FailureKind::Rejected | FailureKind::Filtered)
     }
 }
 
@@ -145,6 +147,10 @@ pub enum FailureKind {
     RateLimited,
     /// Another 4xx or an unusable answer: asking again gives the same.
     Rejected,
+    /// The provider's content filter withheld the reply (`finish_reason:
+    /// content_filter`, Bedrock's `content_filtered` / `guardrail_intervened`):
+    /// not asked again, but the next provider of the chain is, once.
+    Filtered,
     /// Not sent: the provider's circuit is open or its rate limit is used
     /// up for longer than a call may wait. The next provider is asked.
     Skipped,

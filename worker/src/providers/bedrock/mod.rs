@@ -184,9 +184,10 @@ fn read(
         },
         ConverseStreamOutput::MessageStop(stop) => {
             let reason = stop.stop_reason.as_str();
-            // A filtered reply is no answer, and asking again gives the same.
+            // A filtered reply is no answer, and asking Bedrock again gives the same.
             if matches!(reason, "content_filtered" | "guardrail_intervened") {
-                return Err(rejected(format!("the reply was stopped: {reason}")));
+                let message = format!("the reply was stopped by the provider's content filter ({reason})");
+                return Err(ProviderError::new(NAME, FailureKind::Filtered, message));
             }
             *stopped = true;
         }

@@ -1,127 +1,29 @@
 //! OpenAI-compatible endpoints (any such endpoint, Azure OpenAI, Vertex
-//! AI's), on async-openai behind an HTTP service of ours (`docs/async-openai-findings.md`): async-openai's own retry layer is
-//! gone, so one attempt is one request and the job's retry policy is the only
-//! one; a non-2xx answer keeps its status and `Retry-After` whatever its body.
-//!
-//! Vertex AI's endpoint too: its bearer token is read from a file for every
-//! request. Rate limits and the circuit are the chain's ([`super::guard`]).
+//! AI's), on async-openai behind an HTTP service of ours ([`http`],
+//! `docs/async-openai-findings.md`): async-openai's own retry layer is gone,
+//! so one attempt is one request and the job's retry policy is the only one.
+//! Rate limits and the circuit are the chain's ([`super::guard`]).
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+mod azure;
+mod http;
 
-use async_openai::Client;
 use std::sync::Arc;
 
-use async_openai::config::{AzureConfig, Config, OpenAIConfig};
+use async_openai::Client;
+use async_openai::config::{Config, OpenAIConfig};
 use async_openai::error::OpenAIError;
-use async_openai::middleware::HttpRequestFactory;
 use async_openai::types::chat::{
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
     ChatCompletionRequestUserMessage, ChatCompletionResponseStream, ChatCompletionStreamOptions,
-    CreateChatCompletionRequest, ResponseFormat,
+    CreateChatCompletionRequest, FinishReason, ResponseFormat,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use reqwest::header::HeaderMap;
 use shared::config::{AzureConfig as AzureSettings, EndpointConfig};
 use shared::events::Usage;
 
+use self::http::{HttpFailure, OneShot};
 use super::{ChatProvider, ChatRequest, Chunk, FailureKind, ProviderError, Purpose, Speaker};
-
-/// Bytes of an error body kept for the failure reason.
-const ERROR_BODY_LIMIT: usize = 2_048;
-
-/// A non-2xx answer, read before async-openai parses (and loses) anything.
-#[derive(Debug)]
-struct HttpFailure {
-    status: reqwest::StatusCode,
-    retry_after: Option<Duration>,
-    body: String,
-}
-
-impl std::fmt::Display for HttpFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HTTP {}: {}", self.status, self.body)
-    }
-}
-
-impl std::error::Error for HttpFailure {}
-
-/// Sends each request once; with a bearer file, with the token it holds now.
-#[derive(Clone)]
-struct OneShot {
-    http: reqwest::Client,
-    bearer_file: Option<Arc<std::path::PathBuf>>,
-}
-
-/// The bearer file could not be read (a token being rotated): retryable.
-#[derive(Debug)]
-struct TokenUnavailable(String);
-
-impl std::fmt::Display for TokenUnavailable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "no access token: {}", self.0)
-    }
-}
-
-impl std::error::Error for TokenUnavailable {}
-
-impl tower::Service<HttpRequestFactory> for OneShot {
-    type Response = reqwest::Response;
-    type Error = OpenAIError;
-    type Future = Pin<Box<dyn Future<Output = Result<reqwest::Response, OpenAIError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), OpenAIError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, factory: HttpRequestFactory) -> Self::Future {
-        let http = self.http.clone();
-        let bearer_file = self.bearer_file.clone();
-        Box::pin(async move {
-            let mut request = factory.build().await?;
-            if let Some(path) = bearer_file {
-                // Read for every request: whoever refreshes the token (a
-                // sidecar, the GKE metadata agent, a cron) only rewrites the file.
-                let unavailable = |e: String| OpenAIError::Boxed(Box::new(TokenUnavailable(e)));
-                let token = tokio::fs::read_to_string(path.as_path())
-                    .await
-                    .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
-                let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-                    .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
-                request.headers_mut().insert(reqwest::header::AUTHORIZATION, value);
-            }
-            let response = http.execute(request).await?;
-            if response.status().is_success() {
-                return Ok(response);
-            }
-            let status = response.status();
-            let retry_after = retry_after(response.headers(), SystemTime::now());
-            let bytes = response.bytes().await.unwrap_or_default();
-            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(ERROR_BODY_LIMIT)]).trim().to_owned();
-            Err(OpenAIError::Boxed(Box::new(HttpFailure { status, retry_after, body })))
-        })
-    }
-}
-
-/// `retry-after-ms` (OpenAI, Azure), else `retry-after` in seconds or as an HTTP date.
-fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
-        && ms.is_finite()
-        && ms >= 0.0
-    {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
-    }
-    let value = get("retry-after")?;
-    if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
 
 /// `{base}/chat/completions` with a bearer key. Organisation and project are
 /// set empty: `OpenAIConfig::new` would take them from `OPENAI_*` variables.
@@ -135,6 +37,9 @@ pub struct OpenAiCompatible {
     client: Client<Arc<dyn Config>>,
     model: String,
     prices: (f64, f64),
+    /// Whether to ask for the usage chunk (`stream_options`): not every
+    /// Azure api-version accepts it.
+    stream_usage: bool,
 }
 
 impl OpenAiCompatible {
@@ -142,7 +47,7 @@ impl OpenAiCompatible {
     /// `name` in turns and logs.
     pub fn new(name: &'static str, endpoint: &EndpointConfig) -> Result<Self, String> {
         let config = bearer_config(&endpoint.base_url, &endpoint.api_key);
-        Self::build(name, Arc::new(config), endpoint.timeout, endpoint.model.clone(), endpoint.prices, None)
+        Self::build(name, Arc::new(config), endpoint, None, true)
     }
 
     /// A client for Vertex AI's OpenAI-compatible endpoint: its access token
@@ -150,38 +55,32 @@ impl OpenAiCompatible {
     /// request (see the README on keeping that file fresh).
     pub fn vertex(endpoint: &EndpointConfig, token_file: &std::path::Path) -> Result<Self, String> {
         let config = bearer_config(&endpoint.base_url, "");
-        let file = Some(Arc::new(token_file.to_path_buf()));
-        Self::build("gcp_vertex", Arc::new(config), endpoint.timeout, endpoint.model.clone(), endpoint.prices, file)
+        Self::build("gcp_vertex", Arc::new(config), endpoint, Some(Arc::new(token_file.to_path_buf())), true)
     }
 
-    /// A client for an Azure OpenAI deployment (`api-key` header, `api-version`).
+    /// A client for an Azure OpenAI deployment (`api-key` header): the v1
+    /// surface, or the deployment path with `AZURE_OPENAI_API_VERSION`.
     pub fn azure(settings: &AzureSettings) -> Result<Self, String> {
-        let endpoint = &settings.endpoint;
-        let config = AzureConfig::new()
-            .with_api_base(&endpoint.base_url)
-            .with_api_key(&endpoint.api_key)
-            .with_deployment_id(&endpoint.model)
-            .with_api_version(&settings.api_version);
-        Self::build("azure_openai", Arc::new(config), endpoint.timeout, endpoint.model.clone(), endpoint.prices, None)
+        let stream_usage = settings.accepts_stream_options();
+        Self::build("azure_openai", azure::config(settings), &settings.endpoint, None, stream_usage)
     }
 
     fn build(
         name: &'static str,
         config: Arc<dyn Config>,
-        timeout: Duration,
-        model: String,
-        prices: (f64, f64),
+        endpoint: &EndpointConfig,
         bearer_file: Option<Arc<std::path::PathBuf>>,
+        stream_usage: bool,
     ) -> Result<Self, String> {
         // read_timeout bounds the wait for headers and every gap in the
         // stream; a total timeout would cut long replies off.
         let http = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .read_timeout(timeout)
+            .connect_timeout(endpoint.timeout)
+            .read_timeout(endpoint.timeout)
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         let client = Client::build(http.clone(), config).with_http_service(OneShot { http, bearer_file });
-        Ok(Self { name, client, model, prices })
+        Ok(Self { name, client, model: endpoint.model.clone(), prices: endpoint.prices, stream_usage })
     }
 
     fn request(&self, request: &ChatRequest) -> CreateChatCompletionRequest {
@@ -207,7 +106,9 @@ impl OpenAiCompatible {
             model: self.model.clone(),
             messages,
             stream: Some(true),
-            stream_options: Some(ChatCompletionStreamOptions { include_usage: Some(true), include_obfuscation: None }),
+            stream_options: self
+                .stream_usage
+                .then_some(ChatCompletionStreamOptions { include_usage: Some(true), include_obfuscation: None }),
             // A scorecard is asked for as a JSON object (still validated: not
             // every endpoint honours it).
             response_format: (request.purpose == Purpose::Evaluation).then_some(ResponseFormat::JsonObject),
@@ -262,6 +163,13 @@ impl ChatProvider for OpenAiCompatible {
                                 }
                                 let mut text = String::new();
                                 for choice in &chunk.choices {
+                                    // Azure's filter withheld the rest: no answer, and asking
+                                    // this provider again gives the same.
+                                    if choice.finish_reason == Some(FinishReason::ContentFilter) {
+                                        let message = "the reply was stopped by the provider's content filter";
+                                        let error = ProviderError::new(name, FailureKind::Filtered, message);
+                                        return Some((Err(error), State::Done));
+                                    }
                                     finished |= choice.finish_reason.is_some();
                                     if let Some(content) = &choice.delta.content {
                                         text.push_str(content);
@@ -318,31 +226,4 @@ fn classify(name: &'static str, e: &OpenAIError) -> ProviderError {
         other => (other.to_string(), FailureKind::Rejected, None),
     };
     ProviderError { retry_after, ..ProviderError::new(name, kind, message) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_reads_milliseconds_seconds_and_dates() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let headers = |pairs: &[(&'static str, &str)]| {
-            let mut h = HeaderMap::new();
-            for (k, v) in pairs {
-                h.insert(*k, v.parse().expect("header value"));
-            }
-            h
-        };
-        assert_eq!(retry_after(&headers(&[("retry-after", "2")]), now), Some(Duration::from_secs(2)));
-        assert_eq!(
-            retry_after(&headers(&[("retry-after", "1"), ("retry-after-ms", "1500")]), now),
-            Some(Duration::from_millis(1500))
-        );
-        let date = httpdate::fmt_http_date(now + Duration::from_secs(3));
-        assert_eq!(retry_after(&headers(&[("retry-after", &date)]), now), Some(Duration::from_secs(3)));
-        assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), None);
-        assert_eq!(retry_after(&headers(&[("retry-after", "-1")]), now), None);
-        assert_eq!(retry_after(&headers(&[]), now), None);
-    }
 }
