@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         language: Language::En,
         topics: vec!["Rust".into()],
         position: "Backend Engineer".into(),
+        answers: vec![ANSWER.into()],
     };
     let http = reqwest::Client::new();
 

@@ -69,6 +69,9 @@ pub struct ChatRequest {
     pub topics: Vec<String>,
     /// The position.
     pub position: String,
+    /// The candidate's answers so far, in order (what the scripted
+    /// interviewer scores; the prompt carries them for real models).
+    pub answers: Vec<String>,
 }
 
 /// A piece of a streamed reply.

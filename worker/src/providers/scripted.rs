@@ -11,7 +11,7 @@ use serde_json::json;
 use shared::domain::Language;
 use shared::events::Usage;
 
-use super::{ChatProvider, ChatRequest, Chunk, ProviderError, Purpose, Speaker};
+use super::{ChatProvider, ChatRequest, Chunk, ProviderError, Purpose};
 
 /// Characters per delta.
 const DELTA_CHARS: usize = 12;
@@ -135,8 +135,7 @@ fn reply(request: &ChatRequest, number: i32, last: bool) -> String {
 
 /// Scores from the answers: longer, more specific answers score higher.
 fn scorecard(request: &ChatRequest) -> String {
-    let answers: Vec<&str> =
-        request.messages.iter().filter(|m| m.speaker == Speaker::User).map(|m| m.content.as_str()).collect();
+    let answers: Vec<&str> = request.answers.iter().map(String::as_str).collect();
     let count = answers.len().max(1);
     let avg_len = answers.iter().map(|a| a.chars().count()).sum::<usize>() / count;
     let topics_mentioned =
@@ -187,11 +186,12 @@ fn scorecard(request: &ChatRequest) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::ChatMessage;
+    use crate::providers::{ChatMessage, Speaker};
 
     fn request(language: Language, purpose: Purpose, answers: &[&str]) -> ChatRequest {
         ChatRequest {
             messages: answers.iter().map(|a| ChatMessage { speaker: Speaker::User, content: (*a).into() }).collect(),
+            answers: answers.iter().map(|a| (*a).to_owned()).collect(),
             purpose,
             language,
             topics: vec!["Rust".into(), "PostgreSQL".into()],

@@ -80,6 +80,7 @@ mod tests {
             language: Language::En,
             topics: vec![],
             position: "Engineer".into(),
+            answers: vec![],
         }
     }
 
