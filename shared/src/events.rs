@@ -34,6 +34,10 @@ pub struct Usage {
     pub prompt_tokens: i32,
     /// Tokens received.
     pub completion_tokens: i32,
+    /// The provider reported none: these are our estimate (characters / 4).
+    /// Left out of the JSON when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
 }
 
 /// The event types, tagged by `type`.
@@ -181,7 +185,7 @@ mod tests {
                 turn_id: TurnId::new(),
                 number: 1,
                 message: "Next question".into(),
-                usage: Usage { prompt_tokens: 3, completion_tokens: 4 },
+                usage: Usage { prompt_tokens: 3, completion_tokens: 4, estimated: false },
             },
         };
         let json = serde_json::to_value(&event).expect("serialize");

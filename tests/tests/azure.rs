@@ -71,14 +71,41 @@ async fn an_api_version_without_stream_options_is_sent_none() -> anyhow::Result<
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
     let (_, _, mut ws) = api.candidate_session(5).await?;
-    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     let received = fake.received();
     assert_eq!(received[0].uri, "/openai/deployments/interviews-gpt/chat/completions?api-version=2024-10-21");
     assert!(received[0].body.get("stream_options").is_none(), "{}", received[0].body);
-    // No usage chunk comes: the turn stores an estimate of the prompt, not the fake's figures.
+    // No usage chunk comes: the turn stores an estimate, and says so everywhere.
+    assert_eq!(completed["usage"]["estimated"], true, "{completed}");
     let (status, _, prompt, completion) = opening_turn(&env).await?;
-    assert_eq!((status.as_str(), completion), ("completed", Some(0)));
-    assert!(prompt.is_some_and(|p| p > 0 && p != usage_of(REPLY).0 as i32), "{prompt:?}");
+    assert_eq!(status, "completed");
+    assert!(prompt.is_some_and(|p| p > 0 && p != usage_of(REPLY).0 as i32), "not the fake's figure: {prompt:?}");
+    assert!(completion.is_some_and(|c| c > 0), "the reply's length estimated: {completion:?}");
+    let db = env.db().await?;
+    let estimated: bool =
+        sqlx::query_scalar("SELECT usage_estimated FROM turns WHERE number = 0").fetch_one(&db).await?;
+    assert!(estimated);
+    let admin = api.admin().await?;
+    let report = tests::eventually(WAIT, || async {
+        let r = admin.get("/admin/providers").await?;
+        Ok((r.body["providers"][0]["requests"]["ok"] == 1).then_some(r.body))
+    })
+    .await?;
+    let provider = &report["providers"][0];
+    assert_eq!(provider["estimated_tokens"], provider["tokens"], "all of its tokens are estimates: {provider}");
+    let metrics = reqwest::get(format!("http://{}/metrics", api.addr)).await?.text().await?;
+    let line = format!(
+        "ai_token_usage_estimated_total{{provider=\"azure_openai\",model=\"interviews-gpt\",type=\"prompt\"}} {}",
+        prompt.unwrap_or(0)
+    );
+    assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
+    let today = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Tokyo).date_naive().to_string();
+    env.run_batch(shared::domain::Batch::AnalyticsAggregation, serde_json::json!({ "date": today })).await?;
+    let (requests, estimated): (i32, i32) =
+        sqlx::query_as("SELECT requests, estimated_requests FROM daily_provider_usage WHERE provider = 'azure_openai'")
+            .fetch_one(&db)
+            .await?;
+    assert_eq!((requests, estimated), (1, 1), "the day's figures say which are estimates");
     Ok(())
 }
 

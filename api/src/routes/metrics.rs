@@ -201,6 +201,23 @@ fn render(reports: &[Report]) -> String {
         let _ = writeln!(out, "ai_token_usage_total{{{l},type=\"prompt\"}} {}", r.stats.tokens.prompt);
         let _ = writeln!(out, "ai_token_usage_total{{{l},type=\"completion\"}} {}", r.stats.tokens.completion);
     });
+    family(
+        "ai_token_usage_estimated_total",
+        "counter",
+        "Of ai_token_usage_total, the tokens we estimated because the provider reported none.",
+        &mut |out, r, l| {
+            let _ = writeln!(
+                out,
+                "ai_token_usage_estimated_total{{{l},type=\"prompt\"}} {}",
+                r.stats.estimated_tokens.prompt
+            );
+            let _ = writeln!(
+                out,
+                "ai_token_usage_estimated_total{{{l},type=\"completion\"}} {}",
+                r.stats.estimated_tokens.completion
+            );
+        },
+    );
     family("ai_estimated_cost_usd", "counter", "Estimated cost at the configured prices (USD).", &mut |out, r, l| {
         let _ = writeln!(out, "ai_estimated_cost_usd{{{l}}} {}", r.stats.cost_usd);
     });

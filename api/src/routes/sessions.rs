@@ -92,6 +92,7 @@ impl From<Turn> for TurnOut {
             usage: Usage {
                 prompt_tokens: t.prompt_tokens.unwrap_or(0),
                 completion_tokens: t.completion_tokens.unwrap_or(0),
+                estimated: t.usage_estimated,
             },
             cost_usd: t.cost_usd,
             latency_ms: t.latency_ms,
@@ -241,6 +242,7 @@ async fn evaluation(
         usage: Usage {
             prompt_tokens: evaluation.prompt_tokens.unwrap_or(0),
             completion_tokens: evaluation.completion_tokens.unwrap_or(0),
+            estimated: evaluation.usage_estimated,
         },
         cost_usd: evaluation.cost_usd,
         error: evaluation.error,

@@ -32,6 +32,8 @@ pub struct Evaluation {
     pub prompt_tokens: Option<i32>,
     /// Tokens received.
     pub completion_tokens: Option<i32>,
+    /// Whether the tokens are (at least partly) our estimate.
+    pub usage_estimated: bool,
     /// Estimated cost.
     pub cost_usd: Option<f64>,
     /// Attempts so far.
@@ -47,7 +49,7 @@ pub struct Evaluation {
 macro_rules! columns {
     () => {
         "session_id, status, scores, summary, recommendation, provider, prompt_tokens,
-    completion_tokens, cost_usd, attempts, error, request_id, completed_at"
+    completion_tokens, usage_estimated, cost_usd, attempts, error, request_id, completed_at"
     };
 }
 
@@ -133,7 +135,7 @@ pub async fn complete(
     Ok(sqlx::query(
         "UPDATE evaluations SET status = 'completed', scores = $3, summary = $4, recommendation = $5,
              provider = $6, model = $7, prompt_tokens = $8, completion_tokens = $9, cost_usd = $10,
-             latency_ms = $11, error = NULL, lease_until = NULL, completed_at = now()
+             latency_ms = $11, usage_estimated = $12, error = NULL, lease_until = NULL, completed_at = now()
          WHERE session_id = $1 AND attempts = $2 AND status = 'running'",
     )
     .bind(session)
@@ -147,6 +149,7 @@ pub async fn complete(
     .bind(card.usage.completion_tokens)
     .bind(card.cost_usd)
     .bind(card.latency_ms)
+    .bind(card.usage.estimated)
     .execute(db)
     .await?
     .rows_affected()

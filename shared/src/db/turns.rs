@@ -39,6 +39,8 @@ pub struct Turn {
     pub prompt_tokens: Option<i32>,
     /// Tokens received.
     pub completion_tokens: Option<i32>,
+    /// Whether the tokens are our estimate (the provider reported none).
+    pub usage_estimated: bool,
     /// Estimated cost in USD.
     pub cost_usd: Option<f64>,
     /// Provider latency.
@@ -56,7 +58,7 @@ pub struct Turn {
 macro_rules! columns {
     () => {
         "id, session_id, number, candidate_message, interviewer_message, status, idempotency_key,
-    request_id, provider, model, prompt_tokens, completion_tokens, cost_usd, latency_ms, attempts, error,
+    request_id, provider, model, prompt_tokens, completion_tokens, usage_estimated, cost_usd, latency_ms, attempts, error,
     created_at, completed_at"
     };
 }
@@ -195,7 +197,7 @@ pub struct Reply<'a> {
 pub async fn complete(db: impl PgExecutor<'_>, id: TurnId, attempt: i32, reply: &Reply<'_>) -> Result<bool, DbError> {
     Ok(sqlx::query(
         "UPDATE turns SET status = 'completed', interviewer_message = $3, prompt_tokens = $4,
-             completion_tokens = $5, provider = $6, model = $7, cost_usd = $8, latency_ms = $9,
+             completion_tokens = $5, provider = $6, model = $7, cost_usd = $8, latency_ms = $9, usage_estimated = $10,
              error = NULL, lease_until = NULL, completed_at = now()
          WHERE id = $1 AND attempts = $2 AND status = 'running'",
     )
@@ -208,6 +210,7 @@ pub async fn complete(db: impl PgExecutor<'_>, id: TurnId, attempt: i32, reply: 
     .bind(reply.model)
     .bind(reply.cost_usd)
     .bind(reply.latency_ms)
+    .bind(reply.usage.estimated)
     .execute(db)
     .await?
     .rows_affected()

@@ -52,6 +52,8 @@ pub struct RequestRecord {
     pub tokens: (u32, u32),
     /// Their estimated cost in USD.
     pub cost_usd: f64,
+    /// Whether the tokens are our estimate: the provider reported none.
+    pub estimated: bool,
 }
 
 impl ProviderKeys {
@@ -108,6 +110,9 @@ pub async fn record(conn: &mut ConnectionManager, keys: &ProviderKeys, r: &Reque
                 .arg(r.cost_usd);
         }
         pipe.expire(&day, 3 * 86_400);
+        if r.estimated {
+            pipe.hincr(&totals, "estimated:prompt", r.tokens.0).hincr(&totals, "estimated:completion", r.tokens.1);
+        }
     }
     pipe.exec_async(conn).await
 }
@@ -126,6 +131,8 @@ pub struct Snapshot {
     pub rate_limited: RateLimited,
     /// Prompt and completion tokens, since the key began.
     pub tokens: Tokens,
+    /// Of `tokens`, those that are our estimate (the provider reported none).
+    pub estimated_tokens: Tokens,
     /// Estimated USD, since the key began.
     pub cost_usd: f64,
     /// Cumulative duration histogram: `(le_ms, count)`, the last `+Inf` as `None`.
@@ -244,6 +251,10 @@ pub async fn snapshot(conn: &mut ConnectionManager, keys: &ProviderKeys) -> redi
             limiter: int(&totals, "rate_limited:limiter"),
         },
         tokens: Tokens { prompt: int(&totals, "tokens:prompt"), completion: int(&totals, "tokens:completion") },
+        estimated_tokens: Tokens {
+            prompt: int(&totals, "estimated:prompt"),
+            completion: int(&totals, "estimated:completion"),
+        },
         cost_usd: float(&totals, "cost_usd"),
         duration_buckets,
         duration_sum_ms: int(&totals, "duration:sum"),

@@ -44,14 +44,15 @@ pub async fn aggregate(ctx: &Context, day: NaiveDate) -> Result<Value, BatchErro
         "WITH bounds AS (
              SELECT ($1::date)::timestamp AT TIME ZONE $2 AS lo, ($1::date + 1)::timestamp AT TIME ZONE $2 AS hi),
          used AS (
-             SELECT provider, prompt_tokens, completion_tokens, cost_usd FROM turns, bounds
+             SELECT provider, prompt_tokens, completion_tokens, cost_usd, usage_estimated FROM turns, bounds
              WHERE status = 'completed' AND completed_at >= lo AND completed_at < hi AND provider IS NOT NULL
              UNION ALL
-             SELECT provider, prompt_tokens, completion_tokens, cost_usd FROM evaluations, bounds
+             SELECT provider, prompt_tokens, completion_tokens, cost_usd, usage_estimated FROM evaluations, bounds
              WHERE status = 'completed' AND completed_at >= lo AND completed_at < hi AND provider IS NOT NULL)
-         INSERT INTO daily_provider_usage (day, provider, requests, prompt_tokens, completion_tokens, cost_usd)
+         INSERT INTO daily_provider_usage
+             (day, provider, requests, prompt_tokens, completion_tokens, cost_usd, estimated_requests)
          SELECT $1, provider, count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
-                coalesce(sum(cost_usd), 0)
+                coalesce(sum(cost_usd), 0), count(*) FILTER (WHERE usage_estimated)
          FROM used GROUP BY provider",
     )
     .bind(day)

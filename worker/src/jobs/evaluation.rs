@@ -158,6 +158,7 @@ async fn score(deps: &Deps, session_id: SessionId) -> Result<Scorecard, ScoreErr
         let (text, usage, by) = collect(provider.stream(request.clone())).await?;
         total.prompt_tokens += usage.prompt_tokens;
         total.completion_tokens += usage.completion_tokens;
+        total.estimated |= usage.estimated;
         match parse_scorecard(&text) {
             Ok((scores, summary, recommendation)) => {
                 return Ok(Scorecard {

@@ -201,7 +201,13 @@ impl Guard {
                 {
                     tracing::warn!(provider = %self.name, error = %e, "token use not corrected");
                 }
-                let record = RequestRecord { outcome: RequestOutcome::Ok, duration: took, tokens, cost_usd };
+                let record = RequestRecord {
+                    outcome: RequestOutcome::Ok,
+                    duration: took,
+                    tokens,
+                    cost_usd,
+                    estimated: usage.estimated,
+                };
                 (record, Some(Outcome::Success), String::new())
             }
             Err(e) => {
@@ -219,7 +225,8 @@ impl Guard {
                         (RequestOutcome::Error, None)
                     }
                 };
-                (RequestRecord { outcome, duration: took, tokens: (0, 0), cost_usd: 0.0 }, circuit, e.message.clone())
+                let record = RequestRecord { outcome, duration: took, tokens: (0, 0), cost_usd: 0.0, estimated: false };
+                (record, circuit, e.message.clone())
             }
         };
         if let Some(outcome) = outcome {

@@ -178,6 +178,13 @@ pub fn prompt_estimate(request: &ChatRequest) -> i32 {
     i32::try_from(chars / 4).unwrap_or(i32::MAX).max(1)
 }
 
+/// The usage to store when a stream reported none: the prompt's estimate
+/// and the reply's `reply_chars` / 4, marked as estimated.
+pub fn estimated_usage(prompt_estimate: i32, reply_chars: usize) -> Usage {
+    let completion_tokens = i32::try_from(reply_chars.div_ceil(4)).unwrap_or(i32::MAX);
+    Usage { prompt_tokens: prompt_estimate, completion_tokens, estimated: true }
+}
+
 /// Estimated cost of `usage` at `prices`.
 pub fn cost(prices: (f64, f64), usage: Usage) -> f64 {
     (f64::from(usage.prompt_tokens) * prices.0 + f64::from(usage.completion_tokens) * prices.1) / 1000.0

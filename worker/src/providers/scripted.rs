@@ -46,7 +46,8 @@ impl ChatProvider for Scripted {
             Purpose::Turn { number, last } => reply(&request, number, last),
             Purpose::Evaluation => scorecard(&request),
         };
-        let usage = Usage { prompt_tokens: estimate_tokens(&request), completion_tokens: tokens(&text) };
+        let usage =
+            Usage { prompt_tokens: estimate_tokens(&request), completion_tokens: tokens(&text), estimated: false };
         let delay = self.delta_delay;
         let deltas = split(&text).into_iter().map(|d| Ok(Chunk::Delta(d)));
         let done = std::iter::once(Ok(Chunk::Done { usage, by: super::Answered::by(self) }));

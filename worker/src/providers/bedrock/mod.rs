@@ -91,7 +91,7 @@ type Events = EventReceiver<ConverseStreamOutput, ConverseStreamOutputError>;
 /// Where a stream is.
 enum State {
     Opening(Box<ConverseStreamFluentBuilder>),
-    Streaming { events: Box<Events>, stopped: bool, usage: Option<Usage> },
+    Streaming { events: Box<Events>, stopped: bool, usage: Option<Usage>, chars: usize },
     Done,
 }
 
@@ -141,14 +141,16 @@ async fn step(mut state: State, reading: Reading) -> Option<(Result<Chunk, Provi
         state = match state {
             State::Done => return None,
             State::Opening(call) => match call.send().await {
-                Ok(output) => State::Streaming { events: Box::new(output.stream), stopped: false, usage: None },
+                Ok(output) => {
+                    State::Streaming { events: Box::new(output.stream), stopped: false, usage: None, chars: 0 }
+                }
                 Err(e) => return Some((Err(failure::of_call(&e)), State::Done)),
             },
-            State::Streaming { mut events, mut stopped, mut usage } => {
+            State::Streaming { mut events, mut stopped, mut usage, chars } => {
                 let event = match tokio::time::timeout(reading.timeout, events.recv()).await {
                     Ok(Ok(Some(event))) => event,
                     Ok(Ok(None)) if stopped => {
-                        let usage = usage.unwrap_or(Usage { prompt_tokens: reading.estimate, completion_tokens: 0 });
+                        let usage = usage.unwrap_or_else(|| super::estimated_usage(reading.estimate, chars));
                         return Some((Ok(Chunk::Done { usage, by: reading.by }), State::Done));
                     }
                     Ok(Ok(None)) => return Some((Err(fault("the stream ended before messageStop")), State::Done)),
@@ -160,9 +162,10 @@ async fn step(mut state: State, reading: Reading) -> Option<(Result<Chunk, Provi
                 };
                 match read(event, &mut stopped, &mut usage) {
                     Ok(Some(text)) => {
-                        return Some((Ok(Chunk::Delta(text)), State::Streaming { events, stopped, usage }));
+                        let chars = chars + text.chars().count();
+                        return Some((Ok(Chunk::Delta(text)), State::Streaming { events, stopped, usage, chars }));
                     }
-                    Ok(None) => State::Streaming { events, stopped, usage },
+                    Ok(None) => State::Streaming { events, stopped, usage, chars },
                     Err(e) => return Some((Err(e), State::Done)),
                 }
             }
@@ -192,8 +195,11 @@ fn read(
             *stopped = true;
         }
         ConverseStreamOutput::Metadata(metadata) => {
-            *usage =
-                metadata.usage.map(|u| Usage { prompt_tokens: u.input_tokens, completion_tokens: u.output_tokens });
+            *usage = metadata.usage.map(|u| Usage {
+                prompt_tokens: u.input_tokens,
+                completion_tokens: u.output_tokens,
+                estimated: false,
+            });
         }
         _ => {}
     }

@@ -120,7 +120,7 @@ impl OpenAiCompatible {
 /// Where a stream is.
 enum State {
     Opening(Client<Arc<dyn Config>>, Box<CreateChatCompletionRequest>),
-    Streaming { stream: ChatCompletionResponseStream, finished: bool, usage: Option<Usage> },
+    Streaming { stream: ChatCompletionResponseStream, finished: bool, usage: Option<Usage>, chars: usize },
     Done,
 }
 
@@ -150,50 +150,53 @@ impl ChatProvider for OpenAiCompatible {
                     match state {
                         State::Done => return None,
                         State::Opening(client, body) => match client.chat().create_stream(*body).await {
-                            Ok(stream) => state = State::Streaming { stream, finished: false, usage: None },
+                            Ok(stream) => state = State::Streaming { stream, finished: false, usage: None, chars: 0 },
                             Err(e) => return Some((Err(classify(name, &e)), State::Done)),
                         },
-                        State::Streaming { mut stream, mut finished, mut usage } => match stream.next().await {
-                            Some(Ok(chunk)) => {
-                                if let Some(u) = &chunk.usage {
-                                    usage = Some(Usage {
-                                        prompt_tokens: u.prompt_tokens as i32,
-                                        completion_tokens: u.completion_tokens as i32,
-                                    });
-                                }
-                                let mut text = String::new();
-                                for choice in &chunk.choices {
-                                    // Azure's filter withheld the rest: no answer, and asking
-                                    // this provider again gives the same.
-                                    if choice.finish_reason == Some(FinishReason::ContentFilter) {
-                                        let message = "the reply was stopped by the provider's content filter";
-                                        let error = ProviderError::new(name, FailureKind::Filtered, message);
-                                        return Some((Err(error), State::Done));
+                        State::Streaming { mut stream, mut finished, mut usage, mut chars } => {
+                            match stream.next().await {
+                                Some(Ok(chunk)) => {
+                                    if let Some(u) = &chunk.usage {
+                                        usage = Some(Usage {
+                                            prompt_tokens: u.prompt_tokens as i32,
+                                            completion_tokens: u.completion_tokens as i32,
+                                            estimated: false,
+                                        });
                                     }
-                                    finished |= choice.finish_reason.is_some();
-                                    if let Some(content) = &choice.delta.content {
-                                        text.push_str(content);
+                                    let mut text = String::new();
+                                    for choice in &chunk.choices {
+                                        // Azure's filter withheld the rest: no answer, and asking
+                                        // this provider again gives the same.
+                                        if choice.finish_reason == Some(FinishReason::ContentFilter) {
+                                            let message = "the reply was stopped by the provider's content filter";
+                                            let error = ProviderError::new(name, FailureKind::Filtered, message);
+                                            return Some((Err(error), State::Done));
+                                        }
+                                        finished |= choice.finish_reason.is_some();
+                                        if let Some(content) = &choice.delta.content {
+                                            text.push_str(content);
+                                        }
+                                    }
+                                    chars += text.chars().count();
+                                    state = State::Streaming { stream, finished, usage, chars };
+                                    if !text.is_empty() {
+                                        return Some((Ok(Chunk::Delta(text)), state));
                                     }
                                 }
-                                state = State::Streaming { stream, finished, usage };
-                                if !text.is_empty() {
-                                    return Some((Ok(Chunk::Delta(text)), state));
+                                Some(Err(e)) => return Some((Err(classify(name, &e)), State::Done)),
+                                // A stream is only complete with a finish_reason: `[DONE]`
+                                // or EOF without one is a broken stream.
+                                None if finished => {
+                                    let usage = usage.unwrap_or_else(|| super::estimated_usage(prompt_estimate, chars));
+                                    return Some((Ok(Chunk::Done { usage, by: by.clone() }), State::Done));
+                                }
+                                None => {
+                                    let message = "the stream ended without a finish_reason";
+                                    let error = ProviderError::new(name, FailureKind::Fault, message);
+                                    return Some((Err(error), State::Done));
                                 }
                             }
-                            Some(Err(e)) => return Some((Err(classify(name, &e)), State::Done)),
-                            // A stream is only complete with a finish_reason: `[DONE]`
-                            // or EOF without one is a broken stream.
-                            None if finished => {
-                                let usage =
-                                    usage.unwrap_or(Usage { prompt_tokens: prompt_estimate, completion_tokens: 0 });
-                                return Some((Ok(Chunk::Done { usage, by: by.clone() }), State::Done));
-                            }
-                            None => {
-                                let message = "the stream ended without a finish_reason";
-                                let error = ProviderError::new(name, FailureKind::Fault, message);
-                                return Some((Err(error), State::Done));
-                            }
-                        },
+                        }
                     }
                 }
             }
