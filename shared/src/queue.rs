@@ -51,12 +51,14 @@ impl Queues {
     /// turn first), to run now or after `delay` (a retry's backoff).
     pub async fn push_turn(&self, job_id: &str, job: TurnJob, delay: Option<Duration>) -> Result<(), QueueError> {
         push(self.turns.clone(), QueueName::Turns, job_id, job, delay).await?;
+        self.keep_precise(QueueName::Turns, job_id, delay).await;
         self.notify(QueueName::Turns, delay).await
     }
 
     /// Enqueues batch work under `job_id`, now or after `delay`.
     pub async fn push_batch(&self, job_id: &str, job: BatchJob, delay: Option<Duration>) -> Result<(), QueueError> {
         push(self.batch.clone(), QueueName::Batch, job_id, job, delay).await?;
+        self.keep_precise(QueueName::Batch, job_id, delay).await;
         self.notify(QueueName::Batch, delay).await
     }
 
@@ -91,8 +93,26 @@ impl Queues {
         }
     }
 
-    /// Wakes idle workers. Delayed jobs need no wake-up: workers poll once a
-    /// second as well. A lost notification only costs that second.
+    /// apalis-redis scores a delayed job in whole seconds (rounded up here,
+    /// so it never runs early): the score is rewritten with the delay's
+    /// milliseconds, which the workers' promotion reads ([`promote_due`]), so
+    /// a 120 ms backoff is 120 ms (within the promotion's 250 ms tick), not a
+    /// second. If this write fails the whole-second score stands.
+    async fn keep_precise(&self, queue: QueueName, job_id: &str, delay: Option<Duration>) {
+        let Some(delay) = delay.filter(|d| !d.is_zero()) else { return };
+        let due = std::time::SystemTime::now() + delay;
+        let due_ms = due.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as f64;
+        let set = queue_config(&self.prefix, queue).scheduled_jobs_set();
+        let mut conn = self.conn.clone();
+        let written: Result<i64, _> =
+            redis::cmd("ZADD").arg(&set).arg("XX").arg(due_ms / 1000.0).arg(job_id).query_async(&mut conn).await;
+        if let Err(e) = written {
+            tracing::debug!(queue = queue.as_str(), error = %e, "delay kept in whole seconds");
+        }
+    }
+
+    /// Wakes idle workers. Delayed jobs are woken for by the promotion that
+    /// makes them due ([`promote_due`]); workers poll once a second as well.
     async fn notify(&self, queue: QueueName, delay: Option<Duration>) -> Result<(), QueueError> {
         if delay.is_some_and(|d| !d.is_zero()) {
             return Ok(());
@@ -186,13 +206,15 @@ pub async fn promote_due(
                 redis.call('zrem', KEYS[1], unpack(ids))
                 redis.call('del', KEYS[3])
                 redis.call('lpush', KEYS[3], 1)
+                redis.call('publish', ARGV[3], #ids)
             end
             return #ids
             ",
         )
     });
     let config = queue_config(prefix, queue);
-    let now_secs = chrono::Utc::now().timestamp();
+    // Seconds with milliseconds: scores may carry them (Queues::keep_precise).
+    let now_secs = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
     let mut moved = 0;
     loop {
         let n: u64 = SCRIPT
@@ -201,6 +223,7 @@ pub async fn promote_due(
             .key(config.signal_list())
             .arg(now_secs)
             .arg(PROMOTE_CHUNK)
+            .arg(queue.notify_channel(prefix))
             .invoke_async(conn)
             .await?;
         moved += n;
