@@ -206,6 +206,25 @@ impl TestEnv {
         Ok(worker::jobs::batch_run::run_here(&ctx, batch, &params).await?)
     }
 
+    /// The opening turn of the test's session once it is completed or
+    /// failed (`turn.completed` is published just before its transaction
+    /// commits, so it is waited for), up to 20 s.
+    pub async fn opening_turn(&self) -> anyhow::Result<FinishedTurn> {
+        let db = self.db().await?;
+        eventually(Duration::from_secs(20), || {
+            let db = db.clone();
+            async move {
+                Ok(sqlx::query_as(
+                    "SELECT status, attempts, interviewer_message, provider, prompt_tokens, completion_tokens
+                     FROM turns WHERE number = 0 AND status IN ('completed', 'failed')",
+                )
+                .fetch_optional(&db)
+                .await?)
+            }
+        })
+        .await
+    }
+
     /// A direct connection to this test's database.
     pub async fn db(&self) -> anyhow::Result<sqlx::PgPool> {
         Ok(sqlx::PgPool::connect(&self.vars["DATABASE_URL"]).await?)
@@ -259,6 +278,23 @@ pub fn binary_path(name: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
     anyhow::ensure!(path.exists(), "{} is missing: run `cargo build --bins` first (scripts/test does)", path.display());
     Ok(path)
+}
+
+/// A finished turn as stored.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct FinishedTurn {
+    /// `completed` or `failed`.
+    pub status: String,
+    /// Attempts it took.
+    pub attempts: i32,
+    /// The reply.
+    pub interviewer_message: Option<String>,
+    /// Who answered.
+    pub provider: Option<String>,
+    /// Tokens sent.
+    pub prompt_tokens: Option<i32>,
+    /// Tokens received.
+    pub completion_tokens: Option<i32>,
 }
 
 /// An API running in this process.

@@ -26,19 +26,8 @@ async fn azure_env(fake: &FakeLlm) -> anyhow::Result<TestEnv> {
 
 /// The opening turn once finished: (status, provider, prompt tokens, completion tokens).
 async fn opening_turn(env: &TestEnv) -> anyhow::Result<(String, Option<String>, Option<i32>, Option<i32>)> {
-    let db = env.db().await?;
-    tests::eventually(WAIT, || {
-        let db = db.clone();
-        async move {
-            Ok(sqlx::query_as(
-                "SELECT status, provider, prompt_tokens, completion_tokens FROM turns
-                 WHERE number = 0 AND status IN ('completed', 'failed')",
-            )
-            .fetch_optional(&db)
-            .await?)
-        }
-    })
-    .await
+    let t = env.opening_turn().await?;
+    Ok((t.status, t.provider, t.prompt_tokens, t.completion_tokens))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -33,18 +33,8 @@ async fn chain_env(fake: &FakeAws, fallback: &FakeLlm) -> anyhow::Result<TestEnv
 
 /// The opening turn once it is finished: (status, attempts, provider).
 async fn opening_turn(env: &TestEnv) -> anyhow::Result<(String, i32, Option<String>)> {
-    let db = env.db().await?;
-    tests::eventually(WAIT, || {
-        let db = db.clone();
-        async move {
-            Ok(sqlx::query_as(
-                "SELECT status, attempts, provider FROM turns WHERE number = 0 AND status IN ('completed', 'failed')",
-            )
-            .fetch_optional(&db)
-            .await?)
-        }
-    })
-    .await
+    let t = env.opening_turn().await?;
+    Ok((t.status, t.attempts, t.provider))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -24,19 +24,8 @@ async fn env_with(fake: &FakeLlm) -> anyhow::Result<TestEnv> {
 /// The opening turn once it is finished (`turn.completed` is published just
 /// before its transaction commits).
 async fn opening_turn(env: &TestEnv) -> anyhow::Result<(String, i32, Option<String>, Option<String>, Option<i32>)> {
-    let db = env.db().await?;
-    tests::eventually(WAIT, || {
-        let db = db.clone();
-        async move {
-            Ok(sqlx::query_as(
-                "SELECT status, attempts, interviewer_message, provider, prompt_tokens FROM turns
-                 WHERE number = 0 AND status IN ('completed', 'failed')",
-            )
-            .fetch_optional(&db)
-            .await?)
-        }
-    })
-    .await
+    let t = env.opening_turn().await?;
+    Ok((t.status, t.attempts, t.interviewer_message, t.provider, t.prompt_tokens))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
