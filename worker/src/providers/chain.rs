@@ -132,8 +132,11 @@ async fn run(links: Arc<[Link]>, backoff: JobsConfig, request: ChatRequest, tx: 
 /// the reply is complete (or nobody listens any more).
 async fn call(link: &Link, request: &ChatRequest, tx: &Sender, sent_text: &mut bool) -> Result<(), ProviderError> {
     let guard = &link.guard;
-    guard.admit().await?;
-    // Nobody listening any more (the job was handed back): no request, no slot.
+    // Nobody listening any more (the job was handed back): no wait, no request, no slot.
+    tokio::select! {
+        admitted = guard.admit() => admitted?,
+        () = tx.closed() => return Ok(()),
+    }
     let slot = tokio::select! {
         slot = guard.acquire(request) => slot?,
         () = tx.closed() => return Ok(()),
