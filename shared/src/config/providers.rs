@@ -222,7 +222,10 @@ fn provider(v: &mut Vars, name: &str) -> ProviderKind {
             if !token_file.as_os_str().is_empty() && std::fs::metadata(&token_file).is_err() {
                 v.problem("VERTEX_AI_TOKEN_FILE", format!("{} cannot be read", token_file.display()));
             }
+            // Vertex's OpenAI-compatible endpoint names models by publisher:
+            // the manual's `gemini-…` is sent as `google/gemini-…`.
             let model = v.required("VERTEX_AI_MODEL");
+            let model = if model.is_empty() || model.contains('/') { model } else { format!("google/{model}") };
             ProviderKind::GcpVertex(endpoint(v, "VERTEX_AI", base_url, String::new(), model), token_file)
         }
         _ => ProviderKind::Scripted,

@@ -107,10 +107,13 @@ fn azure_bedrock_and_vertex_read_their_own_variables() {
     );
     let _ = std::fs::remove_file(&token);
     match c.expect("valid").worker.providers.as_deref() {
-        Some([ProviderKind::GcpVertex(e, _)]) => assert_eq!(
-            e.base_url,
-            "https://europe-west4-aiplatform.googleapis.com/v1/projects/p1/locations/europe-west4/endpoints/openapi"
-        ),
+        Some([ProviderKind::GcpVertex(e, _)]) => {
+            assert_eq!(
+                e.base_url,
+                "https://europe-west4-aiplatform.googleapis.com/v1/projects/p1/locations/europe-west4/endpoints/openapi"
+            );
+            assert_eq!(e.model, "google/m", "the publisher is added to a bare model name");
+        }
         other => panic!("{other:?}"),
     }
 }
