@@ -50,16 +50,45 @@ impl Queues {
     /// Enqueues a turn under `job_id` (from [`new_job_id`], stored with the
     /// turn first), to run now or after `delay` (a retry's backoff).
     pub async fn push_turn(&self, job_id: &str, job: TurnJob, delay: Option<Duration>) -> Result<(), QueueError> {
-        push(self.turns.clone(), QueueName::Turns, job_id, job, delay).await?;
-        self.keep_precise(QueueName::Turns, job_id, delay).await;
-        self.notify(QueueName::Turns, delay).await
+        self.enqueue(self.turns.clone(), QueueName::Turns, job_id, job, delay).await
     }
 
     /// Enqueues batch work under `job_id`, now or after `delay`.
     pub async fn push_batch(&self, job_id: &str, job: BatchJob, delay: Option<Duration>) -> Result<(), QueueError> {
-        push(self.batch.clone(), QueueName::Batch, job_id, job, delay).await?;
-        self.keep_precise(QueueName::Batch, job_id, delay).await;
-        self.notify(QueueName::Batch, delay).await
+        self.enqueue(self.batch.clone(), QueueName::Batch, job_id, job, delay).await
+    }
+
+    /// Pushes `job` due after `delay` (its due time taken once), keeps the
+    /// delay's milliseconds, and wakes the pools for a job due now.
+    async fn enqueue<J>(
+        &self,
+        mut storage: RedisStorage<J>,
+        queue: QueueName,
+        job_id: &str,
+        job: J,
+        delay: Option<Duration>,
+    ) -> Result<(), QueueError>
+    where
+        J: Serialize + DeserializeOwned + Unpin + Send + Sync + 'static,
+    {
+        // Since the epoch.
+        let due =
+            delay.map(|d| (std::time::SystemTime::now() + d).duration_since(std::time::UNIX_EPOCH).unwrap_or_default());
+        let error = |message: String| QueueError { queue: queue.as_str(), message };
+        let id: ulid::Ulid = job_id.parse().map_err(|e| error(format!("job id {job_id:?}: {e}")))?;
+        let mut task = TaskBuilder::new(job).task_id(TaskId::from_ulid(id));
+        if let Some(due) = due {
+            // apalis-redis scores scheduled jobs in whole seconds, due once
+            // that second starts: round up, so a job never runs before its
+            // delay (a provider's Retry-After must hold); `keep_precise` then
+            // writes the milliseconds.
+            task = task.run_at_timestamp(due.as_secs() + u64::from(due.subsec_nanos() > 0));
+        }
+        storage.push_task(task.build()).await.map_err(|e| error(e.to_string()))?;
+        if let Some(due) = due.filter(|_| delay.is_some_and(|d| !d.is_zero())) {
+            self.keep_precise(queue, job_id, due).await;
+        }
+        self.notify(queue, delay).await
     }
 
     /// Counts a finished job run (`ok`, `error`, `dead`) and its duration,
@@ -98,10 +127,8 @@ impl Queues {
     /// milliseconds, which the workers' promotion reads ([`promote_due`]), so
     /// a 120 ms backoff is 120 ms (within the promotion's 250 ms tick), not a
     /// second. If this write fails the whole-second score stands.
-    async fn keep_precise(&self, queue: QueueName, job_id: &str, delay: Option<Duration>) {
-        let Some(delay) = delay.filter(|d| !d.is_zero()) else { return };
-        let due = std::time::SystemTime::now() + delay;
-        let due_ms = due.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as f64;
+    async fn keep_precise(&self, queue: QueueName, job_id: &str, due: Duration) {
+        let due_ms = due.as_millis() as f64;
         let set = queue_config(&self.prefix, queue).scheduled_jobs_set();
         let mut conn = self.conn.clone();
         let written: Result<i64, _> =
@@ -155,32 +182,6 @@ impl Queues {
 /// tell whether Redis still holds the job.
 pub fn new_job_id() -> String {
     ulid::Ulid::generate().to_string()
-}
-
-async fn push<J>(
-    mut storage: RedisStorage<J>,
-    queue: QueueName,
-    job_id: &str,
-    job: J,
-    delay: Option<Duration>,
-) -> Result<(), QueueError>
-where
-    J: Serialize + DeserializeOwned + Unpin + Send + Sync + 'static,
-{
-    let error = |message: String| QueueError { queue: queue.as_str(), message };
-    let id: ulid::Ulid = job_id.parse().map_err(|e| error(format!("job id {job_id:?}: {e}")))?;
-    let mut task = TaskBuilder::new(job).task_id(TaskId::from_ulid(id));
-    if let Some(delay) = delay {
-        // Scheduled jobs are scored in whole seconds and due once that second
-        // starts: round up, so a job never runs before its delay (a provider's
-        // Retry-After must hold), at the cost of up to a second more.
-        let due = std::time::SystemTime::now() + delay;
-        let since_epoch = due.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let secs = since_epoch.as_secs() + u64::from(since_epoch.subsec_nanos() > 0);
-        task = task.run_at_timestamp(secs);
-    }
-    let task = task.build();
-    storage.push_task(task).await.map_err(|e| error(e.to_string()))
 }
 
 /// Moves due jobs from a queue's scheduled set to its pending list, at most

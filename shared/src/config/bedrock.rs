@@ -8,7 +8,7 @@
 //! which reads the process environment itself; what is checked here is
 //! what can be wrong before the first call.
 
-use super::providers::{EndpointConfig, endpoint, is_http_url};
+use super::providers::{EndpointConfig, endpoint};
 use super::{Secret, Vars};
 
 /// A current model every commercial region serves on demand: Claude Sonnet
@@ -75,21 +75,19 @@ pub(super) fn read(v: &mut Vars) -> BedrockConfig {
             continue;
         }
         if let Some(url) = v.get(variable).map(str::to_owned) {
-            if !is_http_url(&url) {
-                v.problem(variable, format!("{url:?} is not an http(s) URL"));
-            } else if url.trim_end_matches('/').ends_with("/openai/v1") {
+            if url.trim_end_matches('/').ends_with("/openai/v1") {
                 v.problem(
                     variable,
                     "is Bedrock's OpenAI-compatible path; Bedrock is called through ConverseStream: give the \
                      runtime endpoint itself (https://bedrock-runtime.{region}.amazonaws.com)",
                 );
             }
-            configured = Some(url);
+            configured = Some((variable, url));
             break;
         }
     }
     let endpoint_overridden = configured.is_some();
-    let base_url = configured.unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
+    let url = configured.unwrap_or_else(|| ("AWS_REGION", format!("https://bedrock-runtime.{region}.amazonaws.com")));
     let model = v.string("BEDROCK_MODEL_ID", DEFAULT_MODEL);
     let auth = auth(v);
     let temperature = v.get("BEDROCK_TEMPERATURE").is_some().then(|| {
@@ -100,7 +98,7 @@ pub(super) fn read(v: &mut Vars) -> BedrockConfig {
         t
     });
     BedrockConfig {
-        endpoint: endpoint(v, "BEDROCK", base_url, String::new(), model),
+        endpoint: endpoint(v, "BEDROCK", url, String::new(), model),
         endpoint_overridden,
         region,
         auth,

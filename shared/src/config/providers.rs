@@ -187,7 +187,13 @@ fn provider(v: &mut Vars, name: &str) -> ProviderKind {
             let base_url = v.required("OPENAI_COMPATIBLE_BASE_URL");
             let api_key = v.required("OPENAI_COMPATIBLE_API_KEY");
             let model = v.required("OPENAI_COMPATIBLE_MODEL");
-            ProviderKind::OpenAiCompatible(endpoint(v, "OPENAI_COMPATIBLE", base_url, api_key, model))
+            ProviderKind::OpenAiCompatible(endpoint(
+                v,
+                "OPENAI_COMPATIBLE",
+                ("OPENAI_COMPATIBLE_BASE_URL", base_url),
+                api_key,
+                model,
+            ))
         }
         "azure_openai" => {
             let endpoint_url = v.required("AZURE_OPENAI_ENDPOINT");
@@ -203,7 +209,7 @@ fn provider(v: &mut Vars, name: &str) -> ProviderKind {
                     );
                 }
             }
-            let endpoint = endpoint(v, "AZURE_OPENAI", endpoint_url, api_key, deployment);
+            let endpoint = endpoint(v, "AZURE_OPENAI", ("AZURE_OPENAI_ENDPOINT", endpoint_url), api_key, deployment);
             ProviderKind::AzureOpenAi(AzureConfig { endpoint, api_version })
         }
         "aws_bedrock" => ProviderKind::AwsBedrock(bedrock::read(v)),
@@ -226,30 +232,31 @@ fn provider(v: &mut Vars, name: &str) -> ProviderKind {
             // the manual's `gemini-…` is sent as `google/gemini-…`.
             let model = v.required("VERTEX_AI_MODEL");
             let model = if model.is_empty() || model.contains('/') { model } else { format!("google/{model}") };
-            ProviderKind::GcpVertex(endpoint(v, "VERTEX_AI", base_url, String::new(), model), token_file)
+            let endpoint = endpoint(v, "VERTEX_AI", ("VERTEX_AI_ENDPOINT", base_url), String::new(), model);
+            ProviderKind::GcpVertex(endpoint, token_file)
         }
         _ => ProviderKind::Scripted,
     }
 }
 
 /// Whether `url` is an http(s) URL (or empty: a required variable already reported).
-pub(super) fn is_http_url(url: &str) -> bool {
+fn is_http_url(url: &str) -> bool {
     url.is_empty() || url.starts_with("http://") || url.starts_with("https://")
 }
 
-/// An endpoint from its URL, key and model (read by the caller, whose
+/// An endpoint from its URL (with the variable it came from, named when it
+/// is not an http(s) URL), key and model (read by the caller, whose
 /// variables differ per provider) and the `{prefix}_TIMEOUT` and
 /// `{prefix}_PRICE_*` variables every provider has.
-pub(super) fn endpoint(v: &mut Vars, prefix: &str, base_url: String, api_key: String, model: String) -> EndpointConfig {
-    let url_variable = match prefix {
-        "AZURE_OPENAI" => "AZURE_OPENAI_ENDPOINT".to_owned(),
-        "VERTEX_AI" => "VERTEX_AI_ENDPOINT".to_owned(),
-        // Bedrock's URL comes from one of several variables: checked there.
-        "BEDROCK" => String::new(),
-        _ => format!("{prefix}_BASE_URL"),
-    };
-    if !url_variable.is_empty() && !is_http_url(&base_url) {
-        v.problem(&url_variable, format!("{base_url:?} is not an http(s) URL"));
+pub(super) fn endpoint(
+    v: &mut Vars,
+    prefix: &str,
+    (url_variable, base_url): (&str, String),
+    api_key: String,
+    model: String,
+) -> EndpointConfig {
+    if !is_http_url(&base_url) {
+        v.problem(url_variable, format!("{base_url:?} is not an http(s) URL"));
     }
     let price = |v: &mut Vars, name: String| {
         let price: f64 = v.parse(&name, 0.0);

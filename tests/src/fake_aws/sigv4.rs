@@ -163,7 +163,8 @@ fn uri_encode(s: &str) -> String {
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
+/// `%XY` escapes and `+` (a form's space) decoded.
+pub(super) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -120,14 +120,17 @@ impl ChatProvider for Bedrock {
             .set_system((!system.is_empty()).then_some(system))
             .set_messages(Some(messages))
             .inference_config(self.inference.clone());
-        let reading =
-            Reading { by: Answered::by(self), timeout: self.timeout, estimate: super::prompt_estimate(&request) };
+        // Shared by every step of the stream: cloned per chunk as a pointer.
+        let reading = std::sync::Arc::new(Reading {
+            by: Answered::by(self),
+            timeout: self.timeout,
+            estimate: super::prompt_estimate(&request),
+        });
         futures::stream::unfold(State::Opening(Box::new(call)), move |state| step(state, reading.clone())).boxed()
     }
 }
 
 /// What a stream needs to know besides its state.
-#[derive(Clone)]
 struct Reading {
     by: Answered,
     timeout: Duration,
@@ -136,7 +139,7 @@ struct Reading {
 }
 
 /// The next chunk of the stream, and the state after it.
-async fn step(mut state: State, reading: Reading) -> Option<(Result<Chunk, ProviderError>, State)> {
+async fn step(mut state: State, reading: std::sync::Arc<Reading>) -> Option<(Result<Chunk, ProviderError>, State)> {
     loop {
         state = match state {
             State::Done => return None,
@@ -151,7 +154,7 @@ async fn step(mut state: State, reading: Reading) -> Option<(Result<Chunk, Provi
                     Ok(Ok(Some(event))) => event,
                     Ok(Ok(None)) if stopped => {
                         let usage = usage.unwrap_or_else(|| super::estimated_usage(reading.estimate, chars));
-                        return Some((Ok(Chunk::Done { usage, by: reading.by }), State::Done));
+                        return Some((Ok(Chunk::Done { usage, by: reading.by.clone() }), State::Done));
                     }
                     Ok(Ok(None)) => return Some((Err(fault("the stream ended before messageStop")), State::Done)),
                     Ok(Err(e)) => return Some((Err(failure::of_event(&e)), State::Done)),
