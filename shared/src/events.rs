@@ -120,8 +120,11 @@ pub enum EventKind {
     /// The scorecard is ready.
     #[serde(rename = "evaluation.completed")]
     EvaluationCompleted {
-        /// Criterion → 1..5.
+        /// Criterion → 1..5: exactly the interview's criteria.
         scores: BTreeMap<String, i32>,
+        /// The weighted mean of the scores, when the rubric has weights.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        overall_score: Option<f64>,
         /// A few sentences.
         summary: String,
         /// `strong_hire`, `hire`, `no_hire` or `strong_no_hire`.

@@ -13,6 +13,7 @@ pub mod provider_state;
 pub mod queue;
 pub mod queue_admin;
 pub mod redis_conn;
+pub mod rubric;
 pub mod schedule;
 pub mod stream;
 pub mod telemetry;

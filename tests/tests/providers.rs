@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use serde_json::json;
 
 use tests::fake_llm::{Auth, FakeLlm, Reply, usage_of};
 use tests::{TestEnv, is};
@@ -558,7 +559,10 @@ async fn an_invalid_scorecard_is_asked_again_once_with_the_validation_error() ->
     assert!((evaluation["cost_usd"].as_f64().unwrap_or(-1.0) - cost).abs() < 1e-12, "{evaluation}");
     let received = fake.received();
     assert_eq!(received.len(), 4, "two turns, two evaluation requests");
-    assert_eq!(received[2].body["response_format"]["type"], "json_object", "JSON is asked for");
+    let format = &received[2].body["response_format"];
+    assert_eq!((&format["type"], &format["json_schema"]["strict"]), (&json!("json_schema"), &json!(true)), "{format}");
+    let criteria = &format["json_schema"]["schema"]["properties"]["scores"]["required"];
+    assert_eq!(criteria, &json!(["communication", "technical_depth", "problem_solving", "engagement"]));
     assert_eq!(received[0].body.get("response_format"), None, "turns are plain text");
     let retry = received[3].body["messages"].as_array().cloned().unwrap_or_default();
     let last = retry.last().and_then(|m| m["content"].as_str()).unwrap_or_default();

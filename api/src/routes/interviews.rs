@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use shared::db::{self, interviews::Interview, interviews::NewInterview};
 use shared::domain::{Language, Role};
 use shared::ids::{InterviewId, UserId};
+use shared::rubric::{self, Criterion};
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
@@ -34,6 +35,9 @@ struct InterviewIn {
     topics: Vec<String>,
     max_turns: i32,
     duration_minutes: i32,
+    /// The rubric; the four default criteria when absent or null.
+    #[serde(default)]
+    criteria: Option<Vec<Criterion>>,
 }
 
 #[derive(Serialize)]
@@ -46,6 +50,7 @@ struct InterviewOut {
     topics: Vec<String>,
     max_turns: i32,
     duration_minutes: i32,
+    criteria: Vec<Criterion>,
     created_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -60,6 +65,7 @@ impl From<Interview> for InterviewOut {
             topics: i.topics.0,
             max_turns: i.max_turns,
             duration_minutes: i.duration_minutes,
+            criteria: i.criteria.0,
             created_at: i.created_at,
         }
     }
@@ -91,6 +97,10 @@ impl InterviewIn {
         if !(1..=1440).contains(&self.duration_minutes) {
             return Err(ApiError::invalid("duration_minutes: must be between 1 and 1440"));
         }
+        let criteria = match self.criteria {
+            None => rubric::default_criteria(),
+            Some(given) => rubric::validate(given).map_err(ApiError::invalid)?,
+        };
         Ok(NewInterview {
             title: text_field("title", self.title, 200)?,
             position: text_field("position", self.position, 200)?,
@@ -98,6 +108,7 @@ impl InterviewIn {
             topics,
             max_turns: self.max_turns,
             duration_minutes: self.duration_minutes,
+            criteria,
         })
     }
 }

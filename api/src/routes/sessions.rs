@@ -212,6 +212,8 @@ struct EvaluationOut {
     session_id: SessionId,
     status: EvaluationStatus,
     scores: BTreeMap<String, i32>,
+    /// The weighted mean of the scores when the rubric has weights, else null.
+    overall_score: Option<f64>,
     summary: Option<String>,
     recommendation: Option<String>,
     provider: Option<String>,
@@ -236,6 +238,7 @@ async fn evaluation(
         session_id: id,
         status: evaluation.status,
         scores: evaluation.scores.map(|s| s.0).unwrap_or_default(),
+        overall_score: evaluation.overall_score,
         summary: evaluation.summary,
         recommendation: evaluation.recommendation,
         provider: evaluation.provider,

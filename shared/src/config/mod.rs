@@ -9,6 +9,7 @@ mod providers;
 #[cfg(test)]
 mod tests;
 mod vars;
+mod vertex;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ pub use bedrock::{BedrockAuth, BedrockConfig};
 pub use operations::{AlertConfig, BatchSchedule, BatchSettings, SchedulerConfig};
 pub use providers::{AzureConfig, EndpointConfig, ProviderKind, ProviderPolicy, WorkerConfig};
 pub use vars::{ConfigError, Vars};
+pub use vertex::{VertexAuth, VertexConfig};
 
 /// Which binary is loading the configuration: some variables are required
 /// only by the part that uses them.

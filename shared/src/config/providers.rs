@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::bedrock::{self, BedrockConfig};
+use super::vertex::{self, VertexConfig};
 use super::{Component, Vars};
 
 /// Worker pools and provider.
@@ -40,9 +41,9 @@ pub enum ProviderKind {
     AzureOpenAi(AzureConfig),
     /// AWS Bedrock's Converse API (`AWS_*`, `BEDROCK_*`).
     AwsBedrock(BedrockConfig),
-    /// Vertex AI's OpenAI-compatible endpoint. `api_key` is unused: the
-    /// bearer token is read from `token_file` for every request.
-    GcpVertex(EndpointConfig, std::path::PathBuf),
+    /// Vertex AI's OpenAI-compatible endpoint (`GCP_*`, `VERTEX_AI_*`),
+    /// with access tokens the worker obtains and refreshes.
+    GcpVertex(VertexConfig),
 }
 
 /// An Azure OpenAI deployment: `endpoint.base_url` is `AZURE_OPENAI_ENDPOINT`,
@@ -66,6 +67,16 @@ impl AzureConfig {
         match &self.api_version {
             None => true,
             Some(version) => version.strip_suffix("-preview").is_some_and(|date| date >= "2024-09-01"),
+        }
+    }
+
+    /// Whether the API accepts a JSON-schema `response_format` (structured
+    /// outputs): the v1 surface and the api-versions from 2024-08-01-preview
+    /// on, GA 2024-10-21 included; older ones get a JSON object.
+    pub fn accepts_json_schema(&self) -> bool {
+        match &self.api_version {
+            None => true,
+            Some(version) => version.strip_suffix("-preview").unwrap_or(version) >= "2024-08-01",
         }
     }
 }
@@ -213,28 +224,7 @@ fn provider(v: &mut Vars, name: &str) -> ProviderKind {
             ProviderKind::AzureOpenAi(AzureConfig { endpoint, api_version })
         }
         "aws_bedrock" => ProviderKind::AwsBedrock(bedrock::read(v)),
-        "gcp_vertex" => {
-            // VERTEX_AI_ENDPOINT overrides the regional URL (private endpoints, tests).
-            let base_url = match v.get("VERTEX_AI_ENDPOINT") {
-                Some(url) => url.to_owned(),
-                None => {
-                    let (project, location) = (v.required("GCP_PROJECT_ID"), v.required("GCP_LOCATION"));
-                    format!(
-                        "https://{location}-aiplatform.googleapis.com/v1/projects/{project}/locations/{location}/endpoints/openapi"
-                    )
-                }
-            };
-            let token_file = std::path::PathBuf::from(v.required("VERTEX_AI_TOKEN_FILE"));
-            if !token_file.as_os_str().is_empty() && std::fs::metadata(&token_file).is_err() {
-                v.problem("VERTEX_AI_TOKEN_FILE", format!("{} cannot be read", token_file.display()));
-            }
-            // Vertex's OpenAI-compatible endpoint names models by publisher:
-            // the manual's `gemini-…` is sent as `google/gemini-…`.
-            let model = v.required("VERTEX_AI_MODEL");
-            let model = if model.is_empty() || model.contains('/') { model } else { format!("google/{model}") };
-            let endpoint = endpoint(v, "VERTEX_AI", ("VERTEX_AI_ENDPOINT", base_url), String::new(), model);
-            ProviderKind::GcpVertex(endpoint, token_file)
-        }
+        "gcp_vertex" => ProviderKind::GcpVertex(vertex::read(v)),
         _ => ProviderKind::Scripted,
     }
 }

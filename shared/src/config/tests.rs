@@ -56,7 +56,7 @@ fn an_openai_compatible_endpoint_needs_its_variables() {
 }
 
 #[test]
-fn azure_bedrock_and_vertex_read_their_own_variables() {
+fn azure_and_bedrock_read_their_own_variables() {
     let err = load(&[("DATABASE_URL", "postgres://x/y"), ("AI_PROVIDER", "azure_openai")], Component::Worker)
         .expect_err("incomplete");
     for name in ["AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_DEPLOYMENT"] {
@@ -87,35 +87,6 @@ fn azure_bedrock_and_vertex_read_their_own_variables() {
     )
     .expect("the API needs no Azure settings");
     assert_eq!((api.worker.provider_name, api.worker.providers), ("azure_openai", None));
-    let err = load(&[("DATABASE_URL", "postgres://x/y"), ("AI_PROVIDER", "gcp_vertex")], Component::Worker)
-        .expect_err("incomplete");
-    for name in ["GCP_PROJECT_ID", "GCP_LOCATION", "VERTEX_AI_TOKEN_FILE", "VERTEX_AI_MODEL"] {
-        assert!(err.to_string().contains(&format!("{name}: is required")), "{err}");
-    }
-    let token = std::env::temp_dir().join("aiv-config-test-vertex-token");
-    std::fs::write(&token, "t").expect("temp file");
-    let c = load(
-        &[
-            ("DATABASE_URL", "postgres://x/y"),
-            ("AI_PROVIDER", "gcp_vertex"),
-            ("GCP_PROJECT_ID", "p1"),
-            ("GCP_LOCATION", "europe-west4"),
-            ("VERTEX_AI_MODEL", "m"),
-            ("VERTEX_AI_TOKEN_FILE", token.to_str().unwrap_or_default()),
-        ],
-        Component::Worker,
-    );
-    let _ = std::fs::remove_file(&token);
-    match c.expect("valid").worker.providers.as_deref() {
-        Some([ProviderKind::GcpVertex(e, _)]) => {
-            assert_eq!(
-                e.base_url,
-                "https://europe-west4-aiplatform.googleapis.com/v1/projects/p1/locations/europe-west4/endpoints/openapi"
-            );
-            assert_eq!(e.model, "google/m", "the publisher is added to a bare model name");
-        }
-        other => panic!("{other:?}"),
-    }
 }
 
 #[test]

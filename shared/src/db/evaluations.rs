@@ -22,6 +22,8 @@ pub struct Evaluation {
     pub status: EvaluationStatus,
     /// Criterion → 1..5.
     pub scores: Option<Json<BTreeMap<String, i32>>>,
+    /// The weighted mean of the scores, when the rubric has weights.
+    pub overall_score: Option<f64>,
     /// Summary.
     pub summary: Option<String>,
     /// Recommendation.
@@ -48,7 +50,7 @@ pub struct Evaluation {
 
 macro_rules! columns {
     () => {
-        "session_id, status, scores, summary, recommendation, provider, prompt_tokens,
+        "session_id, status, scores, overall_score, summary, recommendation, provider, prompt_tokens,
     completion_tokens, usage_estimated, cost_usd, attempts, error, request_id, completed_at"
     };
 }
@@ -109,6 +111,8 @@ pub async fn claim(db: impl PgExecutor<'_>, session: SessionId, lease: Duration)
 pub struct Scorecard {
     /// Criterion → 1..5.
     pub scores: BTreeMap<String, i32>,
+    /// The weighted mean of the scores, when the rubric has weights.
+    pub overall_score: Option<f64>,
     /// Summary.
     pub summary: String,
     /// Recommendation.
@@ -135,7 +139,7 @@ pub async fn complete(
     Ok(sqlx::query(
         "UPDATE evaluations SET status = 'completed', scores = $3, summary = $4, recommendation = $5,
              provider = $6, model = $7, prompt_tokens = $8, completion_tokens = $9, cost_usd = $10,
-             latency_ms = $11, usage_estimated = $12, error = NULL, lease_until = NULL, completed_at = now()
+             latency_ms = $11, usage_estimated = $12, overall_score = $13, error = NULL, lease_until = NULL, completed_at = now()
          WHERE session_id = $1 AND attempts = $2 AND status = 'running'",
     )
     .bind(session)
@@ -150,6 +154,7 @@ pub async fn complete(
     .bind(card.cost_usd)
     .bind(card.latency_ms)
     .bind(card.usage.estimated)
+    .bind(card.overall_score)
     .execute(db)
     .await?
     .rows_affected()

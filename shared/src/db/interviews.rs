@@ -7,6 +7,7 @@ use sqlx::{FromRow, PgExecutor};
 use super::DbError;
 use crate::domain::Language;
 use crate::ids::{InterviewId, SessionId, UserId};
+use crate::rubric::Criterion;
 
 /// An interview row.
 #[derive(Debug, Clone, FromRow)]
@@ -28,6 +29,8 @@ pub struct Interview {
     pub max_turns: i32,
     /// Length of a session.
     pub duration_minutes: i32,
+    /// What the evaluation scores.
+    pub criteria: Json<Vec<Criterion>>,
     /// Created.
     pub created_at: DateTime<Utc>,
 }
@@ -47,19 +50,21 @@ pub struct NewInterview {
     pub max_turns: i32,
     /// Minutes.
     pub duration_minutes: i32,
+    /// Criteria, validated ([`crate::rubric::validate`]).
+    pub criteria: Vec<Criterion>,
 }
 
 macro_rules! columns {
     () => {
-        "id, owner_id, title, position, language, topics, max_turns, duration_minutes, created_at"
+        "id, owner_id, title, position, language, topics, max_turns, duration_minutes, criteria, created_at"
     };
 }
 
 /// Inserts an interview.
 pub async fn insert(db: impl PgExecutor<'_>, owner: UserId, new: &NewInterview) -> Result<Interview, DbError> {
     Ok(sqlx::query_as(concat!(
-        "INSERT INTO interviews (id, owner_id, title, position, language, topics, max_turns, duration_minutes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+        "INSERT INTO interviews (id, owner_id, title, position, language, topics, max_turns, duration_minutes, criteria)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
         columns!()
     ))
     .bind(InterviewId::new())
@@ -70,6 +75,7 @@ pub async fn insert(db: impl PgExecutor<'_>, owner: UserId, new: &NewInterview) 
     .bind(Json(&new.topics))
     .bind(new.max_turns)
     .bind(new.duration_minutes)
+    .bind(Json(&new.criteria))
     .fetch_one(db)
     .await?)
 }

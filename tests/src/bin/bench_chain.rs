@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         topics: vec!["Rust".into()],
         position: "Backend Engineer".into(),
         answers: vec![ANSWER.into()],
+        criteria: vec![],
     };
     let http = reqwest::Client::new();
 

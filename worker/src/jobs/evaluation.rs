@@ -1,27 +1,23 @@
-//! The evaluation job (on the `batch` queue): the session's scorecard,
-//! asked for as JSON, validated, stored, and published.
+//! The evaluation job (on the `batch` queue): the session's scorecard on the
+//! interview's own criteria, asked for as structured output, validated
+//! ([`rubric::parse_scorecard`]), stored, and published.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use apalis::prelude::{AbortError, Attempt, BoxDynError, Data};
 use futures::StreamExt;
-use serde::Deserialize;
 use shared::db::{self, DbError, evaluations::Scorecard};
 use shared::domain::EvaluationStatus;
 use shared::events::{EventKind, Usage};
 use shared::ids::SessionId;
 use shared::jobs::{BatchJob, QueueName};
 use shared::queue::new_job_id;
+use shared::rubric;
 use tracing::Instrument;
 
 use crate::providers::{Chunk, FailureKind, ProviderError};
 use crate::{Deps, prompt, retry};
-
-/// The criteria every scorecard scores 1 to 5.
-pub const CRITERIA: [&str; 4] = ["communication", "technical_depth", "problem_solving", "engagement"];
-const RECOMMENDATIONS: [&str; 4] = ["strong_hire", "hire", "no_hire", "strong_no_hire"];
 
 /// The apalis handler for the `batch` queue: evaluations and batch runs.
 pub async fn handle(raw: serde_json::Value, deps: Data<Arc<Deps>>, attempt: Attempt) -> Result<(), BoxDynError> {
@@ -44,34 +40,6 @@ pub async fn handle(raw: serde_json::Value, deps: Data<Arc<Deps>>, attempt: Atte
     };
     super::record(&deps, QueueName::Batch, &result, start).await;
     result
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CardJson {
-    scores: BTreeMap<String, i32>,
-    summary: String,
-    recommendation: String,
-}
-
-/// Parses and validates a scorecard; the error names what is wrong.
-pub fn parse_scorecard(text: &str) -> Result<(BTreeMap<String, i32>, String, String), String> {
-    let trimmed = text.trim().trim_start_matches("```json").trim_start_matches("```").trim_end_matches("```");
-    let card: CardJson = serde_json::from_str(trimmed.trim()).map_err(|e| format!("not a scorecard: {e}"))?;
-    for criterion in CRITERIA {
-        match card.scores.get(criterion) {
-            Some(s) if (1..=5).contains(s) => {}
-            Some(s) => return Err(format!("scores.{criterion}: {s} is not between 1 and 5")),
-            None => return Err(format!("scores.{criterion}: missing")),
-        }
-    }
-    if !RECOMMENDATIONS.contains(&card.recommendation.as_str()) {
-        return Err(format!("recommendation: {:?} is not one of {}", card.recommendation, RECOMMENDATIONS.join(", ")));
-    }
-    if card.summary.trim().is_empty() {
-        return Err("summary: empty".into());
-    }
-    Ok((card.scores, card.summary, card.recommendation))
 }
 
 async fn evaluate(deps: &Deps, session_id: SessionId, request_id: &str) -> Result<(), BoxDynError> {
@@ -108,6 +76,7 @@ async fn evaluate(deps: &Deps, session_id: SessionId, request_id: &str) -> Resul
         if db::evaluations::complete(&mut *tx, session_id, attempt, &card).await? {
             let kind = EventKind::EvaluationCompleted {
                 scores: card.scores.clone(),
+                overall_score: card.overall_score,
                 summary: card.summary.clone(),
                 recommendation: card.recommendation.clone(),
             };
@@ -159,12 +128,13 @@ async fn score(deps: &Deps, session_id: SessionId) -> Result<Scorecard, ScoreErr
         total.prompt_tokens += usage.prompt_tokens;
         total.completion_tokens += usage.completion_tokens;
         total.estimated |= usage.estimated;
-        match parse_scorecard(&text) {
-            Ok((scores, summary, recommendation)) => {
+        match rubric::parse_scorecard(&text, &interview.criteria.0) {
+            Ok(card) => {
                 return Ok(Scorecard {
-                    scores,
-                    summary,
-                    recommendation,
+                    overall_score: rubric::overall_score(&interview.criteria.0, &card.scores),
+                    scores: card.scores,
+                    summary: card.summary,
+                    recommendation: card.recommendation,
                     provider: by.provider,
                     model: by.model,
                     usage: total,
@@ -203,23 +173,4 @@ async fn collect(
         }
     }
     Err(ProviderError::new("", FailureKind::Fault, "the stream ended without finishing"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scorecards_are_validated_with_a_reason() {
-        let good = r#"{"scores":{"communication":3,"technical_depth":4,"problem_solving":2,"engagement":5},"summary":"ok","recommendation":"hire"}"#;
-        assert!(parse_scorecard(good).is_ok());
-        assert!(parse_scorecard(&format!("```json\n{good}\n```")).is_ok());
-        let missing = good.replace(r#""engagement":5"#, r#""other":5"#);
-        assert_eq!(parse_scorecard(&missing).err().as_deref(), Some("scores.engagement: missing"));
-        let range = good.replace(r#""communication":3"#, r#""communication":9"#);
-        assert!(parse_scorecard(&range).err().is_some_and(|e| e.contains("communication")));
-        assert!(parse_scorecard("not json").err().is_some_and(|e| e.starts_with("not a scorecard")));
-        let rec = good.replace("\"hire\"", "\"maybe\"");
-        assert!(parse_scorecard(&rec).err().is_some_and(|e| e.starts_with("recommendation")));
-    }
 }

@@ -72,7 +72,20 @@ pub struct ChatRequest {
     /// The candidate's answers so far, in order (what the scripted
     /// interviewer scores; the prompt carries them for real models).
     pub answers: Vec<String>,
+    /// For an evaluation: the rubric the scorecard must follow (empty for a turn).
+    pub criteria: Vec<shared::rubric::Criterion>,
 }
+
+impl ChatRequest {
+    /// For an evaluation, the scorecard's JSON schema: what each provider
+    /// asks its model for as structured output.
+    pub fn scorecard_schema(&self) -> Option<serde_json::Value> {
+        (self.purpose == Purpose::Evaluation).then(|| shared::rubric::scorecard_schema(&self.criteria))
+    }
+}
+
+/// The name the scorecard's schema (or Bedrock's tool) goes by.
+pub const SCORECARD: &str = "scorecard";
 
 /// A piece of a streamed reply.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,8 +219,8 @@ pub async fn from_config(config: &Config, conn: ConnectionManager) -> Result<Arc
             ProviderKind::AzureOpenAi(azure) => {
                 (Arc::new(openai_compatible::OpenAiCompatible::azure(azure)?), Some(&azure.endpoint))
             }
-            ProviderKind::GcpVertex(e, token_file) => {
-                (Arc::new(openai_compatible::OpenAiCompatible::vertex(e, token_file)?), Some(e))
+            ProviderKind::GcpVertex(vertex) => {
+                (Arc::new(openai_compatible::OpenAiCompatible::vertex(vertex)?), Some(&vertex.endpoint))
             }
             ProviderKind::AwsBedrock(b) => (Arc::new(bedrock::Bedrock::new(b).await), Some(&b.endpoint)),
         };

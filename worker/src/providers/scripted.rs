@@ -152,11 +152,29 @@ fn scorecard(request: &ChatRequest) -> String {
     let technical_depth = (1 + topics_mentioned * 4 / request.topics.len().max(1)).min(5) as i32;
     let problem_solving = ((communication + technical_depth) / 2).max(1);
     let engagement = (answers.len() as i32).clamp(1, 5);
-    let total = communication + technical_depth + problem_solving + engagement;
-    let recommendation = match total {
-        17.. => "strong_hire",
-        13..=16 => "hire",
-        9..=12 => "no_hire",
+    // The recruiter's own criteria: the four it knows by name, any other the
+    // rounded mean of those four.
+    let mean = (communication + technical_depth + problem_solving + engagement + 2) / 4;
+    let scores: serde_json::Map<String, serde_json::Value> = request
+        .criteria
+        .iter()
+        .map(|c| {
+            let score = match c.name.as_str() {
+                "communication" => communication,
+                "technical_depth" => technical_depth,
+                "problem_solving" => problem_solving,
+                "engagement" => engagement,
+                _ => mean,
+            };
+            (c.name.clone(), json!(score))
+        })
+        .collect();
+    // The thresholds of the four default criteria's sum (17, 13, 9), as a mean.
+    let average = scores.values().filter_map(serde_json::Value::as_f64).sum::<f64>() / scores.len().max(1) as f64;
+    let recommendation = match average {
+        a if a >= 4.25 => "strong_hire",
+        a if a >= 3.25 => "hire",
+        a if a >= 2.25 => "no_hire",
         _ => "strong_no_hire",
     };
     let summary = match request.language {
@@ -172,12 +190,7 @@ fn scorecard(request: &ChatRequest) -> String {
         ),
     };
     json!({
-        "scores": {
-            "communication": communication,
-            "technical_depth": technical_depth,
-            "problem_solving": problem_solving,
-            "engagement": engagement,
-        },
+        "scores": scores,
         "summary": summary,
         "recommendation": recommendation,
     })
@@ -197,6 +210,7 @@ mod tests {
             language,
             topics: vec!["Rust".into(), "PostgreSQL".into()],
             position: "Backend Engineer".into(),
+            criteria: shared::rubric::default_criteria(),
         }
     }
 
@@ -250,5 +264,19 @@ mod tests {
             assert!((1..=5).contains(&s), "{k}={s}");
         }
         assert_eq!(card["scores"]["technical_depth"], 5, "both topics mentioned");
+    }
+
+    #[tokio::test]
+    async fn evaluations_score_the_interview_s_own_criteria() {
+        let p = Scripted::new(Duration::ZERO);
+        let mut r = request(Language::En, Purpose::Evaluation, &["I built a Rust service on PostgreSQL."]);
+        r.criteria = shared::rubric::validate(vec![
+            shared::rubric::Criterion { name: "system_design".into(), description: "d".into(), weight: Some(2.0) },
+            shared::rubric::Criterion { name: "communication".into(), description: "c".into(), weight: None },
+        ])
+        .expect("valid");
+        let (text, _, _) = collect(&p, r.clone()).await;
+        let card = shared::rubric::parse_scorecard(&text, &r.criteria).expect("a scorecard on exactly these criteria");
+        assert_eq!(card.scores.keys().collect::<Vec<_>>(), ["communication", "system_design"]);
     }
 }

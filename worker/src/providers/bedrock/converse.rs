@@ -81,6 +81,7 @@ mod tests {
             topics: vec![],
             position: "Engineer".into(),
             answers: vec![],
+            criteria: vec![],
         }
     }
 

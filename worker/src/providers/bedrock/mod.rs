@@ -10,6 +10,7 @@
 
 mod converse;
 mod failure;
+mod tool;
 
 use std::time::Duration;
 
@@ -113,13 +114,19 @@ impl ChatProvider for Bedrock {
             Ok(conversation) => conversation,
             Err(e) => return futures::stream::once(async move { Err(rejected(e)) }).boxed(),
         };
+        // An evaluation asks for the scorecard as the input of a forced tool.
+        let tools = match request.scorecard_schema().map(|schema| tool::scorecard(&schema)).transpose() {
+            Ok(tools) => tools,
+            Err(e) => return futures::stream::once(async move { Err(rejected(e)) }).boxed(),
+        };
         let call = self
             .client
             .converse_stream()
             .model_id(&self.model)
             .set_system((!system.is_empty()).then_some(system))
             .set_messages(Some(messages))
-            .inference_config(self.inference.clone());
+            .inference_config(self.inference.clone())
+            .set_tool_config(tools);
         // Shared by every step of the stream: cloned per chunk as a pointer.
         let reading = std::sync::Arc::new(Reading {
             by: Answered::by(self),
@@ -186,6 +193,8 @@ fn read(
     match event {
         ConverseStreamOutput::ContentBlockDelta(delta) => match delta.delta {
             Some(ContentBlockDelta::Text(text)) if !text.is_empty() => return Ok(Some(text)),
+            // The forced scorecard tool's input: the scorecard's JSON, in pieces.
+            Some(ContentBlockDelta::ToolUse(tool)) if !tool.input.is_empty() => return Ok(Some(tool.input)),
             _ => {}
         },
         ConverseStreamOutput::MessageStop(stop) => {

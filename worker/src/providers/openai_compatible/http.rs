@@ -1,7 +1,7 @@
 //! The one-attempt HTTP service async-openai sends through: each request
 //! once (async-openai's retries are gone), a non-2xx answer kept with its
 //! status and `Retry-After` before async-openai parses (and loses) it, and
-//! for Vertex the bearer token read from its file for every request.
+//! for Vertex the access token of the moment, fetched again once after a 401.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime};
 use async_openai::error::OpenAIError;
 use async_openai::middleware::HttpRequestFactory;
 use reqwest::header::HeaderMap;
+
+use super::google::GoogleAuth;
 
 /// Bytes of an error body kept for the failure reason.
 const ERROR_BODY_LIMIT: usize = 2_048;
@@ -32,14 +34,17 @@ impl std::fmt::Display for HttpFailure {
 
 impl std::error::Error for HttpFailure {}
 
-/// Sends each request once; with a bearer file, with the token it holds now.
+/// Sends each request once; with Google's tokens, with the current one (and
+/// once more with a new one if that one is refused: it may have been revoked
+/// or expired early).
 #[derive(Clone)]
 pub(super) struct OneShot {
     pub(super) http: reqwest::Client,
-    pub(super) bearer_file: Option<Arc<std::path::PathBuf>>,
+    pub(super) google: Option<Arc<GoogleAuth>>,
 }
 
-/// The bearer file could not be read (a token being rotated): retryable.
+/// No access token could be had (a metadata server or token endpoint down,
+/// a token file being rotated): a fault, retried.
 #[derive(Debug)]
 struct TokenUnavailable(String);
 
@@ -62,21 +67,16 @@ impl tower::Service<HttpRequestFactory> for OneShot {
 
     fn call(&mut self, factory: HttpRequestFactory) -> Self::Future {
         let http = self.http.clone();
-        let bearer_file = self.bearer_file.clone();
+        let google = self.google.clone();
         Box::pin(async move {
-            let mut request = factory.build().await?;
-            if let Some(path) = bearer_file {
-                // Read for every request: whoever refreshes the token (a
-                // sidecar, the GKE metadata agent, a cron) only rewrites the file.
-                let unavailable = |e: String| OpenAIError::Boxed(Box::new(TokenUnavailable(e)));
-                let token = tokio::fs::read_to_string(path.as_path())
-                    .await
-                    .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
-                let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-                    .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
-                request.headers_mut().insert(reqwest::header::AUTHORIZATION, value);
+            let mut response = http.execute(authorized(factory.build().await?, google.as_deref()).await?).await?;
+            if let Some(google) = &google
+                && response.status() == reqwest::StatusCode::UNAUTHORIZED
+            {
+                tracing::warn!("Vertex AI refused the access token (401); fetching a new one");
+                google.forget().await;
+                response = http.execute(authorized(factory.build().await?, Some(google)).await?).await?;
             }
-            let response = http.execute(request).await?;
             if response.status().is_success() {
                 return Ok(response);
             }
@@ -87,6 +87,20 @@ impl tower::Service<HttpRequestFactory> for OneShot {
             Err(OpenAIError::Boxed(Box::new(HttpFailure { status, retry_after, body })))
         })
     }
+}
+
+/// `request` with Google's current access token, when there is one to add.
+async fn authorized(
+    mut request: reqwest::Request,
+    google: Option<&GoogleAuth>,
+) -> Result<reqwest::Request, OpenAIError> {
+    let Some(google) = google else { return Ok(request) };
+    let unavailable = |e: String| OpenAIError::Boxed(Box::new(TokenUnavailable(e)));
+    let token = google.bearer().await.map_err(unavailable)?;
+    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| unavailable("the access token is not a valid header value".into()))?;
+    request.headers_mut().insert(reqwest::header::AUTHORIZATION, value);
+    Ok(request)
 }
 
 /// `retry-after-ms` (OpenAI, Azure), else `retry-after` in seconds or as an HTTP date.

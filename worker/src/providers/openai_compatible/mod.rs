@@ -5,6 +5,7 @@
 //! Rate limits and the circuit are the chain's ([`super::guard`]).
 
 mod azure;
+mod google;
 mod http;
 
 use std::sync::Arc;
@@ -15,15 +16,15 @@ use async_openai::error::OpenAIError;
 use async_openai::types::chat::{
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
     ChatCompletionRequestUserMessage, ChatCompletionResponseStream, ChatCompletionStreamOptions,
-    CreateChatCompletionRequest, FinishReason, ResponseFormat,
+    CreateChatCompletionRequest, FinishReason, ResponseFormat, ResponseFormatJsonSchema,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use shared::config::{AzureConfig as AzureSettings, EndpointConfig};
+use shared::config::{AzureConfig as AzureSettings, EndpointConfig, VertexConfig as VertexSettings};
 use shared::events::Usage;
 
 use self::http::{HttpFailure, OneShot};
-use super::{ChatProvider, ChatRequest, Chunk, FailureKind, ProviderError, Purpose, Speaker};
+use super::{ChatProvider, ChatRequest, Chunk, FailureKind, ProviderError, Speaker};
 
 /// `{base}/chat/completions` with a bearer key. Organisation and project are
 /// set empty: `OpenAIConfig::new` would take them from `OPENAI_*` variables.
@@ -37,9 +38,22 @@ pub struct OpenAiCompatible {
     client: Client<Arc<dyn Config>>,
     model: String,
     prices: (f64, f64),
-    /// Whether to ask for the usage chunk (`stream_options`): not every
-    /// Azure api-version accepts it.
+    /// What the api-version accepts: not every Azure one takes
+    /// `stream_options` or a JSON-schema `response_format`.
+    accepts: Accepts,
+}
+
+/// What an endpoint accepts beyond the basic chat request.
+#[derive(Debug, Clone, Copy)]
+struct Accepts {
+    /// `stream_options.include_usage` (the usage chunk).
     stream_usage: bool,
+    /// `response_format: json_schema` (else `json_object`).
+    json_schema: bool,
+}
+
+impl Accepts {
+    const ALL: Accepts = Accepts { stream_usage: true, json_schema: true };
 }
 
 impl OpenAiCompatible {
@@ -47,30 +61,31 @@ impl OpenAiCompatible {
     /// `name` in turns and logs.
     pub fn new(name: &'static str, endpoint: &EndpointConfig) -> Result<Self, String> {
         let config = bearer_config(&endpoint.base_url, &endpoint.api_key);
-        Self::build(name, Arc::new(config), endpoint, None, true)
+        Self::build(name, Arc::new(config), endpoint, None, Accepts::ALL)
     }
 
-    /// A client for Vertex AI's OpenAI-compatible endpoint: its access token
-    /// expires within the hour, so it is read from `token_file` for every
-    /// request (see the README on keeping that file fresh).
-    pub fn vertex(endpoint: &EndpointConfig, token_file: &std::path::Path) -> Result<Self, String> {
-        let config = bearer_config(&endpoint.base_url, "");
-        Self::build("gcp_vertex", Arc::new(config), endpoint, Some(Arc::new(token_file.to_path_buf())), true)
+    /// A client for Vertex AI's OpenAI-compatible endpoint, with access
+    /// tokens obtained and refreshed as `settings.auth` says ([`google`]).
+    pub fn vertex(settings: &VertexSettings) -> Result<Self, String> {
+        let config = bearer_config(&settings.endpoint.base_url, "");
+        let google = Arc::new(google::GoogleAuth::new(&settings.auth)?);
+        Self::build("gcp_vertex", Arc::new(config), &settings.endpoint, Some(google), Accepts::ALL)
     }
 
     /// A client for an Azure OpenAI deployment (`api-key` header): the v1
     /// surface, or the deployment path with `AZURE_OPENAI_API_VERSION`.
     pub fn azure(settings: &AzureSettings) -> Result<Self, String> {
-        let stream_usage = settings.accepts_stream_options();
-        Self::build("azure_openai", azure::config(settings), &settings.endpoint, None, stream_usage)
+        let accepts =
+            Accepts { stream_usage: settings.accepts_stream_options(), json_schema: settings.accepts_json_schema() };
+        Self::build("azure_openai", azure::config(settings), &settings.endpoint, None, accepts)
     }
 
     fn build(
         name: &'static str,
         config: Arc<dyn Config>,
         endpoint: &EndpointConfig,
-        bearer_file: Option<Arc<std::path::PathBuf>>,
-        stream_usage: bool,
+        google: Option<Arc<google::GoogleAuth>>,
+        accepts: Accepts,
     ) -> Result<Self, String> {
         // read_timeout bounds the wait for headers and every gap in the
         // stream; a total timeout would cut long replies off.
@@ -79,8 +94,8 @@ impl OpenAiCompatible {
             .read_timeout(endpoint.timeout)
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
-        let client = Client::build(http.clone(), config).with_http_service(OneShot { http, bearer_file });
-        Ok(Self { name, client, model: endpoint.model.clone(), prices: endpoint.prices, stream_usage })
+        let client = Client::build(http.clone(), config).with_http_service(OneShot { http, google });
+        Ok(Self { name, client, model: endpoint.model.clone(), prices: endpoint.prices, accepts })
     }
 
     fn request(&self, request: &ChatRequest) -> CreateChatCompletionRequest {
@@ -107,12 +122,29 @@ impl OpenAiCompatible {
             messages,
             stream: Some(true),
             stream_options: self
+                .accepts
                 .stream_usage
                 .then_some(ChatCompletionStreamOptions { include_usage: Some(true), include_obfuscation: None }),
-            // A scorecard is asked for as a JSON object (still validated: not
-            // every endpoint honours it).
-            response_format: (request.purpose == Purpose::Evaluation).then_some(ResponseFormat::JsonObject),
+            response_format: request.scorecard_schema().map(|schema| self.scorecard_format(schema)),
             ..Default::default()
+        }
+    }
+}
+
+impl OpenAiCompatible {
+    /// The scorecard as strict structured output (still validated by us);
+    /// a JSON object where the api-version predates JSON schemas.
+    fn scorecard_format(&self, schema: serde_json::Value) -> ResponseFormat {
+        if !self.accepts.json_schema {
+            return ResponseFormat::JsonObject;
+        }
+        ResponseFormat::JsonSchema {
+            json_schema: ResponseFormatJsonSchema {
+                description: Some("The interview's scorecard on its criteria.".into()),
+                name: super::SCORECARD.into(),
+                schema,
+                strict: Some(true),
+            },
         }
     }
 }
