@@ -184,12 +184,72 @@ async fn chat(State(script): State<Arc<Mutex<Script>>>, uri: Uri, headers: Heade
             let body = json!({ "error": { "message": "Unrecognized request argument supplied: stream_options", "type": "invalid_request_error", "param": null, "code": null } });
             return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
         }
+        if let Err(message) = check_response_format(&body["response_format"], azure.then_some(version).flatten()) {
+            let body = json!({ "error": { "message": message, "type": "invalid_request_error", "param": "response_format", "code": null } });
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
         let default = Reply::Stream(script.default_text.clone());
         let reply = script.next.pop_front().unwrap_or(default);
         let shape = Shape { azure, usage: body["stream_options"]["include_usage"] == true };
         (reply, shape)
     };
     answer(reply.0, reply.1).await
+}
+
+/// `response_format` as OpenAI's reference and structured-outputs guide
+/// describe it: `text`, `json_object`, or `json_schema` with a name of
+/// `[a-zA-Z0-9_-]{1,64}` and a schema; with `strict`, every object closed
+/// (`additionalProperties: false`) and every property required. Azure took
+/// `json_schema` from api-version 2024-08-01-preview on.
+fn check_response_format(format: &Value, azure_version: Option<&str>) -> Result<(), String> {
+    match format["type"].as_str() {
+        _ if format.is_null() => Ok(()),
+        Some("text" | "json_object") => Ok(()),
+        Some("json_schema") => {
+            if azure_version.is_some_and(|v| v.trim_end_matches("-preview") < "2024-08-01") {
+                return Err(
+                    "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model."
+                        .into(),
+                );
+            }
+            let spec = &format["json_schema"];
+            let name = spec["name"].as_str().unwrap_or_default();
+            if !(1..=64).contains(&name.len()) || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)) {
+                return Err("Invalid 'response_format.json_schema.name': must match ^[a-zA-Z0-9_-]{1,64}$.".into());
+            }
+            if !spec["schema"].is_object() {
+                return Err("Missing required parameter: 'response_format.json_schema.schema'.".into());
+            }
+            if spec["strict"] == true {
+                strict_schema(&spec["schema"], "")?;
+            }
+            Ok(())
+        }
+        _ => Err(format!("Invalid value for 'response_format.type': {}.", format["type"])),
+    }
+}
+
+/// Strict mode's rules, checked through nested objects.
+fn strict_schema(schema: &Value, at: &str) -> Result<(), String> {
+    if schema["type"] != "object" {
+        return Ok(());
+    }
+    if schema["additionalProperties"] != false {
+        return Err(format!(
+            "Invalid schema for response_format: In context=({at}), 'additionalProperties' is required to be supplied and to be false."
+        ));
+    }
+    let properties = schema["properties"].as_object().cloned().unwrap_or_default();
+    let required: Vec<&str> = schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    for (name, property) in &properties {
+        if !required.contains(&name.as_str()) {
+            return Err(format!(
+                "Invalid schema for response_format: In context=({at}), 'required' is required to be supplied and to be an array including every key in properties. Missing '{name}'."
+            ));
+        }
+        strict_schema(property, &format!("{at}/{name}"))?;
+    }
+    Ok(())
 }
 
 /// How a stream is written: Azure's extra chunks, and the usage chunk only

@@ -4,13 +4,16 @@
 //! client: `POST /model/{modelId}/converse-stream` streams replies as
 //! event-stream frames with valid CRCs (or exception events, or a stream
 //! cut short), after checking the SigV4 signature against the keys it knows
-//! (or the Bedrock API key as a bearer) and Converse's validation rules;
+//! (or the Bedrock API key as a bearer) and Converse's validation rules
+//! (tool configurations included: a forced tool's answer streams as a
+//! `toolUse` block);
 //! `POST /` is STS, issuing credentials that expire when it says, and
 //! `GET /container-credentials` the container credentials endpoint of ECS
 //! and EKS Pod Identity (`AWS_CONTAINER_CREDENTIALS_FULL_URI`).
 
 pub mod event_stream;
 mod routes;
+mod rules;
 pub mod sigv4;
 pub mod sts;
 

@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::event_stream::{event, exception};
+use super::rules::{forced_tool, validate, validate_tools};
 use super::{Converse, Key, Received, State, lock, sigv4, sts, usage_of};
 
 type Shared = Arc<Mutex<State>>;
@@ -35,11 +36,10 @@ async fn converse_stream(
     let reply = {
         let mut state = lock(&state);
         let authorized = authenticate(&state, &uri, &headers, &body);
-        let refusal = authorized
-            .as_ref()
-            .err()
-            .cloned()
-            .or_else(|| validate(&json).err().map(|m| (400, "ValidationException", m)));
+        let refusal = authorized.as_ref().err().cloned().or_else(|| {
+            validate(&json).and_then(|()| validate_tools(&json)).err().map(|m| (400, "ValidationException", m))
+        });
+        let forced_tool = forced_tool(&json);
         state.received.push(Received {
             at: Instant::now(),
             model,
@@ -51,14 +51,14 @@ async fn converse_stream(
             body: json,
         });
         match refusal {
-            Some((status, kind, message)) => Converse::Error { status, kind: kind.into(), message },
+            Some((status, kind, message)) => (Converse::Error { status, kind: kind.into(), message }, None),
             None => {
                 let default = Converse::Stream(state.default_text.clone());
-                state.next.pop_front().unwrap_or(default)
+                (state.next.pop_front().unwrap_or(default), forced_tool)
             }
         }
     };
-    answer(reply)
+    answer(reply.0, reply.1.as_deref())
 }
 
 /// `Ok(Some(key))` for a valid signature, `Ok(None)` for the accepted
@@ -99,49 +99,6 @@ fn authenticate(state: &State, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> R
     Ok(Some(signed.access_key_id))
 }
 
-/// Converse's rules: messages start with the user and alternate, no
-/// message without content, no blank text; system prompts not blank.
-fn validate(body: &Value) -> Result<(), String> {
-    let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
-        return Err("The messages field is required and must contain at least one message.".into());
-    };
-    let mut previous = None;
-    for (i, message) in messages.iter().enumerate() {
-        let role = message["role"].as_str().unwrap_or_default();
-        if !matches!(role, "user" | "assistant") {
-            return Err(format!("messages.{i}.role must be user or assistant, got {role:?}"));
-        }
-        if i == 0 && role != "user" {
-            return Err("A conversation must start with a user message. Try again with a conversation that starts with a user message.".into());
-        }
-        if previous == Some(role) {
-            return Err("A conversation must alternate between user and assistant roles. Make sure the conversation alternates between user and assistant roles and try again.".into());
-        }
-        previous = Some(role);
-        let Some(content) = message["content"].as_array().filter(|c| !c.is_empty()) else {
-            return Err(format!(
-                "The content field in the Message object at messages.{i} is empty. Add a ContentBlock object to the content field and try again."
-            ));
-        };
-        for (j, block) in content.iter().enumerate() {
-            if block["text"].as_str().is_some_and(|t| t.trim().is_empty()) {
-                return Err(format!(
-                    "The text field in the ContentBlock object at messages.{i}.content.{j} is blank. Add text to the text field, and try again."
-                ));
-            }
-        }
-    }
-    for (i, block) in body["system"].as_array().into_iter().flatten().enumerate() {
-        if block["text"].as_str().is_some_and(|t| t.trim().is_empty()) {
-            return Err(format!("The text field in the SystemContentBlock object at system.{i} is blank."));
-        }
-    }
-    if body["inferenceConfig"]["maxTokens"].as_i64().is_some_and(|n| n < 1) {
-        return Err("inferenceConfig.maxTokens must be at least 1.".into());
-    }
-    Ok(())
-}
-
 fn first_half(text: &str) -> &str {
     let mut end = text.len() / 2;
     while !text.is_char_boundary(end) {
@@ -168,6 +125,25 @@ fn text_frames(text: &str, finished: bool) -> Vec<Vec<u8>> {
     frames
 }
 
+/// `input` (the tool's input, JSON text) as a `toolUse` block of the tool
+/// `name`: `contentBlockStart` with the tool's id and name, `contentBlockDelta`s
+/// of `toolUse.input` pieces, `contentBlockStop`.
+fn tool_frames(name: &str, input: &str) -> Vec<Vec<u8>> {
+    let start =
+        json!({ "contentBlockIndex": 0, "start": { "toolUse": { "toolUseId": "tooluse_fake0001", "name": name } } });
+    let mut frames = vec![event("messageStart", &json!({ "role": "assistant" })), event("contentBlockStart", &start)];
+    let chars: Vec<char> = input.chars().collect();
+    for piece in chars.chunks(8) {
+        let delta: String = piece.iter().collect();
+        frames.push(event(
+            "contentBlockDelta",
+            &json!({ "contentBlockIndex": 0, "delta": { "toolUse": { "input": delta } }, "p": "abcd" }),
+        ));
+    }
+    frames.push(event("contentBlockStop", &json!({ "contentBlockIndex": 0 })));
+    frames
+}
+
 fn ending(text: &str, reason: &str) -> Vec<Vec<u8>> {
     let (input, output) = usage_of(text);
     vec![
@@ -179,9 +155,13 @@ fn ending(text: &str, reason: &str) -> Vec<Vec<u8>> {
     ]
 }
 
-fn answer(reply: Converse) -> Response {
+/// The frames of `reply`; with a forced tool, the reply is its input.
+fn answer(reply: Converse, tool: Option<&str>) -> Response {
     let frames = match reply {
-        Converse::Stream(text) => [text_frames(&text, true), ending(&text, "end_turn")].concat(),
+        Converse::Stream(text) => match tool {
+            Some(name) => [tool_frames(name, &text), ending(&text, "tool_use")].concat(),
+            None => [text_frames(&text, true), ending(&text, "end_turn")].concat(),
+        },
         Converse::Stopped { text, reason } => [text_frames(&text, true), ending(&text, &reason)].concat(),
         Converse::Exception { text, kind } => {
             let mut frames = text_frames(first_half(&text), false);
