@@ -1,6 +1,7 @@
 //! An OpenAI-compatible chat endpoint over real HTTP, for exercising the
-//! production provider code: it serves the plain, Azure, Bedrock and Vertex
-//! URL shapes, checks the credentials it is told to expect, streams replies
+//! production provider code: it serves the plain and Azure URL shapes
+//! (Vertex has its own fake, `fake_gcp`), checks the credentials it is told
+//! to expect and `response_format` as OpenAI documents it, streams replies
 //! as server-sent events, and can be told to answer the next requests with a
 //! status (429 with `Retry-After`, 5xx, 4xx with any body), a stream that
 //! ends without a finish_reason or is cut mid-event, a reply withheld by a
@@ -58,7 +59,7 @@ const AZURE_VERSIONS_WITHOUT_STREAM_OPTIONS: &[&str] = &[
 /// The credentials a route expects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Auth {
-    /// `Authorization: Bearer {token}` (plain, Bedrock, Vertex).
+    /// `Authorization: Bearer {token}`.
     Bearer(String),
     /// `api-key: {key}` (Azure).
     ApiKey(String),
@@ -111,7 +112,6 @@ impl FakeLlm {
             .route("/v1/chat/completions", post(chat))
             .route("/openai/deployments/{deployment}/chat/completions", post(chat))
             .route("/openai/v1/chat/completions", post(chat))
-            .route("/v1/projects/{project}/locations/{location}/endpoints/openapi/chat/completions", post(chat))
             .with_state(script.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;

@@ -3,6 +3,7 @@
 //! processes when a test kills or signals them), and leaves nothing behind.
 
 pub mod fake_aws;
+pub mod fake_gcp;
 pub mod fake_llm;
 pub mod prometheus;
 pub mod receiver;

@@ -295,44 +295,6 @@ async fn a_provider_is_retried_within_its_budget_before_the_job_is() -> anyhow::
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn vertex_reads_its_rotating_access_token_for_every_request() -> anyhow::Result<()> {
-    let fake = FakeLlm::start(REPLY).await?;
-    let mut env = TestEnv::new().await?;
-    let token_file = std::env::temp_dir().join(format!("{}-vertex-token", env.prefix));
-    std::fs::write(&token_file, "ya29.first\n")?;
-    fake.expect_auth(Auth::Bearer("ya29.first".into()));
-    // The regional endpoint's path, on the fake.
-    let endpoint = format!("{}/v1/projects/interviews/locations/us-central1/endpoints/openapi", fake.origin);
-    env.set("AI_PROVIDER", "gcp_vertex")
-        .set("VERTEX_AI_ENDPOINT", &endpoint)
-        .set("GCP_PROJECT_ID", "interviews")
-        .set("GCP_LOCATION", "us-central1")
-        .set("VERTEX_AI_MODEL", "google/gemini-2.0-flash")
-        .set("VERTEX_AI_TOKEN_FILE", &token_file.display().to_string());
-    let api = env.start_api().await?;
-    let _worker = env.start_worker().await?;
-    let (_, _, mut ws) = api.candidate_session(5).await?;
-    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
-    // The token expires and is replaced (as a metadata agent or a sidecar
-    // would) between turns: the old one is refused from now on.
-    std::fs::write(&token_file, "ya29.second\n")?;
-    fake.expect_auth(Auth::Bearer("ya29.second".into()));
-    ws.send(serde_json::json!({ "type": "answer", "text": "I built queues.", "client_msg_id": "a1" })).await?;
-    ws.until(WAIT, |e| is(e, "turn.completed") && e["number"] == 1).await?;
-    let _ = std::fs::remove_file(&token_file);
-    let tokens: Vec<Option<String>> = fake.received().into_iter().map(|r| r.authorization).collect();
-    assert_eq!(tokens, [Some("Bearer ya29.first".to_owned()), Some("Bearer ya29.second".to_owned())]);
-    let received = fake.received();
-    assert_eq!(received[0].uri, "/v1/projects/interviews/locations/us-central1/endpoints/openapi/chat/completions");
-    assert_eq!(received[0].body["model"], "google/gemini-2.0-flash");
-    let db = env.db().await?;
-    let failed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM turns WHERE status = 'failed' OR attempts > 1").fetch_one(&db).await?;
-    assert_eq!(failed, 0, "no failed turn, no second attempt");
-    Ok(())
-}
-
 /// The providers that answered each completed turn, in order.
 async fn answered_by(env: &TestEnv, turns: usize) -> anyhow::Result<Vec<String>> {
     let db = env.db().await?;
