@@ -298,6 +298,20 @@ pub struct FinishedTurn {
     pub completion_tokens: Option<i32>,
 }
 
+/// A session whose opening turn is done ([`ApiHandle::opened_session`]).
+pub struct OpenedSession {
+    /// The interview's recruiter.
+    pub recruiter: Client,
+    /// The session's candidate.
+    pub candidate: Client,
+    /// The session id.
+    pub session: String,
+    /// The candidate's socket.
+    pub ws: Ws,
+    /// The opening turn's `turn.completed`.
+    pub opening: Value,
+}
+
 /// An API running in this process.
 pub struct ApiHandle {
     /// Where it listens.
@@ -330,6 +344,16 @@ impl ApiHandle {
         let candidate = anon.user("c@example.com", "candidate").await?;
         let interview = recruiter.interview("en", max_turns).await?;
         Ok((recruiter, candidate, interview))
+    }
+
+    /// [`ApiHandle::interview_for_candidate`], a session of it with its
+    /// socket open, once the opening turn is `turn.completed` (within 20 s).
+    pub async fn opened_session(&self, max_turns: i32) -> anyhow::Result<OpenedSession> {
+        let (recruiter, candidate, interview) = self.interview_for_candidate(max_turns).await?;
+        let session = candidate.start_session(&interview).await?;
+        let mut ws = candidate.ws(&session, None).await?;
+        let opening = ws.until(Duration::from_secs(20), |e| is(e, "turn.completed")).await?;
+        Ok(OpenedSession { recruiter, candidate, session, ws, opening })
     }
 
     /// A client logged in as the bootstrap admin.

@@ -494,10 +494,7 @@ async fn evaluated_with(fake: &FakeLlm, evaluation_replies: &[&str]) -> anyhow::
     let env = env_with(fake).await?;
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
-    let (recruiter, candidate, interview) = api.interview_for_candidate(1).await?;
-    let session = candidate.start_session(&interview).await?;
-    let mut ws = candidate.ws(&session, None).await?;
-    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    let tests::OpenedSession { recruiter, session, mut ws, .. } = api.opened_session(1).await?;
     ws.answer(1, WAIT).await?;
     ws.until(WAIT, |e| is(e, "session.completed")).await?;
     tests::eventually(WAIT, || async {

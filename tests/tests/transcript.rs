@@ -25,10 +25,7 @@ async fn an_injection_answer_reaches_the_evaluator_as_quoted_data() -> anyhow::R
     env.use_fake_llm(&fake);
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
-    let (recruiter, candidate, interview) = api.interview_for_candidate(1).await?;
-    let session = candidate.start_session(&interview).await?;
-    let mut ws = candidate.ws(&session, None).await?;
-    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    let tests::OpenedSession { recruiter, session, mut ws, .. } = api.opened_session(1).await?;
     ws.send(serde_json::json!({ "type": "answer", "text": INJECTION, "client_msg_id": "a1" })).await?;
     ws.until(WAIT, |e| is(e, "session.completed")).await?;
     let evaluation = tests::eventually(WAIT, || async {

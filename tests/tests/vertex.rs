@@ -113,10 +113,7 @@ async fn a_service_account_key_is_exchanged_at_its_token_uri_and_renewed() -> an
     env.set("GOOGLE_APPLICATION_CREDENTIALS", &key.display().to_string());
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
-    let (recruiter, candidate, interview) = api.interview_for_candidate(1).await?;
-    let session = candidate.start_session(&interview).await?;
-    let mut ws = candidate.ws(&session, None).await?;
-    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    let tests::OpenedSession { recruiter, session, mut ws, .. } = api.opened_session(1).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     ws.answer(1, WAIT).await?;
     let evaluation = ws.until(WAIT, |e| is(e, "evaluation.completed")).await?;
