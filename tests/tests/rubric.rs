@@ -96,6 +96,18 @@ async fn bad_criteria_are_refused_naming_the_field_and_nothing_is_created() -> a
     let names: Vec<&str> =
         default.body["criteria"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
     assert_eq!(names, ["communication", "technical_depth", "problem_solving", "engagement"]);
+    // A row written without the API (a fixture, a migration's old rows) gets the same four.
+    let db = env.db().await?;
+    let owner: uuid::Uuid = sqlx::query_scalar("SELECT owner_id FROM interviews").fetch_one(&db).await?;
+    let raw: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO interviews (id, owner_id, title, position, language, topics, max_turns, duration_minutes)
+         VALUES (gen_random_uuid(), $1, 't', 'p', 'en', '[\"a\"]', 1, 30) RETURNING id",
+    )
+    .bind(owner)
+    .fetch_one(&db)
+    .await?;
+    let read = recruiter.get(&format!("/interviews/{raw}")).await?;
+    assert_eq!(read.body["criteria"], default.body["criteria"], "the column's default is the API's");
     let own = recruiter.post("/interviews", interview_body(Some(criteria()))).await?;
     assert_eq!(own.status, 201, "{own:?}");
     let read = recruiter.get(&format!("/interviews/{}", own.body["id"].as_str().context("id")?)).await?;
