@@ -226,6 +226,27 @@ impl TestEnv {
         .await
     }
 
+    /// Once no turn is queued or running (up to 20 s: `turn.completed`
+    /// reaches a socket just before its transaction commits), how many
+    /// turns failed or needed more than one job attempt.
+    pub async fn troubled_turns(&self) -> anyhow::Result<i64> {
+        let db = self.db().await?;
+        eventually(Duration::from_secs(20), || {
+            let db = db.clone();
+            async move {
+                let (unsettled, troubled): (i64, i64) = sqlx::query_as(
+                    "SELECT count(*) FILTER (WHERE status IN ('queued', 'running')),
+                            count(*) FILTER (WHERE status = 'failed' OR attempts > 1)
+                     FROM turns",
+                )
+                .fetch_one(&db)
+                .await?;
+                Ok((unsettled == 0).then_some(troubled))
+            }
+        })
+        .await
+    }
+
     /// A direct connection to this test's database.
     pub async fn db(&self) -> anyhow::Result<sqlx::PgPool> {
         Ok(sqlx::PgPool::connect(&self.vars["DATABASE_URL"]).await?)

@@ -152,11 +152,7 @@ async fn web_identity_credentials_come_from_sts_and_are_renewed_when_they_expire
     assert!(used.iter().all(|k| issued.contains(k)), "signed with STS's credentials: {used:?} of {issued:?}");
     assert!(used[0] != used[1] && used[1] != used[2], "new credentials after each expiry: {used:?}");
     assert!(received.iter().all(|r| r.security_token.is_some()), "the session token is sent");
-    let db = env.db().await?;
-    let retried: i64 = sqlx::query_scalar("SELECT count(*) FROM turns WHERE status <> 'completed' OR attempts > 1")
-        .fetch_one(&db)
-        .await?;
-    assert_eq!(retried, 0, "no turn failed or needed a second attempt");
+    assert_eq!(env.troubled_turns().await?, 0, "no turn failed or needed a second attempt");
     Ok(())
 }
 

@@ -32,12 +32,6 @@ fn bearers(fake: &FakeGcp) -> Vec<String> {
     sent.map(|a| a.trim_start_matches("Bearer ").to_owned()).collect()
 }
 
-/// Turns that failed or needed a second job attempt.
-async fn troubled_turns(env: &TestEnv) -> anyhow::Result<i64> {
-    let db = env.db().await?;
-    Ok(sqlx::query_scalar("SELECT count(*) FROM turns WHERE status = 'failed' OR attempts > 1").fetch_one(&db).await?)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metadata_server_tokens_expire_and_every_turn_carries_a_fresh_one() -> anyhow::Result<()> {
     let fake = FakeGcp::start(REPLY).await?;
@@ -70,7 +64,7 @@ async fn metadata_server_tokens_expire_and_every_turn_carries_a_fresh_one() -> a
         format!("/v1/projects/{PROJECT_ID}/locations/global/endpoints/openapi/chat/completions")
     );
     assert_eq!(received[0].body["model"], "google/gemini-3.5-flash", "the default model, with its publisher");
-    assert_eq!(troubled_turns(&env).await?, 0, "no turn failed or was retried");
+    assert_eq!(env.troubled_turns().await?, 0, "no turn failed or was retried");
     Ok(())
 }
 
@@ -96,7 +90,7 @@ async fn a_refused_token_is_dropped_and_the_request_sent_once_more_with_a_new_on
     assert_eq!(fake.token_requests().len(), 2);
     assert_eq!(fake.received()[0].body["model"], "google/gemini-3.1-flash-lite");
     assert!(!ws.seen.iter().any(|e| is(e, "turn.failed") || is(e, "turn.reset")));
-    assert_eq!(troubled_turns(&env).await?, 0, "the retry is inside the one attempt");
+    assert_eq!(env.troubled_turns().await?, 0, "the retry is inside the one attempt");
     Ok(())
 }
 
@@ -143,7 +137,7 @@ async fn a_service_account_key_is_exchanged_at_its_token_uri_and_renewed() -> an
     assert_eq!(criteria, &json!(["communication", "technical_depth", "problem_solving", "engagement"]));
     let stored = recruiter.get(&format!("/sessions/{session}/evaluation")).await?.body;
     assert_eq!(stored["scores"]["engagement"], 5);
-    assert_eq!(troubled_turns(&env).await?, 0);
+    assert_eq!(env.troubled_turns().await?, 0);
     Ok(())
 }
 
@@ -174,6 +168,6 @@ async fn a_token_file_is_read_for_every_request() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&file);
     assert_eq!(bearers(&fake), [first, second], "the file's token at each request, nothing cached");
     assert!(started.elapsed() < WAIT);
-    assert_eq!(troubled_turns(&env).await?, 0);
+    assert_eq!(env.troubled_turns().await?, 0);
     Ok(())
 }
