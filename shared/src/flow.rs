@@ -87,6 +87,16 @@ impl Core {
     pub async fn connect(config: &crate::config::Config) -> anyhow::Result<(Self, redis::aio::ConnectionManager)> {
         use anyhow::Context as _;
         let db = db::pool(&config.database).context("DATABASE_URL")?;
+        // A server that refuses us stops start-up here; one not up yet is waited for.
+        if let crate::startup::Reach::NotYet(why) = crate::startup::database(&db, &config.database).await? {
+            tracing::warn!(error = %why, "PostgreSQL not reachable yet; carrying on, readiness reports it");
+        }
+        if let crate::startup::Reach::NotYet(why) = crate::startup::redis(&config.redis).await? {
+            tracing::warn!(error = %why, "Redis not reachable yet; carrying on, readiness reports it");
+        }
+        if config.redis.tls_insecure {
+            tracing::warn!("REDIS_TLS_INSECURE: the Redis server's certificate is not verified (development only)");
+        }
         if config.database.run_migrations {
             db::migrate(&db).await.context("applying migrations")?;
         }

@@ -15,6 +15,7 @@ pub mod queue_admin;
 pub mod redis_conn;
 pub mod rubric;
 pub mod schedule;
+pub mod startup;
 pub mod stream;
 pub mod telemetry;
 

@@ -1,14 +1,33 @@
 //! Redis connections with the timeouts of `REDIS_SOCKET_TIMEOUT` (apalis-redis
-//! would otherwise use a 500 ms response timeout that can kill a worker pool).
+//! would otherwise use a 500 ms response timeout that can kill a worker pool),
+//! over TLS for `rediss://` (every connection we open is made here: queues,
+//! pub/sub, the fleet limiter, the admin views).
 
 use redis::aio::{AsyncPushSender, ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisResult};
+use redis::{Client, ConnectionInfo, IntoConnectionInfo, RedisResult, TlsCertificates};
 
 use crate::config::RedisConfig;
 
 /// The client for `REDIS_URL`.
 pub fn client(config: &RedisConfig) -> RedisResult<Client> {
-    Client::open(config.url.as_str())
+    with_tls(config, connection_info(config)?)
+}
+
+/// `REDIS_URL` as connection settings; `REDIS_TLS_INSECURE` turns off the
+/// certificate check (the redis crate's `#insecure`).
+fn connection_info(config: &RedisConfig) -> RedisResult<ConnectionInfo> {
+    if config.tls_insecure {
+        return format!("{}#insecure", config.url).as_str().into_connection_info();
+    }
+    config.url.as_str().into_connection_info()
+}
+
+/// A client for `info`, trusting `REDIS_TLS_CA_FILE`'s CA when given.
+fn with_tls(config: &RedisConfig, info: ConnectionInfo) -> RedisResult<Client> {
+    match &config.tls_ca {
+        Some(ca) => Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(ca.clone()) }),
+        None => Client::open(info),
+    }
 }
 
 fn manager_config(config: &RedisConfig) -> ConnectionManagerConfig {
@@ -26,9 +45,9 @@ pub fn manager(config: &RedisConfig) -> RedisResult<ConnectionManager> {
 }
 
 fn resp3_client(config: &RedisConfig) -> RedisResult<Client> {
-    let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())?;
+    let info = connection_info(config)?;
     let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
-    Client::open(info.set_redis_settings(settings))
+    with_tls(config, info.set_redis_settings(settings))
 }
 
 /// A RESP3 connection whose pub/sub messages (and disconnections) go to

@@ -6,6 +6,7 @@ mod api;
 mod bedrock;
 mod operations;
 mod providers;
+mod redis;
 #[cfg(test)]
 mod tests;
 mod vars;
@@ -17,6 +18,7 @@ pub use api::{ApiConfig, JwtConfig};
 pub use bedrock::{BedrockAuth, BedrockConfig};
 pub use operations::{AlertConfig, BatchSchedule, BatchSettings, SchedulerConfig};
 pub use providers::{AzureConfig, EndpointConfig, ProviderKind, ProviderPolicy, WorkerConfig};
+pub use redis::RedisConfig;
 pub use vars::{ConfigError, Vars};
 pub use vertex::{VertexAuth, VertexConfig};
 
@@ -101,17 +103,6 @@ pub struct DatabaseConfig {
     pub run_migrations: bool,
 }
 
-/// Redis.
-#[derive(Debug, Clone)]
-pub struct RedisConfig {
-    /// `REDIS_URL` with `REDIS_PASSWORD` applied.
-    pub url: String,
-    /// `REDIS_SOCKET_TIMEOUT`: connect and response timeout.
-    pub socket_timeout: Duration,
-    /// `REDIS_KEY_PREFIX`: prefix of every queue, key and channel this service uses.
-    pub key_prefix: String,
-}
-
 /// Queue policy.
 #[derive(Debug, Clone)]
 pub struct JobsConfig {
@@ -180,11 +171,7 @@ impl Config {
             acquire_timeout: v.seconds("DATABASE_POOL_TIMEOUT", 30, 1, 600),
             run_migrations: v.flag("RUN_MIGRATIONS", true),
         };
-        let redis = RedisConfig {
-            url: redis_url(&mut v),
-            socket_timeout: v.seconds("REDIS_SOCKET_TIMEOUT", 5, 1, 300),
-            key_prefix: key_prefix(&mut v),
-        };
+        let redis = redis::read(&mut v);
         let jobs = JobsConfig {
             max_attempts: v.ranged("JOB_MAX_ATTEMPTS", 5, 1, 100),
             backoff_base: v.millis("JOB_BACKOFF_BASE_MS", 500, 1, 3_600_000),
@@ -251,37 +238,4 @@ fn database_url(v: &mut Vars) -> String {
         v.problem("DATABASE_URL", "must start with postgres:// or postgresql://");
     }
     url
-}
-
-fn redis_url(v: &mut Vars) -> String {
-    let url = v.string("REDIS_URL", "redis://127.0.0.1:6379/0");
-    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-        v.problem("REDIS_URL", "must start with redis:// or rediss://");
-        return url;
-    }
-    match v.get("REDIS_PASSWORD").map(str::to_owned) {
-        Some(password) if !url.contains('@') => {
-            let (scheme, rest) = url.split_once("://").unwrap_or(("redis", &url));
-            format!("{scheme}://:{}@{rest}", percent_encode(&password))
-        }
-        _ => url,
-    }
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-fn key_prefix(v: &mut Vars) -> String {
-    let prefix = v.string("REDIS_KEY_PREFIX", "aiv");
-    // apalis-redis splits notification channels on ':', so queue names may not hold one.
-    if !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') || prefix.len() > 64 {
-        v.problem("REDIS_KEY_PREFIX", "may hold only letters, digits, '_' and '-' (at most 64)");
-    }
-    prefix
 }

@@ -1,0 +1,96 @@
+//! The start-up check of PostgreSQL and Redis: a server that is not up yet
+//! is waited for lazily (readiness reports it), but one that answers and
+//! refuses us (TLS it cannot verify or that is missing, a password it
+//! rejects, a `pg_hba.conf` without a line for us, Redis's protected mode)
+//! stops start-up with the server's own reason: retrying would not help.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sqlx::PgPool;
+
+use crate::config::{DatabaseConfig, RedisConfig};
+
+/// What one connection attempt showed.
+#[derive(Debug)]
+pub enum Reach {
+    /// Connected.
+    Up,
+    /// Not reachable yet (refused, timed out): carry on and retry lazily.
+    NotYet(String),
+}
+
+/// Connects once to PostgreSQL; `Err` when the server refuses us for good.
+pub async fn database(pool: &PgPool, config: &DatabaseConfig) -> anyhow::Result<Reach> {
+    let attempt = tokio::time::timeout(config.acquire_timeout, pool.acquire()).await;
+    let error = match attempt {
+        Ok(Ok(_)) => return Ok(Reach::Up),
+        Err(_) | Ok(Err(sqlx::Error::PoolTimedOut)) => return Ok(Reach::NotYet("no answer in time".into())),
+        Ok(Err(e)) => e,
+    };
+    let reason = chain(&error);
+    match &error {
+        sqlx::Error::Io(_) => Ok(Reach::NotYet(reason)),
+        sqlx::Error::Tls(_) => bail!(
+            "DATABASE_URL: TLS to PostgreSQL failed: {reason}. With sslmode=verify-ca or verify-full, sslrootcert \
+             must name the CA that signed the server's certificate (without it, public CAs are trusted), and for \
+             verify-full the host must be one the certificate names"
+        ),
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("28000") && reason.contains("no encryption") => {
+            bail!(
+                "DATABASE_URL: PostgreSQL refused a connection without TLS: {reason}. Set sslmode=require (or \
+             verify-full with sslrootcert) in DATABASE_URL"
+            )
+        }
+        _ => bail!("DATABASE_URL: PostgreSQL refused the connection: {reason}"),
+    }
+}
+
+/// Connects once to Redis and sends `PING`; `Err` when the server refuses us
+/// for good (authentication, TLS, protected mode).
+pub async fn redis(config: &RedisConfig) -> anyhow::Result<Reach> {
+    let client = crate::redis_conn::client(config).with_context(|| format!("REDIS_URL {}", config.redacted_url()))?;
+    let settings = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.socket_timeout))
+        .set_response_timeout(Some(config.socket_timeout));
+    let attempt = async {
+        let mut conn = client.get_multiplexed_async_connection_with_config(&settings).await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    };
+    let error = match tokio::time::timeout(config.socket_timeout + Duration::from_secs(1), attempt).await {
+        Ok(Ok(_)) => return Ok(Reach::Up),
+        Err(_) => return Ok(Reach::NotYet("no answer in time".into())),
+        Ok(Err(e)) => e,
+    };
+    let reason = chain(&error);
+    let unreachable = error.is_connection_refusal() || error.is_timeout();
+    if unreachable {
+        return Ok(Reach::NotYet(reason));
+    }
+    let url = config.redacted_url();
+    let hint = if reason.contains("certificate") || reason.contains("tls") || reason.contains("TLS") {
+        "; REDIS_TLS_CA_FILE must name the CA that signed the server's certificate (the system's roots are used \
+         without it), and the host must be one the certificate names"
+    } else if reason.contains("DENIED") || reason.contains("protected mode") {
+        "; Redis is in protected mode: give the default user a password (requirepass) or an ACL user, and set it \
+         in REDIS_URL or REDIS_PASSWORD"
+    } else {
+        ""
+    };
+    bail!("REDIS_URL ({url}): Redis refused the connection: {reason}{hint}")
+}
+
+/// An error with its sources.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}
