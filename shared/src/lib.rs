@@ -9,6 +9,7 @@ pub mod events;
 pub mod flow;
 pub mod ids;
 pub mod jobs;
+pub mod log_throttle;
 pub mod provider_state;
 pub mod queue;
 pub mod queue_admin;

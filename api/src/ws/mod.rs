@@ -15,26 +15,27 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use base64::Engine;
-use rand::RngExt;
 use serde::Deserialize;
-use serde_json::json;
 use shared::db;
 use shared::domain::Role;
 use shared::events::{Event, EventKind};
 use shared::flow::FlowError;
-use shared::ids::{SessionId, UserId};
+use shared::ids::SessionId;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::auth::{AuthUser, bearer, verify_bearer};
-use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Path, Query};
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::extract::{Path, Query};
 use crate::relay::Relayed;
 use crate::routes::RequestId;
 use crate::routes::sessions::{answer_text, idempotency_key, visible_session};
 use crate::state::AppState;
 
-const TICKET_TTL_SECS: u64 = 30;
+mod slots;
+mod tickets;
+use slots::{claim_connection_slot, refresh_connection_slot, release_connection_slot};
+use tickets::{authenticate, ticket};
+
 const REPLAY_PAGE: i64 = 500;
 
 /// The routes.
@@ -43,69 +44,9 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Deserialize)]
-struct TicketIn {
-    session_id: SessionId,
-}
-
-/// A short-lived single-use ticket for browsers, which cannot set headers on a WebSocket.
-async fn ticket(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Json(body): Json<TicketIn>,
-) -> ApiResult<impl IntoResponse> {
-    visible_session(&state, &user, body.session_id).await?;
-    let bytes: [u8; 24] = rand::rng().random();
-    let ticket = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let mut conn = state.redis.clone();
-    redis::cmd("SET")
-        .arg(ticket_key(&state, &ticket))
-        .arg(format!("{}|{}|{}", user.id, user.role, body.session_id))
-        .arg("EX")
-        .arg(TICKET_TTL_SECS)
-        .query_async::<()>(&mut conn)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("could not store the ticket: {e}")))?;
-    Ok(axum::Json(json!({ "ticket": ticket, "expires_in": TICKET_TTL_SECS })))
-}
-
-fn ticket_key(state: &AppState, ticket: &str) -> String {
-    format!("{}:ws-ticket:{ticket}", state.config.redis.key_prefix)
-}
-
-#[derive(Deserialize)]
 struct ConnectQuery {
     after_seq: Option<i64>,
     ticket: Option<String>,
-}
-
-async fn authenticate(
-    state: &AppState,
-    headers: &HeaderMap,
-    ticket: Option<&str>,
-    session: SessionId,
-) -> ApiResult<AuthUser> {
-    if let Some(token) = bearer(headers) {
-        return verify_bearer(state, token);
-    }
-    let Some(ticket) = ticket else {
-        return Err(ApiError::unauthorized("missing bearer token or ticket"));
-    };
-    let mut conn = state.redis.clone();
-    let stored: Option<String> = redis::cmd("GETDEL")
-        .arg(ticket_key(state, ticket))
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("could not check the ticket: {e}")))?;
-    let invalid = || ApiError::unauthorized("invalid or used ticket");
-    let stored = stored.ok_or_else(invalid)?;
-    let mut fields = stored.split('|');
-    let (Some(user), Some(role), Some(for_session)) = (fields.next(), fields.next(), fields.next()) else {
-        return Err(invalid());
-    };
-    if for_session != session.to_string() {
-        return Err(ApiError::unauthorized("ticket is for another session"));
-    }
-    Ok(AuthUser { id: user.parse().map_err(|_| invalid())?, role: role.parse().map_err(|_| invalid())? })
 }
 
 async fn connect(
@@ -178,7 +119,12 @@ async fn run(state: AppState, ws: WebSocket, user: AuthUser, session_id: Session
             return;
         }
         Err(e) => {
-            tracing::warn!(error = %e, "connection limit unavailable");
+            // Every client retries while Redis is away: one line per period.
+            static UNAVAILABLE: shared::log_throttle::Throttle =
+                shared::log_throttle::Throttle::new(std::time::Duration::from_secs(30));
+            if let Some(held_back) = UNAVAILABLE.allow() {
+                tracing::warn!(error = %e, held_back, "connection limit unavailable; refusing WebSockets until Redis answers");
+            }
             socket.close(close_code::AGAIN, "try again later").await;
             return;
         }
@@ -197,7 +143,11 @@ impl Socket {
         let mut follow = match self.state.relay.follow(self.session_id).await {
             Ok(f) => f,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot follow the session");
+                static UNAVAILABLE: shared::log_throttle::Throttle =
+                    shared::log_throttle::Throttle::new(std::time::Duration::from_secs(30));
+                if let Some(held_back) = UNAVAILABLE.allow() {
+                    tracing::warn!(error = %e, held_back, "cannot follow the session");
+                }
                 self.close(close_code::AGAIN, "event stream unavailable, reconnect").await;
                 return;
             }
@@ -402,64 +352,6 @@ async fn stored_after(state: &AppState, session: SessionId, after: i64) -> Resul
     let events = db::events::after(&mut *tx, session, after, REPLAY_PAGE).await?;
     tx.commit().await?;
     Ok(events)
-}
-
-fn connections_key(state: &AppState, user: UserId) -> String {
-    format!("{}:ws-conns:{user}", state.config.redis.key_prefix)
-}
-
-fn slot_ttl_ms(state: &AppState) -> i64 {
-    (state.config.api.ws_heartbeat * 3).as_millis() as i64
-}
-
-/// Counts the user's live connections across every API instance: a sorted
-/// set of connection ids scored by expiry, renewed at each heartbeat, so a
-/// crashed instance's connections lapse on their own.
-async fn claim_connection_slot(state: &AppState, user: UserId, conn_id: &str) -> redis::RedisResult<bool> {
-    static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-        redis::Script::new(
-            r"redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-              if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-              redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-              redis.call('PEXPIRE', KEYS[1], ARGV[5])
-              return 1",
-        )
-    });
-    let now = chrono::Utc::now().timestamp_millis();
-    let ttl = slot_ttl_ms(state);
-    let mut conn = state.redis.clone();
-    let claimed: i64 = SCRIPT
-        .key(connections_key(state, user))
-        .arg(now)
-        .arg(now + ttl)
-        .arg(state.config.api.ws_max_connections_per_user)
-        .arg(conn_id)
-        .arg(ttl)
-        .invoke_async(&mut conn)
-        .await?;
-    Ok(claimed == 1)
-}
-
-async fn refresh_connection_slot(state: &AppState, user: UserId, conn_id: &str) {
-    let expiry = chrono::Utc::now().timestamp_millis() + slot_ttl_ms(state);
-    let mut conn = state.redis.clone();
-    let key = connections_key(state, user);
-    let _ = redis::pipe()
-        .cmd("ZADD")
-        .arg(&key)
-        .arg("XX")
-        .arg(expiry)
-        .arg(conn_id)
-        .cmd("PEXPIRE")
-        .arg(&key)
-        .arg(slot_ttl_ms(state))
-        .query_async::<()>(&mut conn)
-        .await;
-}
-
-async fn release_connection_slot(state: &AppState, user: UserId, conn_id: &str) {
-    let mut conn = state.redis.clone();
-    let _ = redis::cmd("ZREM").arg(connections_key(state, user)).arg(conn_id).query_async::<()>(&mut conn).await;
 }
 
 #[cfg(test)]
