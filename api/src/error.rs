@@ -59,10 +59,18 @@ impl ApiError {
     }
 }
 
+/// Seconds a client is told to wait after a 503: a failover or a restart
+/// is usually over within a few.
+const UNAVAILABLE_RETRY_AFTER_SECS: u32 = 2;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_SECS.into());
+        }
+        response
     }
 }
 
@@ -70,7 +78,11 @@ impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Sqlx(sqlx::Error::PoolTimedOut) => ApiError::unavailable("database busy, try again"),
-            DbError::Sqlx(sqlx::Error::Io(_)) => ApiError::unavailable("database unreachable"),
+            // A failover, a restart, a demoted primary: nothing was stored.
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::unavailable("database unavailable (failing over or restarting); nothing was stored, try again")
+            }
             other => ApiError::internal(other),
         }
     }

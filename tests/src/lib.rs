@@ -342,6 +342,11 @@ pub struct ApiHandle {
 }
 
 impl ApiHandle {
+    /// Whether it stopped on its own (a crash, a fatal error).
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(tokio::task::JoinHandle::is_finished)
+    }
+
     /// The base URL with the API prefix.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/api/v1{path}", self.addr)
@@ -405,6 +410,11 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// Whether it stopped on its own (a crash, a fatal error).
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(tokio::task::JoinHandle::is_finished)
+    }
+
     /// Graceful shutdown (as SIGTERM).
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.stop.cancel();
@@ -432,6 +442,17 @@ pub struct Reply {
     pub status: u16,
     /// JSON body (`Null` when empty or not JSON).
     pub body: Value,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+}
+
+impl Reply {
+    async fn read(res: reqwest::Response) -> anyhow::Result<Reply> {
+        let status = res.status().as_u16();
+        let retry_after = res.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let text = res.text().await?;
+        Ok(Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::Null), retry_after })
+    }
 }
 
 impl Client {
@@ -464,10 +485,7 @@ impl Client {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let res = req.send().await?;
-        let status = res.status().as_u16();
-        let text = res.text().await?;
-        Ok(Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::Null) })
+        Reply::read(req.send().await?).await
     }
 
     /// Sends a raw body with a content type.
@@ -478,10 +496,7 @@ impl Client {
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }
-        let res = req.send().await?;
-        let status = res.status().as_u16();
-        let text = res.text().await?;
-        Ok(Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::Null) })
+        Reply::read(req.send().await?).await
     }
 
     /// GET.

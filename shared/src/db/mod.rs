@@ -4,6 +4,7 @@
 pub mod batch_runs;
 pub mod evaluations;
 pub mod events;
+pub mod failover;
 pub mod interviews;
 pub mod sessions;
 pub mod tokens;
@@ -32,7 +33,21 @@ pub enum DbError {
     Conflict(String),
     /// Anything else.
     #[error(transparent)]
-    Sqlx(#[from] sqlx::Error),
+    Sqlx(sqlx::Error),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        failover::note(&e);
+        DbError::Sqlx(e)
+    }
+}
+
+impl DbError {
+    /// Whether the database cannot serve now but will (see [`failover::is_unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, DbError::Sqlx(e) if failover::is_unavailable(e))
+    }
 }
 
 /// Maps a unique violation to [`DbError::Conflict`].
@@ -61,12 +76,20 @@ pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
     let mut options = PgConnectOptions::from_str(&config.url)?.application_name("ai-interviewer");
     let pool = PgPoolOptions::new().max_connections(config.max_connections).acquire_timeout(config.acquire_timeout);
     if !config.transaction_pooling {
-        return Ok(pool.connect_lazy_with(options));
+        let checked = pool.before_acquire(|conn, _| Box::pin(async move { Ok(failover::still_writable(conn).await) }));
+        return Ok(checked.connect_lazy_with(options));
     }
     options = options.statement_cache_capacity(0);
     let pinned = pool
         .after_connect(|conn, _| Box::pin(async move { conn.execute("BEGIN").await.map(|_| ()) }))
-        .before_acquire(|conn, _| Box::pin(async move { conn.execute("BEGIN").await.map(|_| true) }))
+        .before_acquire(|conn, _| {
+            Box::pin(async move {
+                if !failover::still_writable(conn).await {
+                    return Ok(false);
+                }
+                conn.execute("BEGIN").await.map(|_| true)
+            })
+        })
         // A connection whose COMMIT fails is closed, not reused.
         .after_release(|conn, _| Box::pin(async move { Ok(conn.execute("COMMIT").await.is_ok()) }));
     Ok(pinned.connect_lazy_with(options))
