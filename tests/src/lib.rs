@@ -684,7 +684,12 @@ pub struct PrivateRedis {
 impl PrivateRedis {
     /// Starts `redis-server` (on `PATH`, as `scripts/test` ensures) without persistence.
     pub async fn start() -> anyhow::Result<PrivateRedis> {
+        // The probe listener is closed before redis-server binds the port.
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Self::on_port(port).await
+    }
+
+    async fn on_port(port: u16) -> anyhow::Result<PrivateRedis> {
         let process = tokio::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
@@ -700,6 +705,20 @@ impl PrivateRedis {
         .await
         .context("private redis-server did not come up")?;
         Ok(PrivateRedis { url, _process: process })
+    }
+
+    /// Kills the server (as a crash: its data is gone).
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self._process.kill().await.context("killing the private redis-server")
+    }
+
+    /// Starts the server again on the same port, empty.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self._process.kill().await;
+        let port = self.url.rsplit(':').next().and_then(|p| p.split('/').next()).context("the URL's port")?;
+        let fresh = Self::on_port(port.parse()?).await?;
+        *self = fresh;
+        Ok(())
     }
 }
 

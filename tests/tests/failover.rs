@@ -89,3 +89,57 @@ async fn a_primary_turned_read_only_gives_503s_and_loses_no_answer() -> anyhow::
     assert_eq!(unfinished, 0);
     Ok(())
 }
+
+/// Waits until turn `number` is completed in the database.
+async fn completed(env: &TestEnv, number: i32) -> anyhow::Result<()> {
+    let db = env.db().await?;
+    tests::eventually(WAIT, || {
+        let db = db.clone();
+        async move {
+            let status: Option<String> = sqlx::query_scalar("SELECT status FROM turns WHERE number = $1")
+                .bind(number)
+                .fetch_optional(&db)
+                .await?;
+            Ok((status.as_deref() == Some("completed")).then_some(()))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_connections_killed_and_redis_restarted_lose_no_answer() -> anyhow::Result<()> {
+    let mut redis = tests::PrivateRedis::start().await?;
+    let mut env = TestEnv::new().await?;
+    env.set("REDIS_URL", &redis.url)
+        .set("REDIS_SOCKET_TIMEOUT", "1")
+        .set("RECONCILE_INTERVAL_SECONDS", "1")
+        .set("RECONCILE_QUEUED_AFTER_SECONDS", "2");
+    let api = env.start_api().await?;
+    let worker = env.start_worker().await?;
+    let tests::OpenedSession { candidate, session, .. } = api.opened_session(5).await?;
+
+    // Every connection killed at once (a proxy or a failover cutting them).
+    let client = redis::Client::open(redis.url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").exec_async(&mut conn).await?;
+    let statuses = answer_until_accepted(&candidate, &session, "After the cut.", "k1", WAIT).await?;
+    assert_eq!(statuses.last(), Some(&202), "{statuses:?}");
+    completed(&env, 1).await?;
+
+    // Redis down for two seconds, then back empty (a restart without persistence).
+    redis.stop().await?;
+    let during =
+        answer_until_accepted(&candidate, &session, "While Redis is down.", "k2", Duration::from_secs(2)).await?;
+    redis.restart().await?;
+    let after = answer_until_accepted(&candidate, &session, "While Redis is down.", "k2", WAIT).await?;
+    assert_eq!(after.last(), Some(&202), "during: {during:?}, after: {after:?}");
+    completed(&env, 2).await?;
+    let db = env.db().await?;
+    let answers: Vec<String> =
+        sqlx::query_scalar("SELECT candidate_message FROM turns WHERE number > 0 ORDER BY number")
+            .fetch_all(&db)
+            .await?;
+    assert_eq!(answers, ["After the cut.", "While Redis is down."], "each answer once");
+    assert!(!worker.is_finished() && !api.is_finished(), "nothing restarted");
+    Ok(())
+}
