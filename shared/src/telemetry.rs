@@ -108,6 +108,11 @@ fn level_name(level: &Level) -> &'static str {
 }
 
 fn render(service: &str, meta: &tracing::Metadata<'_>, mut fields: Map<String, Value>) -> String {
+    // sqlx warns of a `DATABASE_URL` parameter it does not know with its
+    // value, which may be a secret (`?sslpassword=`): the key is enough.
+    if meta.target().starts_with("sqlx_postgres::options") && fields.contains_key("value") {
+        fields.insert("value".into(), "***".into());
+    }
     let message = fields.remove("message").unwrap_or(Value::String(String::new()));
     let request_id = fields.remove("request_id").unwrap_or(Value::Null);
     let user_id = fields.remove("user_id").unwrap_or(Value::Null);
@@ -160,6 +165,27 @@ mod tests {
         assert_eq!(line["context"]["session_id"], "s");
         assert_eq!(line["performance"]["response_time_ms"], 245);
         assert!(line["user_id"].is_null());
+    }
+
+    #[test]
+    fn sqlx_s_unknown_url_parameter_is_logged_without_its_value() {
+        let target = "sqlx_postgres::options::parse";
+        let meta = tracing::Metadata::new(
+            "x",
+            target,
+            Level::WARN,
+            None,
+            None,
+            Some(target),
+            tracing::field::FieldSet::new(&[], tracing_core_callsite()),
+            tracing::metadata::Kind::EVENT,
+        );
+        let mut fields = Map::new();
+        fields.insert("message".into(), "ignoring unrecognized connect parameter".into());
+        fields.insert("key".into(), "sslpassword".into());
+        fields.insert("value".into(), "hunter2".into());
+        let line: Value = serde_json::from_str(&render("api-backend", &meta, fields)).expect("json");
+        assert_eq!((&line["context"]["key"], &line["context"]["value"]), (&"sslpassword".into(), &"***".into()));
     }
 
     fn tracing_core_callsite() -> tracing::callsite::Identifier {

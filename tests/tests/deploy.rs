@@ -1,6 +1,7 @@
 //! The deployment files: every Kubernetes manifest parses and its
 //! cross-references hold (names, selectors, ports, probe paths, config
-//! sources), every variable it sets is one of `.env.example`'s; the
+//! sources, secrets mounted as files), every variable it sets is one of
+//! `.env.example`'s (a secret's `NAME_FILE` by its `NAME`); the
 //! Prometheus rules are well-formed (and pass `promtool` where installed);
 //! the Grafana dashboard is valid JSON over series `/metrics` exports.
 
@@ -57,6 +58,27 @@ fn labels(y: &Yaml) -> HashMap<String, String> {
 
 fn of_kind<'a>(docs: &'a [(String, Yaml)], kind: &str) -> Vec<&'a Yaml> {
     docs.iter().filter(|(_, d)| s(d, &["kind"]) == Some(kind)).map(|(_, d)| d).collect()
+}
+
+/// Whether `.env.example` documents `var`: itself, or for a secret's
+/// `NAME_FILE` (the file holding it), its `NAME`.
+fn documented(env_names: &BTreeSet<String>, var: &str) -> bool {
+    env_names.contains(var)
+        || var
+            .strip_suffix("_FILE")
+            .is_some_and(|name| shared::config::SECRETS.contains(&name) && env_names.contains(name))
+}
+
+/// The keys of the Secret named `name`.
+fn secret_keys<'a>(docs: &'a [(String, Yaml)], name: &str) -> BTreeSet<&'a str> {
+    of_kind(docs, "Secret")
+        .into_iter()
+        .filter(|d| s(d, &["metadata", "name"]) == Some(name))
+        .flat_map(|d| {
+            let data = if d["data"].is_badvalue() { &d["stringData"] } else { &d["data"] };
+            data.as_hash().into_iter().flatten().filter_map(|(k, _)| k.as_str())
+        })
+        .collect()
 }
 
 #[test]
@@ -119,13 +141,48 @@ fn the_kubernetes_manifests_hold_together() -> anyhow::Result<()> {
                 if let Some(cm) = s(source, &["configMapRef", "name"]) {
                     anyhow::ensure!(config_maps.contains(cm), "{name}: no ConfigMap {cm}");
                 }
-                if let Some(secret) = s(source, &["secretRef", "name"]) {
-                    anyhow::ensure!(secrets.contains(secret), "{name}: no Secret {secret}");
-                }
+                // Secrets are files, not environment variables.
+                anyhow::ensure!(source["secretRef"].is_badvalue(), "{name}: a Secret as environment variables");
             }
             for e in c["env"].as_vec().into_iter().flatten() {
                 let var = s(e, &["name"]).unwrap_or("");
-                anyhow::ensure!(env_names.contains(var), "{name}: {var} is not in .env.example");
+                anyhow::ensure!(documented(&env_names, var), "{name}: {var} is not in .env.example");
+                anyhow::ensure!(
+                    e["valueFrom"]["secretKeyRef"].is_badvalue(),
+                    "{name}: {var} from a Secret as an environment variable"
+                );
+                // A secret's NAME_FILE points at a key of a Secret mounted in this container.
+                let Some(secret_var) = var.strip_suffix("_FILE").filter(|v| shared::config::SECRETS.contains(v)) else {
+                    continue;
+                };
+                let path = s(e, &["value"]).unwrap_or("");
+                let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
+                let mount = c["volumeMounts"]
+                    .as_vec()
+                    .into_iter()
+                    .flatten()
+                    .find(|m| s(m, &["mountPath"]).map(|p| p.trim_end_matches('/')) == Some(dir))
+                    .ok_or_else(|| anyhow::anyhow!("{name}: {var}={path} is on no volume mount"))?;
+                let volume_name = s(mount, &["name"]).unwrap_or("");
+                let volume = t["spec"]["volumes"]
+                    .as_vec()
+                    .into_iter()
+                    .flatten()
+                    .find(|v| s(v, &["name"]) == Some(volume_name))
+                    .ok_or_else(|| anyhow::anyhow!("{name}: no volume {volume_name}"))?;
+                let secret = s(volume, &["secret", "secretName"])
+                    .ok_or_else(|| anyhow::anyhow!("{name}: {var} is not on a secret volume"))?;
+                anyhow::ensure!(secrets.contains(secret), "{name}: no Secret {secret}");
+                let key = match volume["secret"]["items"].as_vec() {
+                    Some(items) => items
+                        .iter()
+                        .find(|i| s(i, &["path"]) == Some(file))
+                        .and_then(|i| s(i, &["key"]))
+                        .ok_or_else(|| anyhow::anyhow!("{name}: {path} is not an item of {volume_name}"))?,
+                    None => file,
+                };
+                anyhow::ensure!(secret_keys(&docs, secret).contains(key), "{name}: Secret {secret} has no key {key}");
+                anyhow::ensure!(key == secret_var, "{name}: {var} reads the Secret's {key}");
             }
             // Probes point at a declared port and the health endpoints.
             let ports: Vec<(Option<&str>, i64)> = c["ports"]
@@ -218,7 +275,25 @@ fn the_kubernetes_manifests_hold_together() -> anyhow::Result<()> {
         s(trigger, &["metadata", "listName"]) == Some("aiv-turns:active"),
         "the turns pending list under REDIS_KEY_PREFIX aiv"
     );
-    anyhow::ensure!(env_names.contains(s(trigger, &["metadata", "passwordFromEnv"]).unwrap_or("")));
+    // Its Redis password from the Secret through a TriggerAuthentication
+    // (the worker's is a file, which KEDA cannot read).
+    let auth = s(trigger, &["authenticationRef", "name"]).unwrap_or("");
+    let auth = of_kind(&docs, "TriggerAuthentication")
+        .into_iter()
+        .find(|a| s(a, &["metadata", "name"]) == Some(auth))
+        .ok_or_else(|| anyhow::anyhow!("no TriggerAuthentication {auth:?} for the ScaledObject"))?;
+    for target in auth["spec"]["secretTargetRef"].as_vec().into_iter().flatten() {
+        let (secret, key) = (s(target, &["name"]).unwrap_or(""), s(target, &["key"]).unwrap_or(""));
+        anyhow::ensure!(secret_keys(&docs, secret).contains(key), "TriggerAuthentication: no key {key} in {secret:?}");
+    }
+    anyhow::ensure!(
+        auth["spec"]["secretTargetRef"]
+            .as_vec()
+            .into_iter()
+            .flatten()
+            .any(|t| s(t, &["parameter"]) == Some("password")),
+        "the Redis password"
+    );
     let scheduler = deployment("ai-interviewer-scheduler").ok_or_else(|| anyhow::anyhow!("no scheduler"))?;
     anyhow::ensure!(scheduler["spec"]["replicas"].as_i64() == Some(2));
     let worker = deployment("ai-interviewer-worker").ok_or_else(|| anyhow::anyhow!("no worker"))?;
@@ -240,6 +315,18 @@ fn the_kubernetes_manifests_hold_together() -> anyhow::Result<()> {
         );
     }
     anyhow::ensure!(labels(&of_kind(&docs, "PodDisruptionBudget")[0]["spec"]["selector"]["matchLabels"]) == api_labels);
+    Ok(())
+}
+
+#[test]
+fn every_secret_is_documented_with_its_file_form() -> anyhow::Result<()> {
+    let env_names = env_example_names()?;
+    let text = std::fs::read_to_string(root().join(".env.example"))?;
+    let note = text.split("\n\n").find(|p| p.contains("NAME_FILE")).unwrap_or_default();
+    for secret in shared::config::SECRETS {
+        anyhow::ensure!(env_names.contains(*secret), "{secret} is not in .env.example");
+        anyhow::ensure!(note.contains(secret), "{secret} is not in .env.example's list of secrets");
+    }
     Ok(())
 }
 

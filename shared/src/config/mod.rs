@@ -7,6 +7,7 @@ mod bedrock;
 mod operations;
 mod providers;
 mod redis;
+mod secrets;
 #[cfg(test)]
 mod tests;
 mod vars;
@@ -19,6 +20,7 @@ pub use bedrock::{BedrockAuth, BedrockConfig};
 pub use operations::{AlertConfig, BatchSchedule, BatchSettings, SchedulerConfig};
 pub use providers::{AzureConfig, EndpointConfig, ProviderKind, ProviderPolicy, WorkerConfig};
 pub use redis::RedisConfig;
+pub use secrets::SECRETS;
 pub use vars::{ConfigError, Vars};
 pub use vertex::{VertexAuth, VertexConfig};
 
@@ -91,7 +93,7 @@ pub struct AppConfig {
 }
 
 /// PostgreSQL.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DatabaseConfig {
     /// `DATABASE_URL`; the seed's `postgresql+asyncpg://` scheme is accepted.
     pub url: String,
@@ -104,6 +106,36 @@ pub struct DatabaseConfig {
     /// `DATABASE_TRANSACTION_POOLING`: `DATABASE_URL` is a pooler in
     /// transaction mode (PgBouncer `pool_mode = transaction`), see `db::pool`.
     pub transaction_pooling: bool,
+}
+
+// `DATABASE_URL` holds the password: not `Debug` as it is.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &self.redacted_url())
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("run_migrations", &self.run_migrations)
+            .field("transaction_pooling", &self.transaction_pooling)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DatabaseConfig {
+    /// `DATABASE_URL` with its password (and a `password` or `sslpassword`
+    /// parameter) replaced by `***`, for logs and errors.
+    pub fn redacted_url(&self) -> String {
+        let url = redis::redact(&self.url);
+        let Some((base, query)) = url.split_once('?') else { return url };
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if matches!(key, "password" | "sslpassword") => format!("{key}=***"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        format!("{base}?{}", params.join("&"))
+    }
 }
 
 /// Queue policy.

@@ -30,6 +30,8 @@ impl std::error::Error for ConfigError {}
 pub struct Vars {
     values: HashMap<String, String>,
     problems: Vec<String>,
+    /// Secrets given as an empty file: name → path (for the messages).
+    empty_files: HashMap<String, String>,
 }
 
 impl Vars {
@@ -38,9 +40,12 @@ impl Vars {
         Self::from_map(std::env::vars().collect())
     }
 
-    /// Variables from a map (tests, tools).
-    pub fn from_map(values: HashMap<String, String>) -> Self {
-        Self { values, problems: Vec::new() }
+    /// Variables from a map (tests, tools). A secret given as `NAME_FILE`
+    /// is read here (see [`super::secrets::SECRETS`]); its problems are
+    /// reported with the others.
+    pub fn from_map(mut values: HashMap<String, String>) -> Self {
+        let resolved = super::secrets::resolve(&mut values);
+        Self { values, problems: resolved.problems, empty_files: resolved.empty }
     }
 
     /// Sets a variable (a command-line argument that stands for one).
@@ -68,7 +73,10 @@ impl Vars {
         match self.get(name) {
             Some(v) => v.to_owned(),
             None => {
-                self.problem(name, "is required but not set");
+                match self.empty_files.get(name).cloned() {
+                    Some(path) => self.problem(name, format!("is required but {name}_FILE ({path}) is empty")),
+                    None => self.problem(name, "is required but not set"),
+                }
                 String::new()
             }
         }
