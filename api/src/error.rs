@@ -81,7 +81,9 @@ impl From<DbError> for ApiError {
             // A failover, a restart, a demoted primary: nothing was stored.
             e if e.is_unavailable() => {
                 tracing::warn!(error = %e, "database unavailable");
-                ApiError::unavailable("database unavailable (failing over or restarting); nothing was stored, try again")
+                ApiError::unavailable(
+                    "database unavailable (failing over or restarting); nothing was stored, try again",
+                )
             }
             other => ApiError::internal(other),
         }
