@@ -2,6 +2,7 @@
 //! Redis key prefix, starts the parts it needs (in-process, or as real
 //! processes when a test kills or signals them), and leaves nothing behind.
 
+pub mod captured;
 pub mod fake_aws;
 pub mod fake_gcp;
 pub mod fake_llm;

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -21,10 +21,10 @@ use hmac::{Hmac, KeyInit, Mac};
 use rand::RngExt;
 use serde_json::json;
 use sha2::Sha256;
+use tests::captured::{Lines, run_captured, spawn_captured};
 use tests::fake_llm::{Auth, FakeLlm, Reply};
 use tests::receiver::Receiver;
-use tests::{ADMIN_EMAIL, Client, TestEnv, binary_path, is, terminate};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tests::{ADMIN_EMAIL, Client, TestEnv, is, terminate};
 
 const WAIT: Duration = Duration::from_secs(20);
 const REPLY: &str = "Thank you. How would you keep a job queue alive when its workers crash?";
@@ -88,58 +88,6 @@ impl PasswordRedis {
         .context("redis-server with a password did not come up")?;
         Ok(PasswordRedis { port, _process: process })
     }
-}
-
-/// Every line the processes wrote: (who, line).
-type Lines = Arc<Mutex<Vec<(String, String)>>>;
-
-/// Starts `binary` with `vars` only, its stdout and stderr read into `lines`.
-fn spawn_captured(
-    binary: &str,
-    args: &[&str],
-    vars: &HashMap<String, String>,
-    lines: &Lines,
-) -> anyhow::Result<(tokio::process::Child, Vec<tokio::task::JoinHandle<()>>)> {
-    let mut child = tokio::process::Command::new(binary_path(binary)?)
-        .args(args)
-        .env_clear()
-        .envs(vars)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {binary}"))?;
-    let who = format!("{binary} {}", args.join(" "));
-    let mut readers = Vec::new();
-    let stdout = child.stdout.take().context("stdout")?;
-    let stderr = child.stderr.take().context("stderr")?;
-    for (stream, reader) in
-        [("stdout", Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Send + Unpin>), ("stderr", Box::new(stderr))]
-    {
-        let (lines, who) = (lines.clone(), format!("{} ({stream})", who.trim_end()));
-        readers.push(tokio::spawn(async move {
-            let mut reader = BufReader::new(reader).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                lines.lock().unwrap_or_else(|p| p.into_inner()).push((who.clone(), line));
-            }
-        }));
-    }
-    Ok((child, readers))
-}
-
-/// Runs a CLI to completion with `vars`; its exit status, its lines in `lines`.
-async fn run_captured(
-    binary: &str,
-    args: &[&str],
-    vars: &HashMap<String, String>,
-    lines: &Lines,
-) -> anyhow::Result<std::process::ExitStatus> {
-    let (mut child, readers) = spawn_captured(binary, args, vars, lines)?;
-    let status = tokio::time::timeout(WAIT, child.wait()).await.context("CLI did not finish")??;
-    for reader in readers {
-        reader.await?;
-    }
-    Ok(status)
 }
 
 /// HMAC-SHA256 of `input` under `key`, base64url: a JWT signature.
@@ -226,7 +174,7 @@ async fn secrets_given_as_files_are_read_and_never_logged() -> anyhow::Result<()
     let lines: Lines = Arc::default();
 
     // `api migrate` first (the database alone), then the three services.
-    let migrated = run_captured("api", &["migrate"], &vars, &lines).await?;
+    let migrated = run_captured(WAIT, "api", &["migrate"], &vars, &lines).await?;
     anyhow::ensure!(migrated.success(), "api migrate: {migrated}; {:?}", lines.lock().map(|l| l.clone()));
     let mut services = Vec::new();
     let mut readers = Vec::new();
@@ -343,7 +291,7 @@ async fn secrets_given_as_files_are_read_and_never_logged() -> anyhow::Result<()
         ("scheduler", vec!["batch", "list"]),
         ("api", vec!["create-admin", "second-admin@example.com"]),
     ] {
-        let status = run_captured(binary, &args, &vars, &lines).await?;
+        let status = run_captured(WAIT, binary, &args, &vars, &lines).await?;
         assert!(status.success(), "{binary} {args:?}: {status}");
     }
 
@@ -423,7 +371,7 @@ async fn a_secret_set_twice_or_an_unreadable_file_stops_start_up_naming_the_vari
     .collect();
     for binary in ["api", "worker", "scheduler"] {
         let lines: Lines = Arc::default();
-        let status = run_captured(binary, &[], &vars, &lines).await?;
+        let status = run_captured(WAIT, binary, &[], &vars, &lines).await?;
         assert_eq!(status.code(), Some(2), "{binary}: {status}");
         let text: String =
             lines.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, l)| format!("{l}\n")).collect();
