@@ -22,6 +22,16 @@ fn connection_info(config: &RedisConfig) -> RedisResult<ConnectionInfo> {
     config.url.as_str().into_connection_info()
 }
 
+/// The URL's user and password, and a client for the same server that
+/// sends neither (to ask the server itself why it refuses them).
+pub(crate) fn without_credentials(config: &RedisConfig) -> RedisResult<(Option<String>, Option<String>, Client)> {
+    let info = connection_info(config)?;
+    let settings = info.redis_settings();
+    let (user, password) = (settings.username().map(str::to_owned), settings.password().map(str::to_owned));
+    let bare = info.set_redis_settings(redis::RedisConnectionInfo::default());
+    Ok((user, password, with_tls(config, bare)?))
+}
+
 /// A client for `info`, trusting `REDIS_TLS_CA_FILE`'s CA when given.
 fn with_tls(config: &RedisConfig, info: ConnectionInfo) -> RedisResult<Client> {
     match &config.tls_ca {

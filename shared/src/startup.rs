@@ -29,13 +29,16 @@ pub async fn database(pool: &PgPool, config: &DatabaseConfig) -> anyhow::Result<
         Ok(Err(e)) => e,
     };
     let reason = chain(&error);
+    // A TLS handshake that fails reaches us as an I/O error of kind InvalidData.
+    let tls_refused = matches!(&error, sqlx::Error::Tls(_))
+        || matches!(&error, sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData);
     match &error {
-        sqlx::Error::Io(_) => Ok(Reach::NotYet(reason)),
-        sqlx::Error::Tls(_) => bail!(
+        _ if tls_refused => bail!(
             "DATABASE_URL: TLS to PostgreSQL failed: {reason}. With sslmode=verify-ca or verify-full, sslrootcert \
              must name the CA that signed the server's certificate (without it, public CAs are trusted), and for \
              verify-full the host must be one the certificate names"
         ),
+        sqlx::Error::Io(_) => Ok(Reach::NotYet(reason)),
         sqlx::Error::Database(db) if db.code().as_deref() == Some("28000") && reason.contains("no encryption") => {
             bail!(
                 "DATABASE_URL: PostgreSQL refused a connection without TLS: {reason}. Set sslmode=require (or \
@@ -62,7 +65,13 @@ pub async fn redis(config: &RedisConfig) -> anyhow::Result<Reach> {
         Err(_) => return Ok(Reach::NotYet("no answer in time".into())),
         Ok(Err(e)) => e,
     };
-    let reason = chain(&error);
+    let mut reason = chain(&error);
+    // The redis crate reports a refused AUTH without the server's words.
+    if error.kind() == redis::ErrorKind::AuthenticationFailed
+        && let Some(said) = auth_refusal(config, &settings).await
+    {
+        reason = format!("{said} ({reason})");
+    }
     let unreachable = error.is_connection_refusal() || error.is_timeout();
     if unreachable {
         return Ok(Reach::NotYet(reason));
@@ -78,6 +87,18 @@ pub async fn redis(config: &RedisConfig) -> anyhow::Result<Reach> {
         ""
     };
     bail!("REDIS_URL ({url}): Redis refused the connection: {reason}{hint}")
+}
+
+/// What the server answers to the URL's `AUTH`, sent by hand.
+async fn auth_refusal(config: &RedisConfig, settings: &redis::AsyncConnectionConfig) -> Option<String> {
+    let (user, password, client) = crate::redis_conn::without_credentials(config).ok()?;
+    let mut conn = client.get_multiplexed_async_connection_with_config(settings).await.ok()?;
+    let mut auth = redis::cmd("AUTH");
+    if let Some(user) = user {
+        auth.arg(user);
+    }
+    auth.arg(password?);
+    auth.query_async::<()>(&mut conn).await.err().map(|e| e.to_string())
 }
 
 /// An error with its sources.

@@ -8,6 +8,7 @@ pub mod fake_gcp;
 pub mod fake_llm;
 pub mod prometheus;
 pub mod receiver;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
