@@ -2,7 +2,7 @@
 //! PostgreSQL whose `pg_hba.conf` admits `hostssl` only and a Redis with a
 //! TLS port only and an ACL user, both with certificates from a CA the test
 //! makes. A whole interview runs with `sslmode=verify-full` and
-//! `rediss://`; a wrong host name, a missing or wrong CA, TLS turned off or
+//! `rediss://` (api and worker in this process, the scheduler as its own); a wrong host name, a missing or wrong CA, TLS turned off or
 //! a wrong password stop start-up with a message naming the cause.
 
 use std::time::Duration;
@@ -32,6 +32,8 @@ async fn a_whole_interview_runs_over_tls_to_postgres_and_redis() -> anyhow::Resu
         .set("REDIS_TLS_CA_FILE", &ca_file);
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
+    // The scheduler as its own process, on the same TLS settings.
+    let mut scheduler = env.spawn_process("scheduler", &[])?;
     let tests::OpenedSession { recruiter, session, mut ws, opening, .. } = api.opened_session(2).await?;
     assert!(opening["message"].as_str().is_some_and(|m| !m.is_empty()), "events reach the socket: {opening}");
     ws.answer(1, WAIT).await?;
@@ -39,6 +41,9 @@ async fn a_whole_interview_runs_over_tls_to_postgres_and_redis() -> anyhow::Resu
     ws.until(WAIT, |e| is(e, "evaluation.completed")).await?;
     let evaluation = recruiter.get(&format!("/sessions/{session}/evaluation")).await?;
     assert_eq!(evaluation.body["status"], "completed");
+    assert!(scheduler.try_wait()?.is_none(), "the scheduler runs on TLS connections");
+    let listed = env.command("scheduler")?.args(["batch", "list"]).output().await?;
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
     let health = api.client().get("/health").await?;
     assert_eq!(
         (&health.body["checks"]["database"]["status"], &health.body["checks"]["redis"]["status"]),
