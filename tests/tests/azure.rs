@@ -112,8 +112,9 @@ async fn a_content_filter_ending_is_not_retried_there_but_tried_once_on_the_next
     let fallback = FakeLlm::start(REPLY).await?;
     let env = chain_env(&primary, &fallback).await?;
     let api = env.start_api().await?;
-    let _worker = env.start_worker().await?;
     let (_, _, mut ws) = api.candidate_session(5).await?;
+    // Started once the socket is open, so that it sees every delta.
+    let _worker = env.start_worker().await?;
     let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     assert_eq!(completed["message"], REPLY);
     let (before, after) = ws.text_around_reset()?;

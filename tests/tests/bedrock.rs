@@ -43,8 +43,12 @@ async fn a_whole_interview_streams_through_converse_stream_signed_with_environme
     let mut env = bedrock_env(&fake).await?;
     env.set("AWS_ACCESS_KEY_ID", KEY_ID).set("AWS_SECRET_ACCESS_KEY", SECRET);
     let api = env.start_api().await?;
+    let (recruiter, candidate, interview) = api.interview_for_candidate(2).await?;
+    let session = candidate.start_session(&interview).await?;
+    let mut ws = candidate.ws(&session, None).await?;
+    // Started once the socket is open, so that it sees every delta.
     let _worker = env.start_worker().await?;
-    let tests::OpenedSession { recruiter, session, mut ws, opening, .. } = api.opened_session(2).await?;
+    let opening = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     assert_eq!(opening["message"], REPLY);
     let deltas: String = ws.seen.iter().filter(|e| is(e, "turn.delta")).filter_map(|e| e["text"].as_str()).collect();
     assert_eq!(deltas, REPLY, "the deltas add up to the message");

@@ -82,8 +82,9 @@ async fn restarts_on_the_next_provider(broken: Converse) -> anyhow::Result<()> {
     let fallback = FakeLlm::start(REPLY).await?;
     let env = chain_env(&fake, &fallback).await?;
     let api = env.start_api().await?;
-    let _worker = env.start_worker().await?;
     let (_, _, mut ws) = api.candidate_session(5).await?;
+    // Started once the socket is open, so that it sees every delta.
+    let _worker = env.start_worker().await?;
     let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     assert_eq!(completed["message"], REPLY);
     let (before, after) = ws.text_around_reset()?;
@@ -159,8 +160,9 @@ async fn an_http_429_is_retried_and_a_filtered_reply_goes_to_the_next_provider_o
     let mut env = chain_env(&fake, &fallback).await?;
     env.set("BEDROCK_MAX_RETRIES", "3");
     let api = env.start_api().await?;
-    let _worker = env.start_worker().await?;
     let (_, _, mut ws) = api.candidate_session(5).await?;
+    // Started once the socket is open, so that it sees every delta.
+    let _worker = env.start_worker().await?;
     // The 429 is retried on Bedrock; the retry's reply is filtered: not asked
     // of Bedrock again, but of the next provider, which answers.
     let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;

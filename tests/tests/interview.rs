@@ -12,7 +12,6 @@ const WAIT: Duration = Duration::from_secs(15);
 async fn a_whole_interview_end_to_end() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
     let api = env.start_api().await?;
-    let worker = env.start_worker().await?;
     let anon = api.client();
     let recruiter = anon.user("recruiter@example.com", "recruiter").await?;
     let candidate = anon.user("candidate@example.com", "candidate").await?;
@@ -20,6 +19,8 @@ async fn a_whole_interview_end_to_end() -> anyhow::Result<()> {
     let session = candidate.start_session(&interview).await?;
 
     let mut ws = candidate.ws(&session, None).await?;
+    // Started once the socket is open, so that it sees every delta.
+    let worker = env.start_worker().await?;
     let state = ws.next(WAIT).await?.expect("session.state");
     assert!(is(&state, "session.state"), "{state}");
     // The opening turn streams: deltas, then the whole message.

@@ -34,8 +34,9 @@ async fn a_turn_streams_from_an_openai_compatible_endpoint() -> anyhow::Result<(
     fake.expect_auth(Auth::Bearer("sk-test-key".into()));
     let env = env_with(&fake).await?;
     let api = env.start_api().await?;
-    let _worker = env.start_worker().await?;
     let (_, _, mut ws) = api.candidate_session(5).await?;
+    // Started once the socket is open, so that it sees every delta.
+    let _worker = env.start_worker().await?;
     let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     assert_eq!(completed["message"], REPLY);
     let deltas: String = ws.seen.iter().filter(|e| is(e, "turn.delta")).filter_map(|e| e["text"].as_str()).collect();
@@ -121,8 +122,9 @@ async fn a_broken_stream_restarts_and_the_client_drops_the_partial_text() -> any
     fake.then(Reply::BrokenStream(REPLY.into()));
     let env = env_with(&fake).await?;
     let api = env.start_api().await?;
-    let _worker = env.start_worker().await?;
     let (_, _, mut ws) = api.candidate_session(5).await?;
+    // Started once the socket is open, so that it sees every delta.
+    let _worker = env.start_worker().await?;
     let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     assert_eq!(completed["message"], REPLY);
     let reset = ws.seen.iter().position(|e| is(e, "turn.reset")).unwrap_or(usize::MAX);
@@ -244,8 +246,9 @@ async fn restarts_on_the_next_provider(broken: Reply) -> anyhow::Result<()> {
     let fallback = FakeLlm::start(REPLY).await?;
     let env = chain_env(&primary, &fallback).await?;
     let api = env.start_api().await?;
-    let _worker = env.start_worker().await?;
     let (_, _, mut ws) = api.candidate_session(5).await?;
+    // Started once the socket is open, so that it sees every delta.
+    let _worker = env.start_worker().await?;
     let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     assert_eq!(completed["message"], REPLY);
     let (before, after) = ws.text_around_reset()?;
