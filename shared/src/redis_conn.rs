@@ -32,6 +32,14 @@ pub(crate) fn without_credentials(config: &RedisConfig) -> RedisResult<(Option<S
     Ok((user, password, with_tls(config, bare)?))
 }
 
+/// The plain-TCP address of `REDIS_URL` (`None` for TLS or a Unix socket).
+pub(crate) fn plain_address(config: &RedisConfig) -> Option<(String, u16)> {
+    match connection_info(config).ok()?.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => Some((host.clone(), *port)),
+        _ => None,
+    }
+}
+
 /// A client for `info`, trusting `REDIS_TLS_CA_FILE`'s CA when given.
 fn with_tls(config: &RedisConfig, info: ConnectionInfo) -> RedisResult<Client> {
     match &config.tls_ca {

@@ -72,6 +72,15 @@ pub async fn redis(config: &RedisConfig) -> anyhow::Result<Reach> {
     {
         reason = format!("{said} ({reason})");
     }
+    // A server that hangs up at once (protected mode sends its reason and
+    // closes) reaches the client as a broken pipe or a reset: ask it directly.
+    if error.kind() == redis::ErrorKind::Io
+        && !error.is_timeout()
+        && let Some(said) = greeting(config).await
+    {
+        let url = config.redacted_url();
+        bail!("REDIS_URL ({url}): Redis refused the connection: {said}");
+    }
     let unreachable = error.is_connection_refusal() || error.is_timeout();
     if unreachable {
         return Ok(Reach::NotYet(reason));
@@ -87,6 +96,21 @@ pub async fn redis(config: &RedisConfig) -> anyhow::Result<Reach> {
         ""
     };
     bail!("REDIS_URL ({url}): Redis refused the connection: {reason}{hint}")
+}
+
+/// The error line a plain-TCP Redis answers a bare `PING` with, if it does.
+async fn greeting(config: &RedisConfig) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = crate::redis_conn::plain_address(config)?;
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect((address.0.as_str(), address.1)).await.ok()?;
+        stream.write_all(b"PING\r\n").await.ok()?;
+        let mut buf = vec![0u8; 4096];
+        let n = stream.read(&mut buf).await.ok()?;
+        let line = String::from_utf8_lossy(&buf[..n]).lines().next()?.to_owned();
+        line.strip_prefix('-').map(str::to_owned)
+    };
+    tokio::time::timeout(config.socket_timeout, exchange).await.ok().flatten()
 }
 
 /// What the server answers to the URL's `AUTH`, sent by hand.

@@ -6,6 +6,7 @@ pub mod captured;
 pub mod fake_aws;
 pub mod fake_gcp;
 pub mod fake_llm;
+pub mod netns;
 pub mod pgbouncer;
 pub mod prometheus;
 pub mod receiver;
