@@ -1,5 +1,5 @@
-//! Debian's PgBouncer in transaction pooling mode in front of the tests'
-//! PostgreSQL, configured as `docs/managed-services.md` says.
+//! Debian's PgBouncer in front of the tests' PostgreSQL, in session pooling
+//! mode (what `docs/managed-services.md` says works with Debian 12's 1.18).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -26,8 +26,7 @@ impl PgBouncer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let ini = format!(
             "[databases]\n* = host={} port={}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
-             unix_socket_dir =\nauth_type = plain\nauth_file = {users}\npool_mode = transaction\n\
-             server_reset_query = DEALLOCATE ALL\nserver_reset_query_always = 1\n\
+             unix_socket_dir =\nauth_type = plain\nauth_file = {users}\npool_mode = session\n\
              ignore_startup_parameters = extra_float_digits,options\nmax_client_conn = 400\n\
              default_pool_size = 10\nlogfile = {log}\n",
             server.0,

@@ -103,9 +103,6 @@ pub struct DatabaseConfig {
     pub acquire_timeout: Duration,
     /// `RUN_MIGRATIONS`: apply pending migrations at start-up.
     pub run_migrations: bool,
-    /// `DATABASE_TRANSACTION_POOLING`: `DATABASE_URL` is a pooler in
-    /// transaction mode (PgBouncer `pool_mode = transaction`), see `db::pool`.
-    pub transaction_pooling: bool,
 }
 
 // `DATABASE_URL` holds the password: not `Debug` as it is.
@@ -116,7 +113,6 @@ impl std::fmt::Debug for DatabaseConfig {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("run_migrations", &self.run_migrations)
-            .field("transaction_pooling", &self.transaction_pooling)
             .finish_non_exhaustive()
     }
 }
@@ -193,30 +189,19 @@ impl Config {
     /// Reads `vars`; every problem is collected and reported together.
     pub fn from_vars(mut v: Vars, component: Component) -> Result<Self, ConfigError> {
         let worker = providers::worker(&mut v, component);
-        let transaction_pooling = v.flag("DATABASE_TRANSACTION_POOLING", false);
         let app = AppConfig {
             name: v.string("APP_NAME", "AI Interview System"),
             version: v.string("APP_VERSION", env!("CARGO_PKG_VERSION")),
             environment: environment(&mut v),
-            log_filter: log_filter(&mut v, transaction_pooling),
+            log_filter: log_filter(&mut v),
         };
         let database = DatabaseConfig {
             url: database_url(&mut v),
             max_connections: v.ranged("DATABASE_POOL_SIZE", 20, 1, 1000)
                 + v.ranged("DATABASE_MAX_OVERFLOW", 10, 0, 1000),
             acquire_timeout: v.seconds("DATABASE_POOL_TIMEOUT", 30, 1, 600),
-            // Behind a transaction pooler, migrations (which hold a session
-            // lock) run against PostgreSQL itself: off unless asked for.
-            run_migrations: v.flag("RUN_MIGRATIONS", !transaction_pooling),
-            transaction_pooling,
+            run_migrations: v.flag("RUN_MIGRATIONS", true),
         };
-        if database.transaction_pooling && (database.run_migrations || component == Component::Migrate) {
-            v.problem(
-                "DATABASE_TRANSACTION_POOLING",
-                "migrations take a session lock a transaction pooler cannot keep: run `api migrate` with \
-                 DATABASE_URL at PostgreSQL itself (without this variable), and RUN_MIGRATIONS=false here",
-            );
-        }
         let redis = redis::read(&mut v);
         let jobs = JobsConfig {
             max_attempts: v.ranged("JOB_MAX_ATTEMPTS", 5, 1, 100),
@@ -261,7 +246,7 @@ fn environment(v: &mut Vars) -> String {
     env
 }
 
-fn log_filter(v: &mut Vars, transaction_pooling: bool) -> String {
+fn log_filter(v: &mut Vars) -> String {
     let raw = v.string("LOG_LEVEL", "INFO");
     let level = match raw.to_ascii_uppercase().as_str() {
         "TRACE" => "trace",
@@ -273,15 +258,7 @@ fn log_filter(v: &mut Vars, transaction_pooling: bool) -> String {
         _ => return raw,
     };
     // Our crates at the chosen level; chatty dependencies one step quieter.
-    let filter = format!("{level},sqlx=warn,apalis=warn,apalis_core=warn,apalis_redis=warn,tower_http=warn");
-    // Behind a transaction pooler every pooled use is a transaction (db::pool):
-    // PostgreSQL's notices on our own BEGIN inside it and the COMMIT after
-    // it ("already a transaction in progress", "no transaction in
-    // progress") are expected, not news.
-    if transaction_pooling {
-        return format!("{filter},sqlx::postgres::notice=error");
-    }
-    filter
+    format!("{level},sqlx=warn,apalis=warn,apalis_core=warn,apalis_redis=warn,tower_http=warn")
 }
 
 fn database_url(v: &mut Vars) -> String {

@@ -225,19 +225,3 @@ fn azure_defaults_to_the_v1_surface_and_knows_which_versions_stream_usage() {
     let err = azure(&[("AZURE_OPENAI_API_VERSION", "latest")]).expect_err("invalid");
     assert!(err.contains("AZURE_OPENAI_API_VERSION: \"latest\" is not an api-version"), "{err}");
 }
-
-#[test]
-fn behind_a_transaction_pooler_migrations_are_off_and_refused() {
-    let base = [("DATABASE_URL", "postgres://x/y"), ("DATABASE_TRANSACTION_POOLING", "true")];
-    let c = load(&base, Component::Worker).expect("valid");
-    assert!(c.database.transaction_pooling && !c.database.run_migrations, "migrations off by default");
-    assert!(c.app.log_filter.ends_with("sqlx::postgres::notice=error"), "{}", c.app.log_filter);
-    for (extra, component) in
-        [(("RUN_MIGRATIONS", "true"), Component::Worker), (("LOG_LEVEL", "INFO"), Component::Migrate)]
-    {
-        let err = load(&[base[0], base[1], extra], component).expect_err("migrations through the pooler");
-        assert!(err.to_string().contains("DATABASE_TRANSACTION_POOLING: migrations take a session lock"), "{err}");
-    }
-    let plain = load(&base[..1], Component::Worker).expect("valid");
-    assert!(!plain.database.transaction_pooling && plain.database.run_migrations);
-}

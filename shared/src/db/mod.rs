@@ -11,7 +11,6 @@ pub mod tokens;
 pub mod turns;
 pub mod users;
 
-use sqlx::Executor as _;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -61,38 +60,15 @@ pub(crate) fn conflict(e: sqlx::Error) -> DbError {
 }
 
 /// Opens the pool (lazily: start-up does not fail while the database is
-/// still coming up; readiness reports it).
-///
-/// Behind a transaction pooler (`DATABASE_TRANSACTION_POOLING`), a statement
-/// outside a transaction may reach a different server connection than the
-/// one it was prepared on (sqlx parses, then binds, in two round trips), and
-/// PgBouncer before 1.21 does not carry prepared statements across: so
-/// statements are not cached, and every use of a pooled connection is one
-/// transaction (`BEGIN` when it is handed out, `COMMIT` when it comes back),
-/// which keeps it on one server connection. A transaction of ours inside it
-/// (`pool.begin()`) ends it early; the closing `COMMIT` then has nothing to
-/// do.
+/// still coming up; readiness reports it). After a read-only error the
+/// connections it hands out are checked ([`failover`]).
 pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    let mut options = PgConnectOptions::from_str(&config.url)?.application_name("ai-interviewer");
-    let pool = PgPoolOptions::new().max_connections(config.max_connections).acquire_timeout(config.acquire_timeout);
-    if !config.transaction_pooling {
-        let checked = pool.before_acquire(|conn, _| Box::pin(async move { Ok(failover::still_writable(conn).await) }));
-        return Ok(checked.connect_lazy_with(options));
-    }
-    options = options.statement_cache_capacity(0);
-    let pinned = pool
-        .after_connect(|conn, _| Box::pin(async move { conn.execute("BEGIN").await.map(|_| ()) }))
-        .before_acquire(|conn, _| {
-            Box::pin(async move {
-                if !failover::still_writable(conn).await {
-                    return Ok(false);
-                }
-                conn.execute("BEGIN").await.map(|_| true)
-            })
-        })
-        // A connection whose COMMIT fails is closed, not reused.
-        .after_release(|conn, _| Box::pin(async move { Ok(conn.execute("COMMIT").await.is_ok()) }));
-    Ok(pinned.connect_lazy_with(options))
+    let options = PgConnectOptions::from_str(&config.url)?.application_name("ai-interviewer");
+    Ok(PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(config.acquire_timeout)
+        .before_acquire(|conn, _| Box::pin(async move { Ok(failover::still_writable(conn).await) }))
+        .connect_lazy_with(options))
 }
 
 /// Applies pending migrations.
