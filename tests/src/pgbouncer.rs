@@ -36,21 +36,13 @@ impl PgBouncer {
         );
         std::fs::write(dir.join("pgbouncer.ini"), ini)?;
         std::fs::write(dir.join("users.txt"), format!("\"{user}\" \"{password}\"\n"))?;
-        // PgBouncer refuses to run as root: as the postgres user then.
-        let root = std::process::Command::new("id").arg("-u").output()?.stdout.starts_with(b"0");
         let binary = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .context("pgbouncer is not installed (scripts/test installs it)")?;
-        let mut command = if root {
-            std::process::Command::new("chown").args(["-R", "postgres"]).arg(&dir).status()?;
-            let mut c = tokio::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--", binary]);
-            c
-        } else {
-            tokio::process::Command::new(binary)
-        };
-        let process = command
+        // Owned by the user it runs as when we are root (it refuses root).
+        let _ = std::process::Command::new("chown").args(["-R", "postgres"]).arg(&dir).output();
+        let process = crate::tls::as_postgres(std::path::Path::new(binary))?
             .arg(dir.join("pgbouncer.ini"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

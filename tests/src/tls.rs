@@ -121,12 +121,15 @@ fn path(p: &Path) -> anyhow::Result<&str> {
 }
 
 /// Runs as the `postgres` system user when this process is root (PostgreSQL
-/// refuses to run as root), as this user otherwise.
-fn as_postgres(program: &Path) -> anyhow::Result<tokio::process::Command> {
+/// and PgBouncer refuse to run as root), as this user otherwise. `setpriv`
+/// replaces itself with the program (unlike `runuser`, which stays as its
+/// parent), so the child handle is the server itself and stopping it stops
+/// the server.
+pub(crate) fn as_postgres(program: &Path) -> anyhow::Result<tokio::process::Command> {
     let root = std::process::Command::new("id").arg("-u").output()?.stdout.starts_with(b"0");
     Ok(if root {
-        let mut command = tokio::process::Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program);
+        let mut command = tokio::process::Command::new("setpriv");
+        command.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]).arg(program);
         command
     } else {
         tokio::process::Command::new(program)
@@ -233,7 +236,16 @@ impl TlsPostgres {
 
 impl Drop for TlsPostgres {
     fn drop(&mut self) {
-        let _ = self.process.start_kill();
+        // SIGQUIT: the postmaster stops its backends and frees its shared
+        // memory (SIGKILL would leave the segment behind).
+        match self.process.id() {
+            Some(pid) => {
+                let _ = std::process::Command::new("kill").args(["-QUIT", &pid.to_string()]).status();
+            }
+            None => {
+                let _ = self.process.start_kill();
+            }
+        }
     }
 }
 
