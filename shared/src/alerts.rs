@@ -190,7 +190,7 @@ impl Alerter {
                 Ok(r) if r.status().is_success() => {}
                 Ok(r) => failures.push(format!("{channel}: HTTP {}", r.status())),
                 // reqwest's error names the URL, and a webhook's URL is its key.
-                Err(e) => failures.push(format!("{channel}: {}", error_chain(&e.without_url()))),
+                Err(e) => failures.push(format!("{channel}: {}", crate::error_chain(&e.without_url()))),
             }
         }
         if failures.is_empty() {
@@ -247,21 +247,9 @@ impl Alerter {
     }
 }
 
-/// `e` and its causes, `: `-separated.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::error_chain;
+    use crate::error_chain;
 
     #[tokio::test]
     async fn a_failed_delivery_does_not_name_the_webhook_url() {
@@ -270,7 +258,7 @@ mod tests {
         let url = format!("http://127.0.0.1:{}/services/T0/B0/webhook-key", port.unwrap_or(9));
         let e = reqwest::Client::new().post(&url).send().await.expect_err("nothing listens");
         assert!(e.to_string().contains("webhook-key"), "reqwest names the URL: {e}");
-        let told = error_chain(&e.without_url());
+        let told = crate::error_chain(&e.without_url());
         assert!(!told.contains("webhook-key") && told.contains("error sending request"), "{told}");
     }
 }

@@ -20,6 +20,22 @@ pub mod startup;
 pub mod stream;
 pub mod telemetry;
 
+/// `e` and its causes, `: `-separated (a cause whose text the chain already
+/// holds is not repeated): the sources name the actual cause.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// A request id: taken from `X-Request-Id` when the client sends one, made up otherwise.
 pub fn new_request_id() -> String {
     format!("req_{}", uuid::Uuid::new_v4().simple())

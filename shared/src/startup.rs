@@ -28,7 +28,7 @@ pub async fn database(pool: &PgPool, config: &DatabaseConfig) -> anyhow::Result<
         Err(_) | Ok(Err(sqlx::Error::PoolTimedOut)) => return Ok(Reach::NotYet("no answer in time".into())),
         Ok(Err(e)) => e,
     };
-    let reason = chain(&error);
+    let reason = crate::error_chain(&error);
     // A TLS handshake that fails reaches us as an I/O error of kind InvalidData.
     let tls_refused = matches!(&error, sqlx::Error::Tls(_))
         || matches!(&error, sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData);
@@ -65,7 +65,7 @@ pub async fn redis(config: &RedisConfig) -> anyhow::Result<Reach> {
         Err(_) => return Ok(Reach::NotYet("no answer in time".into())),
         Ok(Err(e)) => e,
     };
-    let mut reason = chain(&error);
+    let mut reason = crate::error_chain(&error);
     // The redis crate reports a refused AUTH without the server's words.
     if error.kind() == redis::ErrorKind::AuthenticationFailed
         && let Some(said) = auth_refusal(config, &settings).await
@@ -123,19 +123,4 @@ async fn auth_refusal(config: &RedisConfig, settings: &redis::AsyncConnectionCon
     }
     auth.arg(password?);
     auth.query_async::<()>(&mut conn).await.err().map(|e| e.to_string())
-}
-
-/// An error with its sources.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let next = cause.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -72,7 +72,7 @@ impl GoogleAuth {
                 let token = account
                     .token(&[SCOPE])
                     .await
-                    .map_err(|e| format!("service-account key {}: {}", path.display(), chain(&e)))?;
+                    .map_err(|e| format!("service-account key {}: {}", path.display(), shared::error_chain(&e)))?;
                 Ok(token.as_str().to_owned())
             }
             Self::Metadata { url, http, cached } => {
@@ -102,29 +102,19 @@ impl GoogleAuth {
 }
 
 fn service_account(path: &std::path::Path) -> Result<CustomServiceAccount, String> {
-    CustomServiceAccount::from_file(path).map_err(|e| format!("service-account key {}: {}", path.display(), chain(&e)))
+    CustomServiceAccount::from_file(path)
+        .map_err(|e| format!("service-account key {}: {}", path.display(), shared::error_chain(&e)))
 }
 
 async fn from_metadata_server(http: &reqwest::Client, url: &str) -> Result<Token, String> {
     let failed = |e: &dyn std::fmt::Display| format!("no token from the metadata server ({url}): {e}");
-    let response = http.get(url).header("Metadata-Flavor", "Google").send().await.map_err(|e| failed(&chain(&e)))?;
+    let response =
+        http.get(url).header("Metadata-Flavor", "Google").send().await.map_err(|e| failed(&shared::error_chain(&e)))?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
         let body: String = body.chars().take(300).collect();
         return Err(failed(&format!("HTTP {status}: {}", body.trim())));
     }
-    response.json::<Token>().await.map_err(|e| failed(&chain(&e)))
-}
-
-/// An error with its sources, which name the actual cause.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    response.json::<Token>().await.map_err(|e| failed(&shared::error_chain(&e)))
 }
