@@ -249,7 +249,6 @@ impl Alerter {
 
 #[cfg(test)]
 mod tests {
-    use crate::error_chain;
 
     #[tokio::test]
     async fn a_failed_delivery_does_not_name_the_webhook_url() {
