@@ -5,7 +5,6 @@ use std::sync::Arc;
 use redis::aio::ConnectionManager;
 use shared::config::Config;
 use shared::flow::Core;
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::jwt::Jwt;
@@ -17,7 +16,7 @@ pub struct AppState {
     /// Configuration.
     pub config: Arc<Config>,
     /// PostgreSQL.
-    pub db: PgPool,
+    pub db: shared::db::Db,
     /// Redis, for tickets, connection limits and health.
     pub redis: ConnectionManager,
     /// Sessions, answers and their jobs.

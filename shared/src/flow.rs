@@ -7,9 +7,8 @@
 //! commit; a push that fails leaves a `queued` row the reconciler re-enqueues.
 
 use chrono::Utc;
-use sqlx::PgPool;
 
-use crate::db::{self, DbError, Tx};
+use crate::db::{self, Db, DbError, Tx};
 use crate::domain::{Role, SessionStatus, TurnStatus};
 use crate::events::EventKind;
 use crate::ids::{SessionId, UserId};
@@ -67,7 +66,7 @@ pub enum Ended {
 #[derive(Clone)]
 pub struct Core {
     /// PostgreSQL.
-    pub db: PgPool,
+    pub db: Db,
     /// Session events.
     pub bus: EventBus,
     /// Job queues.
@@ -77,7 +76,7 @@ pub struct Core {
 impl Core {
     /// The database, events and queues on `db` and `redis`, under the
     /// `REDIS_KEY_PREFIX` `prefix`.
-    pub fn new(db: PgPool, redis: redis::aio::ConnectionManager, prefix: &str) -> Self {
+    pub fn new(db: Db, redis: redis::aio::ConnectionManager, prefix: &str) -> Self {
         Self { db, bus: EventBus::new(redis.clone(), prefix.to_owned()), queues: Queues::new(redis, prefix) }
     }
 
@@ -86,7 +85,7 @@ impl Core {
     /// has no wrapper here (health, provider state, alerts).
     pub async fn connect(config: &crate::config::Config) -> anyhow::Result<(Self, redis::aio::ConnectionManager)> {
         use anyhow::Context as _;
-        let db = db::pool(&config.database).context("DATABASE_URL")?;
+        let db = Db::connect_lazy(&config.database).context("DATABASE_URL")?;
         // A server that refuses us stops start-up here; one not up yet is waited for.
         if let crate::startup::Reach::NotYet(why) = crate::startup::database(&db, &config.database).await? {
             tracing::warn!(error = %why, "PostgreSQL not reachable yet; carrying on, readiness reports it");
@@ -98,7 +97,7 @@ impl Core {
             tracing::warn!("REDIS_TLS_INSECURE: the Redis server's certificate is not verified (development only)");
         }
         if config.database.run_migrations {
-            db::migrate(&db).await.context("applying migrations")?;
+            db.migrate().await.context("applying migrations")?;
         }
         let redis = crate::redis_conn::manager(&config.redis).context("REDIS_URL")?;
         Ok((Self::new(db, redis.clone(), &config.redis.key_prefix), redis))

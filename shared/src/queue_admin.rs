@@ -319,7 +319,7 @@ pub enum RetryError {
 /// then the job goes back in line. A payload that never decoded is simply
 /// put back (it will die again, with its error).
 pub async fn retry(
-    db: &sqlx::PgPool,
+    db: &crate::db::Db,
     conn: &mut ConnectionManager,
     prefix: &str,
     queue: QueueName,

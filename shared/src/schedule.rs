@@ -12,7 +12,6 @@ use crate::config::Config;
 use crate::db::DbError;
 use crate::db::batch_runs::{self, BatchRun};
 use crate::domain::Batch;
-use sqlx::PgPool;
 
 /// A parsed schedule, evaluated in a time zone.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,7 +152,7 @@ pub struct BatchOverview {
 }
 
 /// Every batch with its schedule, next tick and last `runs` runs.
-pub async fn overview(db: &PgPool, config: &Config, runs: i64) -> Result<Vec<BatchOverview>, DbError> {
+pub async fn overview(db: &crate::db::Db, config: &Config, runs: i64) -> Result<Vec<BatchOverview>, DbError> {
     let tz = config.scheduler.timezone;
     let mut out = Vec::with_capacity(config.scheduler.batches.len());
     for b in &config.scheduler.batches {

@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use sqlx::PgPool;
 
 use crate::config::{DatabaseConfig, RedisConfig};
+use crate::db::Db;
 
 /// What one connection attempt showed.
 #[derive(Debug)]
@@ -21,10 +21,10 @@ pub enum Reach {
 }
 
 /// Connects once to PostgreSQL; `Err` when the server refuses us for good.
-pub async fn database(pool: &PgPool, config: &DatabaseConfig) -> anyhow::Result<Reach> {
-    let attempt = tokio::time::timeout(config.acquire_timeout, pool.acquire()).await;
+pub async fn database(db: &Db, config: &DatabaseConfig) -> anyhow::Result<Reach> {
+    let attempt = tokio::time::timeout(config.acquire_timeout, db.check_connect()).await;
     let error = match attempt {
-        Ok(Ok(_)) => return Ok(Reach::Up),
+        Ok(Ok(())) => return Ok(Reach::Up),
         Err(_) | Ok(Err(sqlx::Error::PoolTimedOut)) => return Ok(Reach::NotYet("no answer in time".into())),
         Ok(Err(e)) => e,
     };

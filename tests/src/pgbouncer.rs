@@ -1,5 +1,5 @@
-//! Debian's PgBouncer in front of the tests' PostgreSQL, in session pooling
-//! mode (what `docs/managed-services.md` says works with Debian 12's 1.18).
+//! Debian's PgBouncer in front of the tests' PostgreSQL, in either pooling
+//! mode, set up as `docs/managed-services.md` says.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -8,6 +8,16 @@ use anyhow::Context;
 use rand::RngExt;
 
 use crate::eventually;
+
+/// PgBouncer's `pool_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// A server connection per client connection.
+    Session,
+    /// A server connection per transaction: prepared statements are
+    /// deallocated whenever a server changes hands.
+    Transaction,
+}
 
 /// A PgBouncer on a free port, for every database of the tests' server.
 pub struct PgBouncer {
@@ -20,15 +30,23 @@ pub struct PgBouncer {
 impl PgBouncer {
     /// Starts it in front of `server` (`host:port` of PostgreSQL), logging
     /// in `user` with `password` there.
-    pub async fn start(server: (&str, u16), user: &str, password: &str) -> anyhow::Result<PgBouncer> {
+    pub async fn start(mode: PoolMode, server: (&str, u16), user: &str, password: &str) -> anyhow::Result<PgBouncer> {
         let dir = std::env::temp_dir().join(format!("aiv-pgbouncer-{:012x}", rand::rng().random::<u64>() >> 16));
         std::fs::create_dir_all(&dir)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        // In transaction mode fewer server connections than our pools hold,
+        // so that they change hands; in session mode one for each of ours.
+        let mode = match mode {
+            PoolMode::Session => "pool_mode = session\ndefault_pool_size = 40\n",
+            PoolMode::Transaction => {
+                "pool_mode = transaction\nserver_reset_query = DEALLOCATE ALL\nserver_reset_query_always = 1\n\
+                 default_pool_size = 4\n"
+            }
+        };
         let ini = format!(
             "[databases]\n* = host={} port={}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
-             unix_socket_dir =\nauth_type = plain\nauth_file = {users}\npool_mode = session\n\
-             ignore_startup_parameters = extra_float_digits,options\nmax_client_conn = 400\n\
-             default_pool_size = 10\nlogfile = {log}\n",
+             unix_socket_dir =\nauth_type = plain\nauth_file = {users}\n{mode}\
+             ignore_startup_parameters = extra_float_digits,options\nmax_client_conn = 400\nlogfile = {log}\n",
             server.0,
             server.1,
             users = dir.join("users.txt").display(),

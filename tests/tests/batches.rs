@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use serde_json::json;
 use shared::domain::Batch;
-use sqlx::PgPool;
 use tests::TestEnv;
 use tests::receiver::Receiver;
 use uuid::Uuid;
@@ -21,7 +20,7 @@ async fn alerting_env(receiver: &Receiver) -> anyhow::Result<TestEnv> {
 }
 
 /// A recruiter's interview and a candidate, straight into the database.
-async fn people(db: &PgPool) -> anyhow::Result<(Uuid, Uuid)> {
+async fn people(db: &shared::db::Db) -> anyhow::Result<(Uuid, Uuid)> {
     let (recruiter, candidate, interview) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     for (id, email, role) in [(recruiter, "r@example.com", "recruiter"), (candidate, "c@example.com", "candidate")] {
         sqlx::query("INSERT INTO users (id, email, password_hash, role) VALUES ($1, $2, 'x', $3)")
@@ -301,7 +300,7 @@ async fn dump(env: &TestEnv, file: &std::path::Path) -> anyhow::Result<()> {
         .arg("-Fc")
         .arg("-f")
         .arg(file)
-        .arg(&env.vars["DATABASE_URL"])
+        .arg(&env.direct_database_url)
         .output()
         .await?;
     anyhow::ensure!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));

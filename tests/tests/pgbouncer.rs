@@ -1,28 +1,30 @@
-//! The whole system behind Debian's PgBouncer (1.18) in session pooling
+//! The whole system behind Debian's PgBouncer (1.18) in either pooling
 //! mode: a whole interview with its evaluation and every batch through the
-//! pooler. (Transaction pooling needs PgBouncer 1.21 or later with
-//! `max_prepared_statements`: docs/managed-services.md.)
+//! pooler. (`scripts/test` also runs the batch suite, `batches.rs`, behind
+//! one in transaction mode.)
 
 use std::time::Duration;
 
 use serde_json::json;
 use shared::domain::{Batch, BatchStatus};
-use tests::pgbouncer::PgBouncer;
+use tests::pgbouncer::PoolMode;
 use tests::{TestEnv, is};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_whole_interview_and_every_batch_run_through_pgbouncer() -> anyhow::Result<()> {
+async fn a_whole_interview_and_every_batch_run_through_pgbouncer_in_transaction_mode() -> anyhow::Result<()> {
+    interview_and_batches(PoolMode::Transaction).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whole_interview_and_every_batch_run_through_pgbouncer_in_session_mode() -> anyhow::Result<()> {
+    interview_and_batches(PoolMode::Session).await
+}
+
+async fn interview_and_batches(mode: PoolMode) -> anyhow::Result<()> {
     let mut env = TestEnv::new().await?;
-    let direct = env.vars["DATABASE_URL"].clone();
-    let url = reqwest::Url::parse(&direct)?;
-    let server = (url.host_str().unwrap_or("127.0.0.1"), url.port().unwrap_or(5432));
-    let bouncer = PgBouncer::start(server, url.username(), url.password().unwrap_or_default()).await?;
-    let mut pooled = url.clone();
-    pooled.set_host(Some("127.0.0.1"))?;
-    pooled.set_port(Some(bouncer.port)).map_err(|()| anyhow::anyhow!("cannot set the port"))?;
-    env.set("DATABASE_URL", pooled.as_str());
+    env.behind_pgbouncer(mode).await?;
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
     let tests::OpenedSession { recruiter, session, mut ws, .. } = api.opened_session(3).await?;

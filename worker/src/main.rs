@@ -123,7 +123,7 @@ async fn dead(config: &Config, queue: QueueName) -> anyhow::Result<ExitCode> {
 
 async fn retry(config: &Config, queue: QueueName, target: &str) -> anyhow::Result<ExitCode> {
     let mut redis = shared::redis_conn::manager(&config.redis)?;
-    let db = shared::db::pool(&config.database)?;
+    let db = shared::db::Db::connect_lazy(&config.database)?;
     let prefix = &config.redis.key_prefix;
     let ids: Vec<String> = if target == "--all" {
         queue_admin::dead_jobs(&mut redis, prefix, queue, usize::MAX).await?.into_iter().map(|j| j.id).collect()

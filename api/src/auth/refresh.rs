@@ -40,13 +40,13 @@ fn random_token() -> String {
 /// Issues a pair for `user` in `family` (a new family at login).
 pub async fn issue(
     state: &AppState,
-    db: &mut sqlx::PgConnection,
+    db: impl sqlx::PgExecutor<'_>,
     user: &User,
     family: TokenFamilyId,
 ) -> Result<TokenPair, ApiError> {
     let refresh = random_token();
     let expires_at = Utc::now() + chrono::Duration::from_std(state.config.api.jwt.refresh_ttl).unwrap_or_default();
-    db::tokens::insert(&mut *db, user.id, family, &hash(&refresh), expires_at).await?;
+    db::tokens::insert(db, user.id, family, &hash(&refresh), expires_at).await?;
     Ok(TokenPair {
         access_token: state.jwt.issue(user.id, user.role, Utc::now().timestamp()),
         refresh_token: refresh,
@@ -71,7 +71,7 @@ pub async fn rotate(state: &AppState, presented: &str) -> Result<TokenPair, ApiE
     }
     let user = db::users::find(&mut *tx, token.user_id).await?.ok_or_else(invalid)?;
     db::tokens::revoke(&mut *tx, token.id).await?;
-    let pair = issue(state, &mut tx, &user, token.family_id).await?;
+    let pair = issue(state, &mut *tx, &user, token.family_id).await?;
     tx.commit().await.map_err(db::DbError::from)?;
     Ok(pair)
 }

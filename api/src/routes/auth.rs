@@ -86,8 +86,7 @@ async fn login(State(state): State<AppState>, Json(body): Json<LoginIn>) -> ApiR
         state.metrics.login("bad_password");
         return Err(ApiError::unauthorized("invalid email or password"));
     }
-    let mut conn = state.db.acquire().await.map_err(DbError::from)?;
-    let pair = refresh::issue(&state, &mut conn, &user, TokenFamilyId::new()).await?;
+    let pair = refresh::issue(&state, &state.db, &user, TokenFamilyId::new()).await?;
     tracing::info!(outcome = "success", user_id = %user.id, "login");
     state.metrics.login("success");
     Ok(axum::Json(pair))

@@ -42,7 +42,7 @@ async fn database_check(state: &AppState) -> (bool, Value) {
     let limit = state.config.api.health_check_timeout;
     let (result, ms) = timed(limit, sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.db)).await;
     let size = state.config.database.max_connections;
-    let in_use = state.db.size().saturating_sub(state.db.num_idle() as u32);
+    let in_use = state.db.connections_in_use();
     let pool = json!({ "size": size, "in_use": in_use, "available": size.saturating_sub(in_use) });
     match result {
         Ok(_) => (true, json!({ "status": "healthy", "response_time_ms": ms, "connection_pool": pool })),

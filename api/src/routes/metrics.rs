@@ -50,7 +50,7 @@ async fn fleet(state: &AppState, out: &mut String) -> Result<(), ApiError> {
         "# HELP websocket_active_connections WebSockets open on this instance.\n# TYPE websocket_active_connections gauge\nwebsocket_active_connections {active}"
     );
     let size = state.config.database.max_connections;
-    let in_use = state.db.size().saturating_sub(state.db.num_idle() as u32);
+    let in_use = state.db.connections_in_use();
     let _ = writeln!(
         out,
         "# HELP db_connection_pool_size Connections this instance may open.\n# TYPE db_connection_pool_size gauge\ndb_connection_pool_size {size}\n# HELP db_connection_pool_in_use Connections in use.\n# TYPE db_connection_pool_in_use gauge\ndb_connection_pool_in_use {in_use}\n# HELP db_connection_pool_available Connections left.\n# TYPE db_connection_pool_available gauge\ndb_connection_pool_available {}",

@@ -115,11 +115,21 @@ pub async fn visible_session(state: &AppState, user: &AuthUser, id: SessionId) -
     }
 }
 
+/// Waits until the transaction producing the session's latest event (if one
+/// is under way) has committed: an event reaches the socket just before its
+/// transaction commits, and a client that reads on seeing it must find
+/// what it announced.
+async fn settle(state: &AppState, id: SessionId) -> ApiResult<()> {
+    db::sessions::settled_seq(&state.db, id).await?;
+    Ok(())
+}
+
 async fn read(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<SessionId>,
 ) -> ApiResult<impl IntoResponse> {
+    settle(&state, id).await?;
     let session = visible_session(&state, &user, id).await?;
     let turns = db::turns::list(&state.db, id).await?;
     let mut out = SessionOut::from(&session);
@@ -227,6 +237,7 @@ async fn evaluation(
     user: AuthUser,
     Path(id): Path<SessionId>,
 ) -> ApiResult<impl IntoResponse> {
+    settle(&state, id).await?;
     let session = visible_session(&state, &user, id).await?;
     if !(user.role == Role::Admin || session.owner_id == user.id) {
         return Err(ApiError::forbidden());

@@ -4,6 +4,7 @@
 
 mod api;
 mod bedrock;
+mod database;
 mod operations;
 mod providers;
 mod redis;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 pub use api::{ApiConfig, JwtConfig};
 pub use bedrock::{BedrockAuth, BedrockConfig};
+pub use database::DatabaseConfig;
 pub use operations::{AlertConfig, BatchSchedule, BatchSettings, SchedulerConfig};
 pub use providers::{AzureConfig, EndpointConfig, ProviderKind, ProviderPolicy, WorkerConfig};
 pub use redis::RedisConfig;
@@ -92,48 +94,6 @@ pub struct AppConfig {
     pub log_filter: String,
 }
 
-/// PostgreSQL.
-#[derive(Clone)]
-pub struct DatabaseConfig {
-    /// `DATABASE_URL`; the seed's `postgresql+asyncpg://` scheme is accepted.
-    pub url: String,
-    /// `DATABASE_POOL_SIZE` + `DATABASE_MAX_OVERFLOW`: sqlx has one pool size, the sum.
-    pub max_connections: u32,
-    /// `DATABASE_POOL_TIMEOUT`: how long a request waits for a connection.
-    pub acquire_timeout: Duration,
-    /// `RUN_MIGRATIONS`: apply pending migrations at start-up.
-    pub run_migrations: bool,
-}
-
-// `DATABASE_URL` holds the password: not `Debug` as it is.
-impl std::fmt::Debug for DatabaseConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseConfig")
-            .field("url", &self.redacted_url())
-            .field("max_connections", &self.max_connections)
-            .field("acquire_timeout", &self.acquire_timeout)
-            .field("run_migrations", &self.run_migrations)
-            .finish_non_exhaustive()
-    }
-}
-
-impl DatabaseConfig {
-    /// `DATABASE_URL` with its password (and a `password` or `sslpassword`
-    /// parameter) replaced by `***`, for logs and errors.
-    pub fn redacted_url(&self) -> String {
-        let url = redis::redact(&self.url);
-        let Some((base, query)) = url.split_once('?') else { return url };
-        let params: Vec<String> = query
-            .split('&')
-            .map(|param| match param.split_once('=') {
-                Some((key, _)) if matches!(key, "password" | "sslpassword") => format!("{key}=***"),
-                _ => param.to_owned(),
-            })
-            .collect();
-        format!("{base}?{}", params.join("&"))
-    }
-}
-
 /// Queue policy.
 #[derive(Debug, Clone)]
 pub struct JobsConfig {
@@ -195,13 +155,7 @@ impl Config {
             environment: environment(&mut v),
             log_filter: log_filter(&mut v),
         };
-        let database = DatabaseConfig {
-            url: database_url(&mut v),
-            max_connections: v.ranged("DATABASE_POOL_SIZE", 20, 1, 1000)
-                + v.ranged("DATABASE_MAX_OVERFLOW", 10, 0, 1000),
-            acquire_timeout: v.seconds("DATABASE_POOL_TIMEOUT", 30, 1, 600),
-            run_migrations: v.flag("RUN_MIGRATIONS", true),
-        };
+        let database = database::read(&mut v);
         let redis = redis::read(&mut v);
         let jobs = JobsConfig {
             max_attempts: v.ranged("JOB_MAX_ATTEMPTS", 5, 1, 100),
@@ -259,14 +213,4 @@ fn log_filter(v: &mut Vars) -> String {
     };
     // Our crates at the chosen level; chatty dependencies one step quieter.
     format!("{level},sqlx=warn,apalis=warn,apalis_core=warn,apalis_redis=warn,tower_http=warn")
-}
-
-fn database_url(v: &mut Vars) -> String {
-    let url = v.required("DATABASE_URL");
-    // The seed's SQLAlchemy URL names its driver; sqlx speaks the protocol itself.
-    let url = url.replacen("postgresql+asyncpg://", "postgres://", 1).replacen("postgresql://", "postgres://", 1);
-    if !url.is_empty() && !url.starts_with("postgres://") {
-        v.problem("DATABASE_URL", "must start with postgres:// or postgresql://");
-    }
-    url
 }

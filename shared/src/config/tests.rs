@@ -157,6 +157,7 @@ fn the_seed_database_url_is_accepted() {
             .expect("valid");
     assert_eq!(c.database.url, "postgres://u:p@db:5432/ai");
     assert_eq!(c.database.max_connections, 30);
+    assert!(!c.database.transaction_pooling);
     assert_eq!(c.api.port, 8001);
 }
 
@@ -169,12 +170,20 @@ fn bad_values_name_their_variable() {
             ("REDIS_KEY_PREFIX", "a:b"),
             ("AI_PROVIDER", "claude"),
             ("WS_MAX_CONNECTIONS_PER_USER", "0"),
+            ("DATABASE_TRANSACTION_POOLING", "pgbouncer"),
         ],
         Component::Worker,
     )
     .expect_err("bad");
     let text = err.to_string();
-    for name in ["DATABASE_URL", "API_PORT", "REDIS_KEY_PREFIX", "AI_PROVIDER", "WS_MAX_CONNECTIONS_PER_USER"] {
+    for name in [
+        "DATABASE_URL",
+        "API_PORT",
+        "REDIS_KEY_PREFIX",
+        "AI_PROVIDER",
+        "WS_MAX_CONNECTIONS_PER_USER",
+        "DATABASE_TRANSACTION_POOLING",
+    ] {
         assert!(text.contains(&format!("{name}:")), "{name} missing from {text}");
     }
 }

@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row};
 
 /// How long after a read-only error connections are checked, in ms.
 const CHECK_FOR_MS: i64 = 60_000;
@@ -60,9 +60,8 @@ pub(super) async fn still_writable(conn: &mut PgConnection) -> bool {
     if now_ms() - READ_ONLY_SEEN_MS.load(Ordering::Relaxed) > CHECK_FOR_MS {
         return true;
     }
-    let read_only: Result<String, _> = sqlx::query_scalar("SHOW transaction_read_only").fetch_one(conn).await;
-    match read_only {
-        Ok(value) => value != "on",
-        Err(_) => false,
-    }
+    // The simple query protocol: one round trip, nothing prepared (which a
+    // transaction pooler could not carry over; see `pool.rs`).
+    let read_only = sqlx::raw_sql("SHOW transaction_read_only").fetch_one(conn).await;
+    read_only.and_then(|row| row.try_get::<String, _>(0)).is_ok_and(|value| value != "on")
 }

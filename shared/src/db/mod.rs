@@ -6,17 +6,17 @@ pub mod evaluations;
 pub mod events;
 pub mod failover;
 pub mod interviews;
+mod pool;
 pub mod sessions;
 pub mod tokens;
 pub mod turns;
 pub mod users;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
-use std::str::FromStr;
+use sqlx::{Postgres, Transaction};
 
 use crate::config::DatabaseConfig;
+pub use pool::Db;
 
 /// The migrations in `migrations/`, embedded in every binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
@@ -59,34 +59,16 @@ pub(crate) fn conflict(e: sqlx::Error) -> DbError {
     DbError::Sqlx(e)
 }
 
-/// Opens the pool (lazily: start-up does not fail while the database is
-/// still coming up; readiness reports it). After a read-only error the
-/// connections it hands out are checked ([`failover`]).
-pub fn pool(config: &DatabaseConfig) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(&config.url)?.application_name("ai-interviewer");
-    Ok(PgPoolOptions::new()
-        .max_connections(config.max_connections)
-        .acquire_timeout(config.acquire_timeout)
-        .before_acquire(|conn, _| Box::pin(async move { Ok(failover::still_writable(conn).await) }))
-        .connect_lazy_with(options))
-}
-
-/// Applies pending migrations.
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
-}
-
 /// Whether every embedded migration has been applied.
-pub async fn migrations_applied(pool: &PgPool) -> Result<bool, sqlx::Error> {
+pub async fn migrations_applied(db: &Db) -> Result<bool, sqlx::Error> {
     let applied: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await?;
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(db).await?;
     Ok(MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration()).all(|m| applied.contains(&m.version)))
 }
 
 /// `migrate` subcommand: applies pending migrations and says how many ran.
 pub async fn migrate_command(config: &DatabaseConfig) -> anyhow::Result<()> {
-    let pool = pool(config)?;
-    migrate(&pool).await?;
+    Db::connect_lazy(config)?.migrate().await?;
     println!("migrations applied ({} known)", MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration()).count());
     Ok(())
 }

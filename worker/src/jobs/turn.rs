@@ -326,7 +326,7 @@ async fn hand_back(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Res
 /// Renews the lease every third of its length; cancels `lost` if another
 /// worker took the turn over.
 async fn keep_lease(
-    db: sqlx::PgPool,
+    db: shared::db::Db,
     turn: shared::ids::TurnId,
     attempt: i32,
     lease: std::time::Duration,
