@@ -39,7 +39,7 @@ impl Api {
         let relay = Relay::start(&config.redis).context("REDIS_URL")?;
         let db = core.db.clone();
         let state = AppState {
-            jwt: Jwt::new(&config.api.jwt),
+            jwt: Jwt::new(&config.api.jwt)?,
             core,
             config: Arc::new(config),
             db,

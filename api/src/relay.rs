@@ -1,7 +1,8 @@
 //! Relays session events from Redis pub/sub to the WebSockets connected to
 //! this instance. Each session's channel is subscribed while at least one
 //! local socket follows it. After a lost Redis connection every socket is
-//! told to resync from PostgreSQL, so nothing stored is missed.
+//! told to resync from PostgreSQL, so nothing stored is missed. Ended
+//! logins are announced on one more channel ([`Relay::revocations`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -13,6 +14,13 @@ use shared::config::RedisConfig;
 use shared::events::session_channel;
 use shared::ids::SessionId;
 use tokio::sync::{Mutex, broadcast, mpsc};
+
+use crate::auth::revoke::Revocation;
+
+/// The channel ended logins are announced on.
+pub fn revocation_channel(key_prefix: &str) -> String {
+    format!("{key_prefix}:auth:revoked")
+}
 
 /// What a socket receives from the relay.
 #[derive(Debug, Clone)]
@@ -37,6 +45,7 @@ pub struct Relay {
     membership: Arc<Mutex<HashMap<SessionId, usize>>>,
     // Read on every message.
     senders: Arc<RwLock<HashMap<SessionId, broadcast::Sender<Relayed>>>>,
+    revocations: broadcast::Sender<Arc<Revocation>>,
 }
 
 /// A socket's place in the relay; leaving is dropping it.
@@ -65,9 +74,17 @@ impl Relay {
             key_prefix: config.key_prefix.as_str().into(),
             membership: Arc::default(),
             senders: Arc::default(),
+            revocations: broadcast::channel(256).0,
         };
         tokio::spawn(relay.clone().dispatch(push_rx));
+        tokio::spawn(relay.clone().subscribe_revocations());
         Ok(relay)
+    }
+
+    /// Ended logins, as announced by any replica. A socket that lags, or
+    /// sees [`Relayed::Resync`], checks its login in PostgreSQL instead.
+    pub fn revocations(&self) -> broadcast::Receiver<Arc<Revocation>> {
+        self.revocations.subscribe()
     }
 
     /// Follows a session's events; subscribed (confirmed by Redis) on return.
@@ -116,8 +133,18 @@ impl Relay {
 
     async fn dispatch(self, mut pushes: mpsc::UnboundedReceiver<PushInfo>) {
         let prefix = format!("{}:events:", self.key_prefix);
+        let revoked = revocation_channel(&self.key_prefix);
         while let Some(push) = pushes.recv().await {
             match push.kind {
+                PushKind::Message if is_channel(&push.data, &revoked) => {
+                    let revocation = push.data.into_iter().nth(1).and_then(value_text);
+                    match revocation.as_deref().map(serde_json::from_str::<Revocation>) {
+                        Some(Ok(revocation)) => {
+                            let _ = self.revocations.send(Arc::new(revocation));
+                        }
+                        _ => tracing::warn!("unreadable revocation message ignored"),
+                    }
+                }
                 PushKind::Message => {
                     if let Some((session, seq, json)) = parse_message(&prefix, push.data)
                         && let Some(sender) = self.read_senders().get(&session)
@@ -134,14 +161,25 @@ impl Relay {
         }
     }
 
+    /// Subscribes the revocation channel, retrying until Redis answers (a
+    /// lost connection later is [`resubscribe`](Self::resubscribe)'s).
+    async fn subscribe_revocations(self) {
+        let mut delay = Duration::from_millis(50);
+        let mut conn = self.conn.clone();
+        while conn.subscribe(revocation_channel(&self.key_prefix)).await.is_err() {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
     /// Re-establishes every subscription, then tells every socket to resync.
     async fn resubscribe(self) {
         let membership = self.membership.lock().await;
         let mut delay = Duration::from_millis(50);
         loop {
             let mut conn = self.conn.clone();
-            let mut ok = true;
-            for session in membership.keys() {
+            let mut ok = conn.subscribe(revocation_channel(&self.key_prefix)).await.is_ok();
+            for session in membership.keys().take_while(|_| ok) {
                 if conn.subscribe(session_channel(&self.key_prefix, *session)).await.is_err() {
                     ok = false;
                     break;
@@ -157,6 +195,14 @@ impl Relay {
             let _ = sender.send(Relayed::Resync);
         }
         tracing::info!(sessions = membership.len(), "Redis subscriptions restored");
+    }
+}
+
+fn is_channel(data: &[Value], channel: &str) -> bool {
+    match data.first() {
+        Some(Value::BulkString(bytes)) => bytes == channel.as_bytes(),
+        Some(Value::SimpleString(s)) => s == channel,
+        _ => false,
     }
 }
 

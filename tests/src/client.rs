@@ -32,14 +32,22 @@ pub struct Reply {
     pub body: Value,
     /// The `Retry-After` header, if any.
     pub retry_after: Option<String>,
+    /// Every header.
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Reply {
     async fn read(res: reqwest::Response) -> anyhow::Result<Reply> {
         let status = res.status().as_u16();
-        let retry_after = res.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let headers = res.headers().clone();
+        let retry_after = headers.get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = res.text().await?;
-        Ok(Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::Null), retry_after })
+        Ok(Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::Null), retry_after, headers })
+    }
+
+    /// A header's value, if present and text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
     }
 }
 
@@ -106,7 +114,7 @@ impl Client {
 
     /// Registers (as admin for non-candidates) and logs in; returns an authenticated client.
     pub async fn user(&self, email: &str, role: &str) -> anyhow::Result<Client> {
-        let password = "password-123";
+        let password = crate::USER_PASSWORD;
         let registrar = if role == "candidate" {
             self.clone()
         } else {
@@ -143,11 +151,20 @@ impl Client {
 
     /// Opens the session's WebSocket (with `after_seq` when given).
     pub async fn ws(&self, session: &str, after_seq: Option<i64>) -> anyhow::Result<Ws> {
-        let base = self.base.replacen("http://", "ws://", 1);
         let query = after_seq.map(|s| format!("?after_seq={s}")).unwrap_or_default();
+        self.ws_with(session, &query, &[]).await
+    }
+
+    /// Opens the session's WebSocket with a query string (`?…` or empty) and
+    /// extra handshake headers (an `Origin`, say).
+    pub async fn ws_with(&self, session: &str, query: &str, headers: &[(&'static str, &str)]) -> anyhow::Result<Ws> {
+        let base = self.base.replacen("http://", "ws://", 1);
         let mut request = format!("{base}/ws/sessions/{session}{query}").into_client_request()?;
         if let Some(token) = &self.token {
             request.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
+        }
+        for (name, value) in headers {
+            request.headers_mut().insert(*name, value.parse()?);
         }
         let (stream, _) = tokio_tungstenite::connect_async(request).await?;
         Ok(Ws { stream, seen: Vec::new() })
@@ -224,9 +241,15 @@ impl Ws {
 
     /// The close frame's code, waiting up to `limit`.
     pub async fn close_code(&mut self, limit: Duration) -> anyhow::Result<Option<u16>> {
+        Ok(self.close_frame(limit).await?.map(|(code, _)| code))
+    }
+
+    /// The close frame's code and reason, waiting up to `limit` (events
+    /// before it are skipped).
+    pub async fn close_frame(&mut self, limit: Duration) -> anyhow::Result<Option<(u16, String)>> {
         loop {
             match tokio::time::timeout(limit, self.stream.next()).await.context("socket did not close")? {
-                Some(Ok(Message::Close(frame))) => return Ok(frame.map(|f| f.code.into())),
+                Some(Ok(Message::Close(frame))) => return Ok(frame.map(|f| (f.code.into(), f.reason.to_string()))),
                 None => return Ok(None),
                 Some(Ok(_)) => {}
                 Some(Err(_)) => return Ok(None),

@@ -42,6 +42,8 @@ pub fn redis_url() -> String {
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 /// Its password.
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
+/// The password of the users tests register (strong enough for the policy).
+pub const USER_PASSWORD: &str = "amber-walrus-juggles-42";
 const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
 
 /// One test's database and Redis prefix, dropped (both) when the test ends,

@@ -112,7 +112,10 @@ async fn only_the_right_people_reach_a_session() -> anyhow::Result<()> {
         .await?;
     assert_eq!(r.status, 403, "{r:?}");
     let r = anon
-        .post("/auth/register", json!({ "email": "evil@example.com", "password": "password-123", "role": "admin" }))
+        .post(
+            "/auth/register",
+            json!({ "email": "evil@example.com", "password": tests::USER_PASSWORD, "role": "admin" }),
+        )
         .await?;
     assert_eq!(r.status, 403, "{r:?}");
     Ok(())
@@ -128,13 +131,18 @@ async fn expired_tokens_are_refused() -> anyhow::Result<()> {
     // Forge nothing: take a real token and check the API refuses it once past `exp`
     // by verifying with the same key at a later time through the library.
     let config = env.config(shared::config::Component::Api)?;
-    let jwt = api::auth::jwt::Jwt::new(&config.api.jwt);
+    let jwt = api::auth::jwt::Jwt::new(&config.api.jwt)?;
     let token = candidate.token.clone().unwrap_or_default();
     let now = chrono::Utc::now().timestamp();
     assert!(jwt.verify(&token, now).is_ok());
     assert_eq!(jwt.verify(&token, now + 61), Err(api::auth::jwt::TokenError::Expired));
     // And a token issued in the past is refused by the running API.
-    let old = jwt.issue(shared::ids::UserId::new(), shared::domain::Role::Candidate, now - 3600);
+    let old = jwt.issue(
+        shared::ids::UserId::new(),
+        shared::domain::Role::Candidate,
+        shared::ids::TokenFamilyId::new(),
+        now - 3600,
+    );
     let r = anon.with_token(&old).get("/interviews").await?;
     assert_eq!(r.status, 401);
     assert!(r.body["error"]["message"].as_str().is_some_and(|m| m.contains("expired")), "{r:?}");
@@ -147,7 +155,7 @@ async fn refresh_rotates_and_reuse_revokes_the_family() -> anyhow::Result<()> {
     let api = env.start_api().await?;
     let anon = api.client();
     anon.user("c@example.com", "candidate").await?;
-    let pair = anon.login("c@example.com", "password-123").await?;
+    let pair = anon.login("c@example.com", tests::USER_PASSWORD).await?;
     assert_eq!(pair["token_type"], "Bearer");
     assert_eq!(pair["expires_in"], 1800);
     let first = pair["refresh_token"].as_str().unwrap_or_default().to_owned();
@@ -165,7 +173,7 @@ async fn refresh_rotates_and_reuse_revokes_the_family() -> anyhow::Result<()> {
     assert_eq!(after.status, 401, "the family is revoked: {after:?}");
 
     // Logout revokes a fresh family.
-    let pair = anon.login("c@example.com", "password-123").await?;
+    let pair = anon.login("c@example.com", tests::USER_PASSWORD).await?;
     let token = pair["refresh_token"].as_str().unwrap_or_default();
     let user = anon.with_token(pair["access_token"].as_str().unwrap_or_default());
     assert_eq!(user.post("/auth/logout", json!({ "refresh_token": token })).await?.status, 204);
@@ -219,7 +227,7 @@ async fn bad_input_gets_a_clear_error_and_loses_nothing() -> anyhow::Result<()> 
         .post("/interviews", json!({ "title": "t", "position": "p", "language": "en", "topics": [], "max_turns": 3, "duration_minutes": 30 }))
         .await?;
     assert!(r.body["error"]["message"].as_str().is_some_and(|m| m.starts_with("topics")), "{r:?}");
-    let r = anon.post("/auth/register", json!({ "email": "not-an-email", "password": "password-123" })).await?;
+    let r = anon.post("/auth/register", json!({ "email": "not-an-email", "password": tests::USER_PASSWORD })).await?;
     assert_eq!(r.status, 422);
     assert!(r.body["error"]["message"].as_str().is_some_and(|m| m.starts_with("email")), "{r:?}");
     let r = candidate.send("POST", &turns, Some(json!({ "text": "hi" })), &[("Idempotency-Key", "has space")]).await?;

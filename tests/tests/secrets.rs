@@ -236,10 +236,10 @@ async fn secrets_given_as_files_are_read_and_never_logged() -> anyhow::Result<()
         async move {
             let registrar = if role == "candidate" { anon.clone() } else { admin };
             let r = registrar
-                .post("/auth/register", json!({ "email": email, "password": "password-123", "role": role }))
+                .post("/auth/register", json!({ "email": email, "password": tests::USER_PASSWORD, "role": role }))
                 .await?;
             anyhow::ensure!(r.status == 201, "register {email}: {r:?}");
-            let tokens = anon.login(&email, "password-123").await?;
+            let tokens = anon.login(&email, tests::USER_PASSWORD).await?;
             anyhow::Ok(anon.with_token(tokens["access_token"].as_str().context("token")?))
         }
     };

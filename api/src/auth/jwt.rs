@@ -1,17 +1,26 @@
-//! HS256 JWTs: the only algorithm accepted. Built on RustCrypto's `hmac` and
-//! `sha2` (already in the tree through sqlx) rather than a JWT crate that
-//! would bring RSA and elliptic-curve code this service never uses.
+//! HS256 JWTs (`jsonwebtoken` on aws-lc, RFC 8725): the only algorithm
+//! accepted, every token typed in its header (`at+jwt` for access tokens,
+//! RFC 9068; `mfa+jwt` for the second step of a login) so that one kind is
+//! never taken for the other, and `iss`, `aud`, `exp`, `nbf` required.
+//! `exp` and `nbf` are checked here against the caller's clock.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use hmac::{Hmac, KeyInit, Mac};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use shared::config::JwtConfig;
 use shared::domain::Role;
-use shared::ids::UserId;
+use shared::ids::{TokenFamilyId, UserId};
+use uuid::Uuid;
 
-const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+/// `iss` of every token.
+pub const ISSUER: &str = "ai-interviewer";
+/// `aud` of every token: this API.
+pub const AUDIENCE: &str = "ai-interviewer-api";
+/// Header `typ` of access tokens.
+const ACCESS: &str = "at+jwt";
+/// Header `typ` of MFA tokens.
+const MFA: &str = "mfa+jwt";
 
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,18 +29,37 @@ pub struct Claims {
     pub sub: UserId,
     /// The user's role when the token was issued.
     pub role: Role,
-    /// Issued at (Unix seconds).
-    pub iat: i64,
-    /// Expires at (Unix seconds).
-    pub exp: i64,
-    /// Always `access`.
-    pub typ: String,
+    /// The login it belongs to (its refresh-token family): logging out
+    /// revokes it, and with it this token.
+    pub sid: TokenFamilyId,
+}
+
+/// The claims of an MFA token: a login waiting for its second factor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MfaClaims {
+    /// The user.
+    pub sub: UserId,
+    /// The challenge (its failed codes are counted in PostgreSQL).
+    pub jti: Uuid,
+}
+
+/// The registered claims around a token's own (all required; optional here
+/// so that a missing one is reported as such by the validation).
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    iss: Option<String>,
+    aud: Option<String>,
+    iat: Option<i64>,
+    nbf: Option<i64>,
+    exp: Option<i64>,
+    #[serde(flatten)]
+    body: T,
 }
 
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    /// Not three base64url parts of JSON.
+    /// Not a JWT of JSON parts.
     #[error("malformed token")]
     Malformed,
     /// `alg` other than HS256 (including `none`).
@@ -43,7 +71,13 @@ pub enum TokenError {
     /// Past `exp`.
     #[error("token expired")]
     Expired,
-    /// Not an access token.
+    /// Before `nbf`.
+    #[error("token not valid yet")]
+    NotYetValid,
+    /// Another issuer or audience, or a registered claim missing.
+    #[error("token not issued for this API")]
+    Claims,
+    /// Another kind of token (an MFA token where an access token belongs).
     #[error("not an access token")]
     Kind,
 }
@@ -51,136 +85,134 @@ pub enum TokenError {
 /// Signs with the newest key; verifies with every configured key (key rotation).
 #[derive(Clone)]
 pub struct Jwt {
-    signing: Vec<u8>,
-    verifying: Vec<Vec<u8>>,
+    signing: EncodingKey,
+    verifying: Vec<DecodingKey>,
+    validation: Validation,
     /// Lifetime of access tokens.
     pub access_ttl_secs: i64,
 }
 
 impl Jwt {
     /// From `JWT_SECRET_KEY` / `JWT_SECRET_KEY_NEW`.
-    pub fn new(config: &JwtConfig) -> Self {
-        let old = config.secret.as_bytes().to_vec();
-        match &config.new_secret {
-            Some(new) => Self {
-                signing: new.as_bytes().to_vec(),
-                verifying: vec![new.as_bytes().to_vec(), old],
-                access_ttl_secs: config.access_ttl.as_secs() as i64,
-            },
-            None => {
-                Self { signing: old.clone(), verifying: vec![old], access_ttl_secs: config.access_ttl.as_secs() as i64 }
-            }
-        }
-    }
-
-    /// An access token for `user`.
-    pub fn issue(&self, user: UserId, role: Role, now: i64) -> String {
-        let claims = Claims { sub: user, role, iat: now, exp: now + self.access_ttl_secs, typ: "access".into() };
-        let payload = serde_json::to_vec(&claims).unwrap_or_default();
-        let signing_input = format!("{}.{}", B64.encode(HEADER), B64.encode(payload));
-        let signature = mac(&self.signing, signing_input.as_bytes()).finalize().into_bytes();
-        format!("{signing_input}.{}", B64.encode(signature))
-    }
-
-    /// The claims of a valid, unexpired access token.
-    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed);
+    pub fn new(config: &JwtConfig) -> anyhow::Result<Self> {
+        let key = |secret: &str, name: &str| {
+            anyhow::Ok((
+                EncodingKey::from_secret(secret.as_bytes()).map_err(|e| anyhow::anyhow!("{name}: {e}"))?,
+                DecodingKey::from_secret(secret.as_bytes()).map_err(|e| anyhow::anyhow!("{name}: {e}"))?,
+            ))
         };
-        #[derive(Deserialize)]
-        struct Header {
-            alg: String,
-        }
-        let header: Header = decode_json(header)?;
-        if header.alg != "HS256" {
+        let (old_signing, old_verifying) = key(&config.secret, "JWT_SECRET_KEY")?;
+        let (signing, verifying) = match &config.new_secret {
+            Some(new) => {
+                let (signing, verifying) = key(new, "JWT_SECRET_KEY_NEW")?;
+                (signing, vec![verifying, old_verifying])
+            }
+            None => (old_signing, vec![old_verifying]),
+        };
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["iss", "aud", "exp", "nbf", "sub"]);
+        // Checked in `decode` against the caller's clock, without leeway.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        Ok(Self { signing, verifying, validation, access_ttl_secs: config.access_ttl.as_secs() as i64 })
+    }
+
+    /// An access token for `user` in the login `session`.
+    pub fn issue(&self, user: UserId, role: Role, session: TokenFamilyId, now: i64) -> String {
+        self.sign(ACCESS, Claims { sub: user, role, sid: session }, now, self.access_ttl_secs)
+    }
+
+    /// The claims of a valid access token.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        self.decode(token, ACCESS, now)
+    }
+
+    /// An MFA token for `challenge`, valid for `ttl_secs`.
+    pub fn issue_mfa(&self, user: UserId, challenge: Uuid, now: i64, ttl_secs: i64) -> String {
+        self.sign(MFA, MfaClaims { sub: user, jti: challenge }, now, ttl_secs)
+    }
+
+    /// The claims of a valid MFA token.
+    pub fn verify_mfa(&self, token: &str, now: i64) -> Result<MfaClaims, TokenError> {
+        self.decode(token, MFA, now)
+    }
+
+    fn sign<T: Serialize>(&self, typ: &str, body: T, now: i64, ttl_secs: i64) -> String {
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some(typ.to_owned());
+        let envelope = Envelope {
+            iss: Some(ISSUER.into()),
+            aud: Some(AUDIENCE.into()),
+            iat: Some(now),
+            nbf: Some(now),
+            exp: Some(now + ttl_secs),
+            body,
+        };
+        // Serializing plain claims with an HMAC key cannot fail.
+        jsonwebtoken::encode(&header, &envelope, &self.signing).unwrap_or_default()
+    }
+
+    fn decode<T: DeserializeOwned>(&self, token: &str, typ: &str, now: i64) -> Result<T, TokenError> {
+        // The header first, for a precise reason (the signature is checked below).
+        let header = header(token).ok_or(TokenError::Malformed)?;
+        if header.alg.as_deref() != Some("HS256") {
             return Err(TokenError::Algorithm);
         }
-        let signature = B64.decode(signature).map_err(|_| TokenError::Malformed)?;
-        let signing_input = &token[..token.len() - token.rsplit('.').next().map_or(0, str::len) - 1];
-        let valid =
-            self.verifying.iter().any(|key| mac(key, signing_input.as_bytes()).verify_slice(&signature).is_ok());
-        if !valid {
-            return Err(TokenError::Signature);
-        }
-        let claims: Claims = decode_json(payload)?;
-        if claims.typ != "access" {
+        if header.typ.as_deref() != Some(typ) {
             return Err(TokenError::Kind);
         }
-        if claims.exp <= now {
-            return Err(TokenError::Expired);
+        let mut refused = TokenError::Signature;
+        for key in &self.verifying {
+            match jsonwebtoken::decode::<Envelope<T>>(token, key, &self.validation) {
+                Ok(data) => {
+                    let claims = data.claims;
+                    let (Some(exp), Some(nbf)) = (claims.exp, claims.nbf) else {
+                        return Err(TokenError::Claims);
+                    };
+                    if exp <= now {
+                        return Err(TokenError::Expired);
+                    }
+                    if nbf > now {
+                        return Err(TokenError::NotYetValid);
+                    }
+                    return Ok(claims.body);
+                }
+                Err(e) => {
+                    refused = match e.kind() {
+                        // The next key may be the one.
+                        ErrorKind::InvalidSignature => continue,
+                        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
+                            TokenError::Algorithm
+                        }
+                        ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience | ErrorKind::MissingRequiredClaim(_) => {
+                            TokenError::Claims
+                        }
+                        _ => TokenError::Malformed,
+                    };
+                    break;
+                }
+            }
         }
-        Ok(claims)
+        Err(refused)
     }
 }
 
-fn mac(key: &[u8], data: &[u8]) -> Hmac<Sha256> {
-    // HMAC accepts keys of any length; this cannot fail.
-    let mut mac =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    mac.update(data);
-    mac
+/// `alg` and `typ` of a token's header, unverified; none when it is no JWT header.
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: Option<String>,
+    typ: Option<String>,
 }
 
-fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, TokenError> {
-    let bytes = B64.decode(part).map_err(|_| TokenError::Malformed)?;
-    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+fn header(token: &str) -> Option<RawHeader> {
+    use base64::Engine;
+    let encoded = token.split('.').next()?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).ok()?;
+    serde_json::from_slice(&json).ok()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn jwt(secret: &str, new: Option<&str>) -> Jwt {
-        Jwt::new(&JwtConfig {
-            secret: secret.into(),
-            new_secret: new.map(Into::into),
-            access_ttl: Duration::from_secs(1800),
-            refresh_ttl: Duration::from_secs(86400),
-        })
-    }
-
-    const A: &str = "a-secret-that-is-at-least-32-chars!!";
-    const B: &str = "b-secret-that-is-at-least-32-chars!!";
-
-    #[test]
-    fn issued_tokens_verify_until_they_expire() {
-        let j = jwt(A, None);
-        let user = UserId::new();
-        let token = j.issue(user, Role::Candidate, 1_000);
-        let claims = j.verify(&token, 1_001).expect("valid");
-        assert_eq!(claims.sub, user);
-        assert_eq!(claims.role, Role::Candidate);
-        assert_eq!(j.verify(&token, 1_000 + 1800), Err(TokenError::Expired));
-    }
-
-    #[test]
-    fn wrong_key_alg_none_and_tampering_are_refused() {
-        let token = jwt(A, None).issue(UserId::new(), Role::Admin, 1_000);
-        assert_eq!(jwt(B, None).verify(&token, 1_001), Err(TokenError::Signature));
-
-        let payload = token.split('.').nth(1).expect("payload");
-        let none = format!("{}.{payload}.", B64.encode(r#"{"alg":"none","typ":"JWT"}"#));
-        assert_eq!(jwt(A, None).verify(&none, 1_001), Err(TokenError::Algorithm));
-
-        let forged_payload = B64
-            .encode(String::from_utf8(B64.decode(payload).expect("b64")).expect("utf8").replace("admin", "candidate"));
-        let parts: Vec<&str> = token.split('.').collect();
-        let forged = format!("{}.{forged_payload}.{}", parts[0], parts[2]);
-        assert_eq!(jwt(A, None).verify(&forged, 1_001), Err(TokenError::Signature));
-        assert_eq!(jwt(A, None).verify("a.b", 1_001), Err(TokenError::Malformed));
-    }
-
-    #[test]
-    fn during_rotation_the_new_key_signs_and_both_verify() {
-        let old = jwt(A, None).issue(UserId::new(), Role::Candidate, 1_000);
-        let rotating = jwt(A, Some(B));
-        assert!(rotating.verify(&old, 1_001).is_ok());
-        let new = rotating.issue(UserId::new(), Role::Candidate, 1_000);
-        assert!(jwt(B, None).verify(&new, 1_001).is_ok());
-        assert_eq!(jwt(A, None).verify(&new, 1_001), Err(TokenError::Signature));
-    }
-}
+#[path = "jwt_tests.rs"]
+mod tests;

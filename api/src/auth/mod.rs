@@ -1,16 +1,19 @@
 //! Authentication: JWT access tokens, argon2id passwords, refresh-token
-//! rotation, and the [`AuthUser`] extractor every protected route takes.
+//! rotation, revocation, and the [`AuthUser`] extractor every protected
+//! route takes.
 
 pub mod jwt;
 pub mod password;
 pub mod refresh;
+pub mod revoke;
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use shared::db;
 use shared::domain::Role;
-use shared::ids::UserId;
+use shared::ids::{TokenFamilyId, UserId};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -20,8 +23,10 @@ use crate::state::AppState;
 pub struct AuthUser {
     /// User id.
     pub id: UserId,
-    /// Role.
+    /// Role (as it is now, not as the token says).
     pub role: Role,
+    /// The login (refresh-token family) the token belongs to.
+    pub session: TokenFamilyId,
 }
 
 impl AuthUser {
@@ -38,13 +43,19 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// The caller a bearer token names, or a 401 saying why not.
-pub fn verify_bearer(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+/// The caller a bearer token names, or a 401 saying why not: a token that
+/// is valid but whose login was ended or whose account was disabled since
+/// it was issued is refused at once.
+pub async fn verify_bearer(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
     let claims =
         state.jwt.verify(token, chrono::Utc::now().timestamp()).map_err(|e| ApiError::unauthorized(e.to_string()))?;
-    let user = AuthUser { id: claims.sub, role: claims.role };
-    tracing::Span::current().record("user_id", tracing::field::display(user.id));
-    Ok(user)
+    tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
+    match db::users::access(&state.db, claims.sub, claims.sid).await? {
+        db::users::Access::Allowed(role) => Ok(AuthUser { id: claims.sub, role, session: claims.sid }),
+        db::users::Access::Revoked => Err(ApiError::unauthorized("token revoked: this login was ended")),
+        db::users::Access::Disabled => Err(ApiError::unauthorized("account disabled")),
+        db::users::Access::Gone => Err(ApiError::unauthorized("token revoked: no such user")),
+    }
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -52,7 +63,7 @@ impl FromRequestParts<AppState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        verify_bearer(state, token)
+        verify_bearer(state, token).await
     }
 }
 
@@ -63,7 +74,7 @@ impl axum::extract::OptionalFromRequestParts<AppState> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
         match bearer(&parts.headers) {
             None => Ok(None),
-            Some(token) => verify_bearer(state, token).map(Some),
+            Some(token) => verify_bearer(state, token).await.map(Some),
         }
     }
 }

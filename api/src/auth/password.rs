@@ -1,4 +1,5 @@
-//! argon2id password hashes, computed on a few threads of their own.
+//! The password policy, and argon2id password hashes computed on a few
+//! threads of their own.
 //!
 //! Each hash takes 19 MiB (argon2's default memory cost) and a core for tens
 //! of milliseconds. On tokio's blocking pool a burst of logins ran hundreds
@@ -67,4 +68,70 @@ pub async fn verify(password: String, stored: String) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+/// Shortest password accepted (ASVS 5.0 V6.2.1).
+pub const MIN_CHARS: usize = 8;
+/// Longest (ASVS asks at least 64).
+pub const MAX_CHARS: usize = 256;
+
+/// Checks a new password against the policy (ASVS 5.0 V6.2): 8 to 256
+/// characters, no composition rules, and not guessable: zxcvbn's estimate
+/// (common and breached passwords, words, names, keyboard patterns, dates,
+/// repeats, the user's own email) must reach 3 of 4, about 10^8 guesses.
+/// `Err` says which rule failed, for the message naming the field.
+pub async fn check_policy(password: &str, email: &str) -> Result<(), String> {
+    let chars = password.chars().count();
+    if !(MIN_CHARS..=MAX_CHARS).contains(&chars) {
+        return Err(format!("must be {MIN_CHARS} to {MAX_CHARS} characters (got {chars})"));
+    }
+    let (password, email) = (password.to_owned(), email.to_owned());
+    let verdict = tokio::task::spawn_blocking(move || {
+        let local = email.split('@').next().unwrap_or_default().to_owned();
+        let estimate = zxcvbn::zxcvbn(&password, &[email.as_str(), local.as_str()]);
+        if estimate.score() >= zxcvbn::Score::Three {
+            return Ok(());
+        }
+        let mut why = String::from("too easy to guess");
+        if let Some(feedback) = estimate.feedback() {
+            if let Some(warning) = feedback.warning() {
+                why.push_str(&format!(": {warning}"));
+            }
+            for suggestion in feedback.suggestions() {
+                why.push_str(&format!(" {suggestion}"));
+            }
+        }
+        Err(why)
+    })
+    .await;
+    verdict.unwrap_or_else(|_| Err("could not be checked".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_policy;
+
+    #[tokio::test]
+    async fn common_short_and_personal_passwords_are_refused_with_the_rule() {
+        let refused = |r: Result<(), String>| r.expect_err("refused");
+        assert!(refused(check_policy("short1!", "a@example.com").await).contains("8 to 256 characters"));
+        assert!(refused(check_policy(&"x".repeat(257), "a@example.com").await).contains("8 to 256"));
+        for weak in ["password123", "qwertyuiop", "iloveyou2024", "aaaaaaaaaaaa", "P@ssw0rd!", "12345678"] {
+            assert!(refused(check_policy(weak, "a@example.com").await).contains("too easy to guess"), "{weak}");
+        }
+        // Their own email is a poor password.
+        assert!(refused(check_policy("yamada.hanako1", "yamada.hanako1@example.com").await).contains("too easy"));
+    }
+
+    #[tokio::test]
+    async fn long_or_random_passwords_pass_without_composition_rules() {
+        for strong in [
+            "amber-walrus-juggles-42",
+            "correct horse battery staple",
+            "tq8vz2mw0kfj",
+            "すもももももももものうち庭には",
+        ] {
+            assert_eq!(check_policy(strong, "a@example.com").await, Ok(()), "{strong}");
+        }
+    }
 }

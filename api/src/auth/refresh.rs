@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use shared::db::{self, users::User};
 use shared::ids::TokenFamilyId;
 
+use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -48,7 +49,7 @@ pub async fn issue(
     let expires_at = Utc::now() + chrono::Duration::from_std(state.config.api.jwt.refresh_ttl).unwrap_or_default();
     db::tokens::insert(db, user.id, family, &hash(&refresh), expires_at).await?;
     Ok(TokenPair {
-        access_token: state.jwt.issue(user.id, user.role, Utc::now().timestamp()),
+        access_token: state.jwt.issue(user.id, user.role, family, Utc::now().timestamp()),
         refresh_token: refresh,
         token_type: "Bearer",
         expires_in: state.jwt.access_ttl_secs,
@@ -70,18 +71,35 @@ pub async fn rotate(state: &AppState, presented: &str) -> Result<TokenPair, ApiE
         return Err(ApiError::unauthorized("refresh token expired"));
     }
     let user = db::users::find(&mut *tx, token.user_id).await?.ok_or_else(invalid)?;
+    if user.disabled_at.is_some() {
+        return Err(ApiError::unauthorized("account disabled"));
+    }
     db::tokens::revoke(&mut *tx, token.id).await?;
     let pair = issue(state, &mut *tx, &user, token.family_id).await?;
     tx.commit().await.map_err(db::DbError::from)?;
     Ok(pair)
 }
 
-/// Revokes the family of `presented` (logout). Unknown tokens are ignored.
-pub async fn revoke(state: &AppState, presented: &str) -> Result<(), ApiError> {
+/// Ends the login `session` of `user` (logout), and the login of the
+/// refresh token `presented` if it is one of the user's; returns the latter
+/// when it is another login.
+pub async fn revoke(
+    state: &AppState,
+    user: &AuthUser,
+    session: TokenFamilyId,
+    presented: Option<&str>,
+) -> Result<Option<TokenFamilyId>, ApiError> {
     let mut tx = state.db.begin().await.map_err(db::DbError::from)?;
-    if let Some(token) = db::tokens::find_for_update(&mut *tx, &hash(presented)).await? {
+    db::tokens::revoke_family(&mut *tx, session).await?;
+    let mut other = None;
+    if let Some(presented) = presented
+        && let Some(token) = db::tokens::find_for_update(&mut *tx, &hash(presented)).await?
+        && token.user_id == user.id
+        && token.family_id != session
+    {
         db::tokens::revoke_family(&mut *tx, token.family_id).await?;
+        other = Some(token.family_id);
     }
     tx.commit().await.map_err(db::DbError::from)?;
-    Ok(())
+    Ok(other)
 }

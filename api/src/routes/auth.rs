@@ -1,4 +1,4 @@
-//! `/auth`: register, login, refresh, logout.
+//! `/auth`: register, login, refresh, logout, password change.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,6 +10,7 @@ use shared::db::{self, DbError};
 use shared::domain::{Email, Role};
 use shared::ids::TokenFamilyId;
 
+use crate::auth::revoke::{self, Reason, Revocation};
 use crate::auth::{AuthUser, password, refresh};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
@@ -22,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/auth/login", post(login))
         .route("/auth/refresh", post(refresh_tokens))
         .route("/auth/logout", post(logout))
+        .route("/auth/password", post(change_password))
 }
 
 #[derive(Deserialize)]
@@ -31,9 +33,6 @@ struct RegisterIn {
     password: String,
     role: Option<String>,
 }
-
-const MIN_PASSWORD: usize = 8;
-const MAX_PASSWORD: usize = 256;
 
 async fn register(
     State(state): State<AppState>,
@@ -48,10 +47,9 @@ async fn register(
     if role != Role::Candidate && caller.is_none_or(|c| c.role != Role::Admin) {
         return Err(ApiError::forbidden());
     }
-    let chars = body.password.chars().count();
-    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&chars) {
-        return Err(ApiError::invalid(format!("password: must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")));
-    }
+    password::check_policy(&body.password, email.as_str())
+        .await
+        .map_err(|e| ApiError::invalid(format!("password: {e}")))?;
     let user = create_user(&state, &email, body.password, role).await?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "id": user.id, "email": user.email, "role": user.role }))))
 }
@@ -86,6 +84,11 @@ async fn login(State(state): State<AppState>, Json(body): Json<LoginIn>) -> ApiR
         state.metrics.login("bad_password");
         return Err(ApiError::unauthorized("invalid email or password"));
     }
+    if user.disabled_at.is_some() {
+        tracing::info!(outcome = "disabled", user_id = %user.id, "login refused");
+        state.metrics.login("disabled");
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "account_disabled", "this account is disabled"));
+    }
     let pair = refresh::issue(&state, &state.db, &user, TokenFamilyId::new()).await?;
     tracing::info!(outcome = "success", user_id = %user.id, "login");
     state.metrics.login("success");
@@ -101,7 +104,56 @@ async fn refresh_tokens(State(state): State<AppState>, Json(body): Json<RefreshI
     Ok(axum::Json(refresh::rotate(&state, &body.refresh_token).await?))
 }
 
-async fn logout(State(state): State<AppState>, _user: AuthUser, Json(body): Json<RefreshIn>) -> ApiResult<StatusCode> {
-    refresh::revoke(&state, &body.refresh_token).await?;
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogoutIn {
+    refresh_token: Option<String>,
+}
+
+/// Ends the caller's login: its refresh tokens, and the access token at
+/// once (checked on every request); the refresh token in the body, if any,
+/// is revoked with its own login too.
+async fn logout(State(state): State<AppState>, user: AuthUser, body: Option<Json<LogoutIn>>) -> ApiResult<StatusCode> {
+    let presented = body.and_then(|Json(b)| b.refresh_token);
+    let mut logins = vec![user.session];
+    logins.extend(refresh::revoke(&state, &user, user.session, presented.as_deref()).await?);
+    for login in logins {
+        let revocation = Revocation { user_id: user.id, only: Some(login), except: None, reason: Reason::LoggedOut };
+        revoke::announce(&state, &revocation).await;
+    }
+    tracing::info!(user_id = %user.id, "logout");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordIn {
+    current_password: String,
+    new_password: String,
+}
+
+/// Changes the caller's password (the current one required) and ends the
+/// user's other logins.
+async fn change_password(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Json(body): Json<PasswordIn>,
+) -> ApiResult<StatusCode> {
+    let stored = db::users::find(&state.db, user.id).await?.ok_or_else(|| ApiError::unauthorized("no such user"))?;
+    if !password::verify(body.current_password, stored.password_hash).await {
+        return Err(ApiError::invalid("current_password: does not match"));
+    }
+    password::check_policy(&body.new_password, &stored.email)
+        .await
+        .map_err(|e| ApiError::invalid(format!("new_password: {e}")))?;
+    let hash = password::hash(body.new_password).await.map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(DbError::from)?;
+    db::users::set_password(&mut *tx, user.id, &hash).await?;
+    let ended = db::tokens::revoke_user(&mut *tx, user.id, Some(user.session)).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    let revocation =
+        Revocation { user_id: user.id, only: None, except: Some(user.session), reason: Reason::PasswordChanged };
+    revoke::announce(&state, &revocation).await;
+    tracing::info!(user_id = %user.id, ended, "password changed; other logins ended");
     Ok(StatusCode::NO_CONTENT)
 }

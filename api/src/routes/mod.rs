@@ -8,6 +8,7 @@ pub mod health;
 pub mod interviews;
 pub mod metrics;
 pub mod sessions;
+pub mod users;
 
 use std::time::Instant;
 
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::router())
         .merge(interviews::router())
         .merge(sessions::router())
+        .merge(users::router())
         .merge(crate::ws::router());
     Router::new()
         .nest(&state.config.api.prefix, api)

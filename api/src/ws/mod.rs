@@ -24,6 +24,7 @@ use shared::ids::SessionId;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::AuthUser;
+use crate::auth::revoke::Reason;
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
 use crate::relay::Relayed;
@@ -34,9 +35,12 @@ use crate::state::AppState;
 mod slots;
 mod tickets;
 use slots::{claim_connection_slot, refresh_connection_slot, release_connection_slot};
-use tickets::{authenticate, ticket};
+use tickets::{authenticate, check_origin, ticket};
 
 const REPLAY_PAGE: i64 = 500;
+/// Close code of a socket whose login was ended (logout, password change,
+/// account disabled): log in again. 4401 mirrors HTTP's 401.
+pub const REVOKED: u16 = 4401;
 
 /// The routes.
 pub fn router() -> Router<AppState> {
@@ -63,6 +67,9 @@ async fn connect(
             return ApiError::bad_request("not_a_websocket", rejection.body_text()).into_response();
         }
     };
+    if let Err(e) = check_origin(&state, &headers) {
+        return e.into_response();
+    }
     let user = match authenticate(&state, &headers, query.ticket.as_deref(), session_id).await {
         Ok(u) => u,
         Err(e) => return e.into_response(),
@@ -83,6 +90,17 @@ async fn connect(
             let span = tracing::info_span!("websocket", request_id = %request_id, user_id = %user.id, session_id = %session_id);
             tracing::Instrument::instrument(run(state, socket, user, session_id, query.after_seq.unwrap_or(0)), span).await
         })
+}
+
+/// Why a socket's login no longer holds, checked in PostgreSQL (after
+/// revocation messages may have been missed); none when it still does or
+/// cannot be checked now.
+async fn login_ended(state: &AppState, user: AuthUser) -> Option<String> {
+    match db::users::access(&state.db, user.id, user.session).await {
+        Ok(db::users::Access::Allowed(_)) | Err(_) => None,
+        Ok(db::users::Access::Disabled) => Some(Reason::AccountDisabled.as_str().to_owned()),
+        Ok(db::users::Access::Revoked | db::users::Access::Gone) => Some("login ended".to_owned()),
+    }
 }
 
 /// A client frame.
@@ -159,6 +177,7 @@ impl Socket {
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         let mut heard_since_ping = true;
         let shutdown = self.state.shutdown.clone();
+        let mut revocations = self.state.relay.revocations();
         loop {
             tokio::select! {
                 frame = self.ws.recv() => {
@@ -181,10 +200,30 @@ impl Socket {
                 relayed = follow.receiver.recv() => {
                     let result = match relayed {
                         Ok(Relayed::Event { seq, json }) => self.forward(seq, &json).await,
-                        Ok(Relayed::Resync) | Err(RecvError::Lagged(_)) => self.replay().await,
+                        // Revocations may have been missed too.
+                        Ok(Relayed::Resync) | Err(RecvError::Lagged(_)) => match login_ended(&self.state, self.user).await {
+                            Some(reason) => {
+                                self.close(REVOKED, &format!("access revoked: {reason}")).await;
+                                Err(())
+                            }
+                            None => self.replay().await,
+                        },
                         Err(RecvError::Closed) => Err(()),
                     };
                     if result.is_err() {
+                        return;
+                    }
+                }
+                revoked = revocations.recv() => {
+                    let ended = match revoked {
+                        Ok(revocation) => {
+                            revocation.ends(self.user.id, self.user.session).then(|| revocation.reason.as_str().to_owned())
+                        }
+                        Err(RecvError::Lagged(_)) => login_ended(&self.state, self.user).await,
+                        Err(RecvError::Closed) => Some("server shutting down".to_owned()),
+                    };
+                    if let Some(reason) = ended {
+                        self.close(REVOKED, &format!("access revoked: {reason}")).await;
                         return;
                     }
                 }

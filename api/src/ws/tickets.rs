@@ -9,6 +9,7 @@ use base64::Engine;
 use rand::RngExt;
 use serde::Deserialize;
 use serde_json::json;
+use shared::db;
 use shared::ids::SessionId;
 
 use crate::auth::{AuthUser, bearer, verify_bearer};
@@ -37,7 +38,7 @@ pub(super) async fn ticket(
     let mut conn = state.redis.clone();
     redis::cmd("SET")
         .arg(ticket_key(&state, &ticket))
-        .arg(format!("{}|{}|{}", user.id, user.role, body.session_id))
+        .arg(format!("{}|{}|{}", user.id, user.session, body.session_id))
         .arg("EX")
         .arg(TICKET_TTL_SECS)
         .query_async::<()>(&mut conn)
@@ -57,7 +58,7 @@ pub(super) async fn authenticate(
     session: SessionId,
 ) -> ApiResult<AuthUser> {
     if let Some(token) = bearer(headers) {
-        return verify_bearer(state, token);
+        return verify_bearer(state, token).await;
     }
     let Some(ticket) = ticket else {
         return Err(ApiError::unauthorized("missing bearer token or ticket"));
@@ -71,11 +72,36 @@ pub(super) async fn authenticate(
     let invalid = || ApiError::unauthorized("invalid or used ticket");
     let stored = stored.ok_or_else(invalid)?;
     let mut fields = stored.split('|');
-    let (Some(user), Some(role), Some(for_session)) = (fields.next(), fields.next(), fields.next()) else {
+    let (Some(user), Some(login), Some(for_session)) = (fields.next(), fields.next(), fields.next()) else {
         return Err(invalid());
     };
     if for_session != session.to_string() {
         return Err(ApiError::unauthorized("ticket is for another session"));
     }
-    Ok(AuthUser { id: user.parse().map_err(|_| invalid())?, role: role.parse().map_err(|_| invalid())? })
+    let (id, login) = (user.parse().map_err(|_| invalid())?, login.parse().map_err(|_| invalid())?);
+    // Checked again now: the login may have ended since the ticket was issued.
+    match db::users::access(&state.db, id, login).await? {
+        db::users::Access::Allowed(role) => Ok(AuthUser { id, role, session: login }),
+        _ => Err(ApiError::unauthorized("token revoked")),
+    }
+}
+
+/// A browser's handshake (it sends `Origin`) must come from a page of an
+/// origin in `CORS_ALLOWED_ORIGINS`, or of our own host; clients that are
+/// not browsers send none and pass.
+pub(super) fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(axum::http::header::ORIGIN) else { return Ok(()) };
+    let origin = origin.to_str().unwrap_or_default();
+    let same_host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|host| origin.split_once("://").is_some_and(|(_, rest)| rest == host));
+    if same_host || state.config.api.cors_allowed_origins.iter().any(|allowed| allowed == origin) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        "origin_not_allowed",
+        format!("Origin {origin:?} is not in CORS_ALLOWED_ORIGINS"),
+    ))
 }

@@ -71,6 +71,20 @@ pub async fn revoke_family(db: impl PgExecutor<'_>, family: TokenFamilyId) -> Re
         .rows_affected())
 }
 
+/// Revokes every live token of `user`, except those of the login `keep`;
+/// returns how many.
+pub async fn revoke_user(db: impl PgExecutor<'_>, user: UserId, keep: Option<TokenFamilyId>) -> Result<u64, DbError> {
+    Ok(sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = now()
+         WHERE user_id = $1 AND revoked_at IS NULL AND family_id IS DISTINCT FROM $2",
+    )
+    .bind(user)
+    .bind(keep)
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
 /// Deletes expired tokens and those revoked longer than `retention` ago;
 /// returns how many of each.
 pub async fn delete_stale(db: impl PgExecutor<'_>, retention: std::time::Duration) -> Result<(i64, i64), DbError> {

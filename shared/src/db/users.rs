@@ -5,7 +5,7 @@ use sqlx::{FromRow, PgExecutor};
 
 use super::{DbError, conflict};
 use crate::domain::{Email, Role};
-use crate::ids::UserId;
+use crate::ids::{TokenFamilyId, UserId};
 
 /// A user row.
 #[derive(Debug, Clone, FromRow)]
@@ -21,13 +21,15 @@ pub struct User {
     pub role: Role,
     /// Whether TOTP is required at login.
     pub mfa_enabled: bool,
+    /// When an admin disabled the account.
+    pub disabled_at: Option<DateTime<Utc>>,
     /// Created.
     pub created_at: DateTime<Utc>,
 }
 
 macro_rules! columns {
     () => {
-        "id, email, password_hash, role, mfa_enabled, created_at"
+        "id, email, password_hash, role, mfa_enabled, disabled_at, created_at"
     };
 }
 
@@ -62,4 +64,56 @@ pub async fn find(db: impl PgExecutor<'_>, id: UserId) -> Result<Option<User>, D
 /// Whether any admin exists.
 pub async fn admin_exists(db: impl PgExecutor<'_>) -> Result<bool, DbError> {
     Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE role = 'admin')").fetch_one(db).await?)
+}
+
+/// What an access token of `user` in login `session` may do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Allowed, with the user's current role.
+    Allowed(Role),
+    /// The login was ended (logout, password change, reused refresh token).
+    Revoked,
+    /// The account is disabled.
+    Disabled,
+    /// The user no longer exists.
+    Gone,
+}
+
+/// Checks an access token's user and login against what was revoked since
+/// it was issued (one indexed read per request).
+pub async fn access(db: impl PgExecutor<'_>, user: UserId, session: TokenFamilyId) -> Result<Access, DbError> {
+    let row: Option<(String, bool, bool)> = sqlx::query_as(
+        "SELECT role, disabled_at IS NOT NULL,
+                EXISTS (SELECT 1 FROM refresh_tokens WHERE family_id = $2 AND user_id = $1 AND revoked_at IS NULL)
+         FROM users WHERE id = $1",
+    )
+    .bind(user)
+    .bind(session)
+    .fetch_optional(db)
+    .await?;
+    Ok(match row {
+        None => Access::Gone,
+        Some((_, true, _)) => Access::Disabled,
+        Some((_, false, false)) => Access::Revoked,
+        Some((role, false, true)) => {
+            Access::Allowed(role.parse().map_err(|e: String| DbError::Sqlx(sqlx::Error::Decode(e.into())))?)
+        }
+    })
+}
+
+/// Disables (or enables again) an account; false when there is no such user.
+pub async fn set_disabled(db: impl PgExecutor<'_>, id: UserId, disabled: bool) -> Result<bool, DbError> {
+    Ok(sqlx::query("UPDATE users SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now()) END WHERE id = $1")
+        .bind(id)
+        .bind(disabled)
+        .execute(db)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
+/// Replaces a user's password hash.
+pub async fn set_password(db: impl PgExecutor<'_>, id: UserId, password_hash: &str) -> Result<(), DbError> {
+    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1").bind(id).bind(password_hash).execute(db).await?;
+    Ok(())
 }
