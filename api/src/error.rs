@@ -17,12 +17,19 @@ pub struct ApiError {
     pub code: &'static str,
     /// For a person: what was wrong.
     pub message: String,
+    /// `Retry-After` in seconds (a 503 gets a default one).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// Any status with a code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+    /// The same, telling the client when to try again.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
     /// 400: the request could not be read.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -67,8 +74,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
         let mut response = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_SECS.into());
+        let retry_after = self.retry_after.or_else(|| {
+            (self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(u64::from(UNAVAILABLE_RETRY_AFTER_SECS))
+        });
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         response
     }

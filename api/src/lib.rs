@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod metrics;
 pub mod relay;
 pub mod routes;
@@ -64,7 +65,7 @@ impl Api {
     ) -> anyhow::Result<()> {
         let token = self.state.shutdown.clone();
         let app = routes::router(self.state);
-        axum::serve(listener, app)
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 token.cancel();

@@ -73,7 +73,8 @@ impl ApiMetrics {
         self.ws_disconnects.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A login attempt: `success`, `bad_password`, `unknown_user`.
+    /// A login attempt: `success`, `bad_password`, `unknown_user`,
+    /// `disabled`, `throttled`.
     pub fn login(&self, outcome: &'static str) {
         *lock(&self.logins).entry(outcome).or_default() += 1;
     }

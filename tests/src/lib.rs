@@ -99,6 +99,8 @@ impl TestEnv {
             ("JOB_BACKOFF_MAX_MS", "500"),
             ("WORKER_SHUTDOWN_TIMEOUT_SECONDS", "5"),
             ("HEALTH_CHECK_TIMEOUT_MS", "1000"),
+            // Tests send bursts from one address; tests/tests/rate_limits.rs sets its own.
+            ("RATE_LIMIT_PER_MINUTE", "100000"),
             ("REDIS_SOCKET_TIMEOUT", "2"),
             // The AWS credential chain never looks for an instance role here.
             ("AWS_EC2_METADATA_DISABLED", "true"),

@@ -70,6 +70,17 @@ pub async fn verify(password: String, stored: String) -> bool {
     .unwrap_or(false)
 }
 
+/// A hash with the default parameters of a random password nobody knows:
+/// what a login with an unknown email is verified against, so that it takes
+/// as long as a wrong password.
+pub fn unknown_user_hash() -> String {
+    static HASH: LazyLock<String> = LazyLock::new(|| {
+        let secret: [u8; 32] = rand::random();
+        Argon2::default().hash_password(&secret).map(|h| h.to_string()).unwrap_or_default()
+    });
+    HASH.clone()
+}
+
 /// Shortest password accepted (ASVS 5.0 V6.2.1).
 pub const MIN_CHARS: usize = 8;
 /// Longest (ASVS asks at least 64).

@@ -1,5 +1,6 @@
 //! `/auth`: register, login, refresh, logout, password change.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -14,6 +15,7 @@ use crate::auth::revoke::{self, Reason, Revocation};
 use crate::auth::{AuthUser, password, refresh};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
+use crate::limits::{ClientIp, LoginThrottle};
 use crate::state::AppState;
 
 /// The routes.
@@ -70,20 +72,30 @@ struct LoginIn {
     password: String,
 }
 
-async fn login(State(state): State<AppState>, Json(body): Json<LoginIn>) -> ApiResult<impl IntoResponse> {
+async fn login(
+    State(state): State<AppState>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Json(body): Json<LoginIn>,
+) -> ApiResult<impl IntoResponse> {
+    let mut throttle = LoginThrottle::new(&state, &body.email, ip);
+    if let Err(refused) = throttle.check().await {
+        state.metrics.login("throttled");
+        return Err(refused);
+    }
     let user = db::users::find_by_email(&state.db, &body.email).await?;
-    let Some(user) = user else {
-        // Spend the same time as a wrong password, so emails cannot be probed.
-        let _ = password::hash(body.password).await;
-        tracing::info!(outcome = "unknown_user", "login refused");
-        state.metrics.login("unknown_user");
+    // An unknown email costs a verification too (against a hash of nothing
+    // anyone knows) and gets the same answer: emails cannot be probed.
+    let stored = user.as_ref().map_or_else(password::unknown_user_hash, |u| u.password_hash.clone());
+    let matches = password::verify(body.password, stored).await;
+    let known = user.is_some();
+    let Some(user) = user.filter(|_| matches) else {
+        throttle.failed().await?;
+        // Told apart in logs and metrics (operators'), never in the answer.
+        let outcome = if known { "bad_password" } else { "unknown_user" };
+        tracing::info!(outcome, "login refused");
+        state.metrics.login(outcome);
         return Err(ApiError::unauthorized("invalid email or password"));
     };
-    if !password::verify(body.password, user.password_hash.clone()).await {
-        tracing::info!(outcome = "bad_password", user_id = %user.id, "login refused");
-        state.metrics.login("bad_password");
-        return Err(ApiError::unauthorized("invalid email or password"));
-    }
     if user.disabled_at.is_some() {
         tracing::info!(outcome = "disabled", user_id = %user.id, "login refused");
         state.metrics.login("disabled");

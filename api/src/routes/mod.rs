@@ -46,6 +46,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/app.js", axum::routing::get(admin_page::script))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(state.config.api.max_body_bytes))
+        // Inside CORS: preflights are not counted, and a 429 carries CORS headers.
+        .layer(middleware::from_fn_with_state(state.clone(), crate::limits::rate_limit))
         .layer(cors(&state.config.api.cors_allowed_origins))
         .layer(middleware::from_fn_with_state(state.clone(), request_context))
         .with_state(state)

@@ -33,6 +33,8 @@ pub struct ApiConfig {
     pub session_timeout: Duration,
     /// `METRICS_TOKEN`: when set, `/metrics` wants it as a bearer token.
     pub metrics_token: Option<Secret>,
+    /// Request rates and login throttling.
+    pub limits: super::LimitsConfig,
 }
 
 /// Token signing.
@@ -81,6 +83,7 @@ pub(super) fn read(v: &mut Vars, jwt_required: bool) -> ApiConfig {
         health_check_timeout: v.millis("HEALTH_CHECK_TIMEOUT_MS", 2_000, 10, 60_000),
         session_timeout: Duration::from_secs(60 * v.ranged("SESSION_TIMEOUT_MINUTES", 60, 1, 100_000)),
         metrics_token: v.get("METRICS_TOKEN").filter(|t| !t.is_empty()).map(|t| Secret(t.to_owned())),
+        limits: super::limits::read(v),
     }
 }
 

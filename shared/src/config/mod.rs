@@ -5,6 +5,7 @@
 mod api;
 mod bedrock;
 mod database;
+mod limits;
 mod operations;
 mod providers;
 mod redis;
@@ -19,6 +20,7 @@ use std::time::Duration;
 pub use api::{ApiConfig, JwtConfig};
 pub use bedrock::{BedrockAuth, BedrockConfig};
 pub use database::DatabaseConfig;
+pub use limits::{IpBlock, LimitsConfig};
 pub use operations::{AlertConfig, BatchSchedule, BatchSettings, SchedulerConfig};
 pub use providers::{AzureConfig, EndpointConfig, ProviderKind, ProviderPolicy, WorkerConfig};
 pub use redis::RedisConfig;

@@ -171,6 +171,8 @@ fn bad_values_name_their_variable() {
             ("AI_PROVIDER", "claude"),
             ("WS_MAX_CONNECTIONS_PER_USER", "0"),
             ("DATABASE_TRANSACTION_POOLING", "pgbouncer"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8,10.0.0.0/99"),
+            ("RATE_LIMIT_PER_MINUTE", "-1"),
         ],
         Component::Worker,
     )
@@ -183,6 +185,8 @@ fn bad_values_name_their_variable() {
         "AI_PROVIDER",
         "WS_MAX_CONNECTIONS_PER_USER",
         "DATABASE_TRANSACTION_POOLING",
+        "TRUSTED_PROXIES",
+        "RATE_LIMIT_PER_MINUTE",
     ] {
         assert!(text.contains(&format!("{name}:")), "{name} missing from {text}");
     }

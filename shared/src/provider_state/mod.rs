@@ -21,6 +21,12 @@ impl ProviderKeys {
         Self { base: format!("{prefix}:provider:{provider}") }
     }
 
+    /// Keys of a sliding-window log that is not a provider's (the API's
+    /// request rates and login failures, [`rate_limit::try_acquire`]).
+    pub fn limiter(prefix: &str, name: &str) -> Self {
+        Self { base: format!("{prefix}:limit:{name}") }
+    }
+
     fn key(&self, suffix: &str) -> String {
         format!("{}:{suffix}", self.base)
     }

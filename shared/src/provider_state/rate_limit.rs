@@ -82,7 +82,12 @@ if #expired > 0 then
 end
 local count = redis.call('ZCARD', KEYS[1])
 local used = tonumber(redis.call('GET', KEYS[3]) or '0')
-if ARGV[7] == '1' then return {count, used} end
+if ARGV[7] == '1' then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  local wait = 0
+  if oldest[2] then wait = tonumber(oldest[2]) + window - now end
+  return {count, used, wait}
+end
 local max_requests, max_tokens, tokens = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 -- A request larger than the whole token budget still runs, alone.
 if (max_requests > 0 and count >= max_requests) or (max_tokens > 0 and count > 0 and used + tokens > max_tokens) then
@@ -90,14 +95,15 @@ if (max_requests > 0 and count >= max_requests) or (max_tokens > 0 and count > 0
   local wait = window
   if oldest[2] then wait = tonumber(oldest[2]) + window - now end
   if wait < 1 then wait = 1 end
-  return {0, wait}
+  return {0, wait, count}
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[6]), ARGV[5])
 redis.call('HSET', KEYS[2], ARGV[5], tokens)
 redis.call('INCRBY', KEYS[3], tokens)
 local ttl = window + tonumber(ARGV[6]) + 1000
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ttl, 'GT'); redis.call('PEXPIRE', KEYS[i], ttl, 'NX') end
-return {1, 0}
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {1, count + 1, tonumber(oldest[2]) + window - now}
 "
     ))
 });
@@ -140,12 +146,32 @@ pub async fn try_acquire(
     tokens: u32,
     in_flight: Duration,
 ) -> redis::RedisResult<Result<Slot, Duration>> {
+    Ok(acquire_counted(conn, keys, budget, tokens, in_flight).await?.map(|(slot, _)| slot))
+}
+
+/// The window as a grant left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Slots in the window, the new one included.
+    pub count: u64,
+    /// Until the oldest of them expires.
+    pub oldest_expires_in: Duration,
+}
+
+/// [`try_acquire`], also saying what the window holds with the new slot.
+pub async fn acquire_counted(
+    conn: &mut ConnectionManager,
+    keys: &ProviderKeys,
+    budget: &Budget,
+    tokens: u32,
+    in_flight: Duration,
+) -> redis::RedisResult<Result<(Slot, Held), Duration>> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let mut invocation = ACQUIRE.prepare_invoke();
     for key in keys.rate_keys() {
         invocation.key(key);
     }
-    let (granted, wait): (i64, i64) = invocation
+    let (granted, count_or_wait, oldest): (i64, i64, i64) = invocation
         .arg(budget.window.as_millis() as u64)
         .arg(budget.requests.unwrap_or(0))
         .arg(budget.tokens.unwrap_or(0))
@@ -155,7 +181,13 @@ pub async fn try_acquire(
         .arg(0)
         .invoke_async(conn)
         .await?;
-    Ok(if granted == 1 { Ok(Slot(id)) } else { Err(Duration::from_millis(wait.max(1) as u64)) })
+    Ok(if granted == 1 {
+        let held =
+            Held { count: count_or_wait.max(0) as u64, oldest_expires_in: Duration::from_millis(oldest.max(0) as u64) };
+        Ok((Slot(id), held))
+    } else {
+        Err(Duration::from_millis(count_or_wait.max(1) as u64))
+    })
 }
 
 /// The request of `slot` has reached the provider: its window starts now.
@@ -188,11 +220,22 @@ pub async fn settle(
 
 /// What the window of `window` holds now.
 pub async fn usage(conn: &mut ConnectionManager, keys: &ProviderKeys, window: Duration) -> redis::RedisResult<Usage> {
+    Ok(peek(conn, keys, window).await?.0)
+}
+
+/// What the window of `window` holds now, and how long until its oldest
+/// slot expires (zero when empty).
+pub async fn peek(
+    conn: &mut ConnectionManager,
+    keys: &ProviderKeys,
+    window: Duration,
+) -> redis::RedisResult<(Usage, Duration)> {
     let mut invocation = ACQUIRE.prepare_invoke();
     for key in keys.rate_keys() {
         invocation.key(key);
     }
-    let (requests, tokens): (i64, i64) =
+    let (requests, tokens, wait): (i64, i64, i64) =
         invocation.arg(window.as_millis() as u64).arg(0).arg(0).arg(0).arg("").arg(0).arg(1).invoke_async(conn).await?;
-    Ok(Usage { requests: requests.max(0) as u64, tokens: tokens.max(0) as u64 })
+    let usage = Usage { requests: requests.max(0) as u64, tokens: tokens.max(0) as u64 };
+    Ok((usage, Duration::from_millis(wait.max(0) as u64)))
 }
