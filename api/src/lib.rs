@@ -39,8 +39,13 @@ impl Api {
         let (core, redis) = Core::connect(&config).await?;
         let relay = Relay::start(&config.redis).context("REDIS_URL")?;
         let db = core.db.clone();
+        let sealer = match (&config.api.mfa.secret_key, config.api.mfa.enabled) {
+            (Some(key), true) => Some(Arc::new(crate::auth::mfa::Sealer::new(&key.0)?)),
+            _ => None,
+        };
         let state = AppState {
             jwt: Jwt::new(&config.api.jwt)?,
+            sealer,
             core,
             config: Arc::new(config),
             db,

@@ -29,6 +29,7 @@ pub struct ApiMetrics {
     ws_out: AtomicU64,
     ws_disconnects: AtomicU64,
     logins: Mutex<BTreeMap<&'static str, u64>>,
+    mfa: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -79,6 +80,12 @@ impl ApiMetrics {
         *lock(&self.logins).entry(outcome).or_default() += 1;
     }
 
+    /// A second-factor check: `success`, `recovery_code`, `wrong_code`,
+    /// `replayed`, `void`, `enrolled`, `enrolment_wrong_code`.
+    pub fn mfa(&self, outcome: &'static str) {
+        *lock(&self.mfa).entry(outcome).or_default() += 1;
+    }
+
     /// The series, in the text format.
     pub fn render(&self, out: &mut String) {
         {
@@ -126,6 +133,13 @@ impl ApiMetrics {
         let _ = writeln!(out, "# HELP auth_login_count Logins by outcome.\n# TYPE auth_login_count counter");
         for (outcome, n) in lock(&self.logins).iter() {
             let _ = writeln!(out, "auth_login_count{{outcome=\"{outcome}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP auth_mfa_verification_count Second-factor checks by outcome.\n# TYPE auth_mfa_verification_count counter"
+        );
+        for (outcome, n) in lock(&self.mfa).iter() {
+            let _ = writeln!(out, "auth_mfa_verification_count{{outcome=\"{outcome}\"}} {n}");
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct AppState {
     pub relay: Relay,
     /// Token signing.
     pub jwt: Jwt,
+    /// TOTP secrets at rest; none when MFA is off.
+    pub sealer: Option<Arc<crate::auth::mfa::Sealer>>,
     /// Cancelled at shutdown: WebSockets close with "going away".
     pub shutdown: CancellationToken,
     /// WebSockets open on this instance.

@@ -45,6 +45,7 @@ pub const ADMIN_PASSWORD: &str = "admin-password-1";
 /// The password of the users tests register (strong enough for the policy).
 pub const USER_PASSWORD: &str = "amber-walrus-juggles-42";
 const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
+const TOTP_SECRET: &str = "totp-test-secret-totp-test-secret!!";
 
 /// One test's database and Redis prefix, dropped (both) when the test ends,
 /// even when it fails.
@@ -85,6 +86,7 @@ impl TestEnv {
             ("REDIS_URL", redis_url().as_str()),
             ("REDIS_KEY_PREFIX", prefix.as_str()),
             ("JWT_SECRET_KEY", JWT_SECRET),
+            ("TOTP_SECRET_KEY", TOTP_SECRET),
             ("BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
             ("BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
             ("ENVIRONMENT", "test"),

@@ -129,8 +129,18 @@ async fn expired_and_long_revoked_tokens_are_deleted_and_others_kept() -> anyhow
         .await?;
         ids.push(id);
     }
+    for expires in ["now() - interval '1 minute'", "now() + interval '5 minutes'"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO mfa_challenges (id, user_id, expires_at) VALUES ($1, $2, {expires})"
+        )))
+        .bind(Uuid::now_v7())
+        .bind(user)
+        .execute(db)
+        .await?;
+    }
     let run = env.run_batch(Batch::TokenCleanup, json!({})).await?;
-    assert_eq!(run.counts, Some(json!({ "deleted_expired": 1, "deleted_revoked": 1 })), "{run:?}");
+    let counts = json!({ "deleted_expired": 1, "deleted_revoked": 1, "deleted_mfa_challenges": 1 });
+    assert_eq!(run.counts, Some(counts), "{run:?}");
     let left: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM refresh_tokens ORDER BY id").fetch_all(db).await?;
     assert_eq!(left, ids[2..]);
     Ok(())

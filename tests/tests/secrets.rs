@@ -118,6 +118,7 @@ async fn secrets_given_as_files_are_read_and_never_logged() -> anyhow::Result<()
     let redis_password = random("redis-pass");
     let jwt_old = random("jwt-old-key");
     let jwt_new = random("jwt-new-key");
+    let totp_key = random("totp-sealing-key");
     let admin_password = random("admin-pass");
     let metrics_token = random("metrics-token");
     let provider_key = random("sk-provider-key");
@@ -153,6 +154,7 @@ async fn secrets_given_as_files_are_read_and_never_logged() -> anyhow::Result<()
         ("REDIS_PASSWORD", format!("{redis_password}\n")),
         ("JWT_SECRET_KEY", format!("{jwt_old}\n")),
         ("JWT_SECRET_KEY_NEW", format!("{jwt_new}\r\n")),
+        ("TOTP_SECRET_KEY", format!("{totp_key}\n")),
         ("BOOTSTRAP_ADMIN_PASSWORD", format!("{admin_password}\n")),
         ("METRICS_TOKEN", format!("{metrics_token}\n")),
         ("OPENAI_COMPATIBLE_API_KEY", format!("{provider_key}\n")),
@@ -319,6 +321,7 @@ async fn secrets_given_as_files_are_read_and_never_logged() -> anyhow::Result<()
         ("REDIS_PASSWORD", redis_password.clone()),
         ("JWT_SECRET_KEY", jwt_old.clone()),
         ("JWT_SECRET_KEY_NEW", jwt_new.clone()),
+        ("TOTP_SECRET_KEY", totp_key.clone()),
         ("BOOTSTRAP_ADMIN_PASSWORD", admin_password.clone()),
         ("METRICS_TOKEN", metrics_token.clone()),
         ("OPENAI_COMPATIBLE_API_KEY", provider_key.clone()),

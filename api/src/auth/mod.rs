@@ -3,6 +3,7 @@
 //! route takes.
 
 pub mod jwt;
+pub mod mfa;
 pub mod password;
 pub mod refresh;
 pub mod revoke;
@@ -27,6 +28,8 @@ pub struct AuthUser {
     pub role: Role,
     /// The login (refresh-token family) the token belongs to.
     pub session: TokenFamilyId,
+    /// Whether the user enrolled in MFA.
+    pub mfa_enabled: bool,
 }
 
 impl AuthUser {
@@ -51,11 +54,28 @@ pub async fn verify_bearer(state: &AppState, token: &str) -> Result<AuthUser, Ap
         state.jwt.verify(token, chrono::Utc::now().timestamp()).map_err(|e| ApiError::unauthorized(e.to_string()))?;
     tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
     match db::users::access(&state.db, claims.sub, claims.sid).await? {
-        db::users::Access::Allowed(role) => Ok(AuthUser { id: claims.sub, role, session: claims.sid }),
+        db::users::Access::Allowed(role, mfa_enabled) => {
+            Ok(AuthUser { id: claims.sub, role, session: claims.sid, mfa_enabled })
+        }
         db::users::Access::Revoked => Err(ApiError::unauthorized("token revoked: this login was ended")),
         db::users::Access::Disabled => Err(ApiError::unauthorized("account disabled")),
         db::users::Access::Gone => Err(ApiError::unauthorized("token revoked: no such user")),
     }
+}
+
+/// `MFA_REQUIRED_ROLES`: a user of those roles who has not enrolled may
+/// only enrol (and log out) until they do: 403 `mfa_enrolment_required`.
+fn enrolment_required(state: &AppState, user: &AuthUser, path: &str) -> Result<(), ApiError> {
+    let mfa = &state.config.api.mfa;
+    let enrolling = ["/auth/mfa/setup", "/auth/mfa/verify", "/auth/logout"].iter().any(|p| path.ends_with(p));
+    if mfa.enabled && !user.mfa_enabled && mfa.required_roles.contains(&user.role) && !enrolling {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "mfa_enrolment_required",
+            format!("a {} must enrol in MFA first (POST /auth/mfa/setup, then /auth/mfa/verify)", user.role),
+        ));
+    }
+    Ok(())
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -63,7 +83,9 @@ impl FromRequestParts<AppState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        verify_bearer(state, token).await
+        let user = verify_bearer(state, token).await?;
+        enrolment_required(state, &user, parts.uri.path())?;
+        Ok(user)
     }
 }
 
@@ -74,7 +96,11 @@ impl axum::extract::OptionalFromRequestParts<AppState> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
         match bearer(&parts.headers) {
             None => Ok(None),
-            Some(token) => verify_bearer(state, token).await.map(Some),
+            Some(token) => {
+                let user = verify_bearer(state, token).await?;
+                enrolment_required(state, &user, parts.uri.path())?;
+                Ok(Some(user))
+            }
         }
     }
 }

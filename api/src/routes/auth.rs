@@ -1,5 +1,7 @@
 //! `/auth`: register, login, refresh, logout, password change.
 
+use std::time::Duration;
+
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,6 +13,7 @@ use shared::db::{self, DbError};
 use shared::domain::{Email, Role};
 use shared::ids::TokenFamilyId;
 
+use crate::auth::mfa::CHALLENGE_TTL_SECS;
 use crate::auth::revoke::{self, Reason, Revocation};
 use crate::auth::{AuthUser, password, refresh};
 use crate::error::{ApiError, ApiResult};
@@ -101,10 +104,18 @@ async fn login(
         state.metrics.login("disabled");
         return Err(ApiError::new(StatusCode::FORBIDDEN, "account_disabled", "this account is disabled"));
     }
+    if user.mfa_enabled && state.sealer.is_some() {
+        let challenge =
+            db::mfa::create_challenge(&state.db, user.id, Duration::from_secs(CHALLENGE_TTL_SECS as u64)).await?;
+        let token = state.jwt.issue_mfa(user.id, challenge, chrono::Utc::now().timestamp(), CHALLENGE_TTL_SECS);
+        tracing::info!(outcome = "mfa_required", user_id = %user.id, "login waits for its second factor");
+        state.metrics.login("mfa_required");
+        return Ok(axum::Json(json!({ "mfa_required": true, "mfa_token": token, "expires_in": CHALLENGE_TTL_SECS })));
+    }
     let pair = refresh::issue(&state, &state.db, &user, TokenFamilyId::new()).await?;
     tracing::info!(outcome = "success", user_id = %user.id, "login");
     state.metrics.login("success");
-    Ok(axum::Json(pair))
+    Ok(axum::Json(serde_json::to_value(pair).map_err(ApiError::internal)?))
 }
 
 #[derive(Deserialize)]

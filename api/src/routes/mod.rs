@@ -7,6 +7,7 @@ pub mod auth;
 pub mod health;
 pub mod interviews;
 pub mod metrics;
+pub mod mfa;
 pub mod sessions;
 pub mod users;
 
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(admin::router())
         .merge(auth::router())
+        .merge(mfa::router())
         .merge(interviews::router())
         .merge(sessions::router())
         .merge(users::router())

@@ -97,7 +97,7 @@ async fn connect(
 /// cannot be checked now.
 async fn login_ended(state: &AppState, user: AuthUser) -> Option<String> {
     match db::users::access(&state.db, user.id, user.session).await {
-        Ok(db::users::Access::Allowed(_)) | Err(_) => None,
+        Ok(db::users::Access::Allowed(..)) | Err(_) => None,
         Ok(db::users::Access::Disabled) => Some(Reason::AccountDisabled.as_str().to_owned()),
         Ok(db::users::Access::Revoked | db::users::Access::Gone) => Some("login ended".to_owned()),
     }

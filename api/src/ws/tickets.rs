@@ -81,7 +81,7 @@ pub(super) async fn authenticate(
     let (id, login) = (user.parse().map_err(|_| invalid())?, login.parse().map_err(|_| invalid())?);
     // Checked again now: the login may have ended since the ticket was issued.
     match db::users::access(&state.db, id, login).await? {
-        db::users::Access::Allowed(role) => Ok(AuthUser { id, role, session: login }),
+        db::users::Access::Allowed(role, mfa_enabled) => Ok(AuthUser { id, role, session: login, mfa_enabled }),
         _ => Err(ApiError::unauthorized("token revoked")),
     }
 }

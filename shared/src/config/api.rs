@@ -35,6 +35,8 @@ pub struct ApiConfig {
     pub metrics_token: Option<Secret>,
     /// Request rates and login throttling.
     pub limits: super::LimitsConfig,
+    /// TOTP MFA.
+    pub mfa: super::MfaConfig,
 }
 
 /// Token signing.
@@ -84,6 +86,7 @@ pub(super) fn read(v: &mut Vars, jwt_required: bool) -> ApiConfig {
         session_timeout: Duration::from_secs(60 * v.ranged("SESSION_TIMEOUT_MINUTES", 60, 1, 100_000)),
         metrics_token: v.get("METRICS_TOKEN").filter(|t| !t.is_empty()).map(|t| Secret(t.to_owned())),
         limits: super::limits::read(v),
+        mfa: super::mfa::read(v, jwt_required),
     }
 }
 

@@ -4,8 +4,13 @@
 use super::*;
 use std::collections::HashMap;
 
+/// The configuration `component` reads from `pairs` (with a
+/// `TOTP_SECRET_KEY` unless they set one: MFA is on by default).
 pub(super) fn load(pairs: &[(&str, &str)], component: Component) -> Result<Config, ConfigError> {
-    let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    if !map.contains_key("TOTP_SECRET_KEY_FILE") {
+        map.entry("TOTP_SECRET_KEY".into()).or_insert_with(|| SECRET.into());
+    }
     Config::from_vars(Vars::from_map(map), component)
 }
 
@@ -237,4 +242,23 @@ fn azure_defaults_to_the_v1_surface_and_knows_which_versions_stream_usage() {
     }
     let err = azure(&[("AZURE_OPENAI_API_VERSION", "latest")]).expect_err("invalid");
     assert!(err.contains("AZURE_OPENAI_API_VERSION: \"latest\" is not an api-version"), "{err}");
+}
+
+#[test]
+fn mfa_needs_its_key_in_the_api_and_bad_roles_are_named() {
+    let api = |pairs: &[(&str, &str)]| {
+        let mut all = vec![("DATABASE_URL", "postgres://x/y"), ("JWT_SECRET_KEY", SECRET)];
+        all.extend_from_slice(pairs);
+        load(&all, Component::Api)
+    };
+    let err = api(&[("TOTP_SECRET_KEY", "")]).expect_err("no key");
+    assert!(err.to_string().contains("TOTP_SECRET_KEY: is required when MFA_ENABLED is true"), "{err}");
+    assert!(api(&[("TOTP_SECRET_KEY", ""), ("MFA_ENABLED", "false")]).is_ok(), "MFA off needs no key");
+    let err = api(&[("TOTP_SECRET_KEY", "short")]).expect_err("short key");
+    assert!(err.to_string().contains("TOTP_SECRET_KEY: must be at least 32"), "{err}");
+    let err = api(&[("MFA_REQUIRED_ROLES", "admin,boss")]).expect_err("bad role");
+    assert!(err.to_string().contains("MFA_REQUIRED_ROLES:"), "{err}");
+    let c = api(&[("MFA_REQUIRED_ROLES", "admin, recruiter")]).expect("valid");
+    assert_eq!(c.api.mfa.required_roles, vec![crate::domain::Role::Admin, crate::domain::Role::Recruiter]);
+    assert_eq!(c.api.mfa.issuer, "AI Interview System");
 }

@@ -6,6 +6,7 @@ pub mod evaluations;
 pub mod events;
 pub mod failover;
 pub mod interviews;
+pub mod mfa;
 mod pool;
 pub mod sessions;
 pub mod tokens;

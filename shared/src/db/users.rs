@@ -69,8 +69,8 @@ pub async fn admin_exists(db: impl PgExecutor<'_>) -> Result<bool, DbError> {
 /// What an access token of `user` in login `session` may do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Allowed, with the user's current role.
-    Allowed(Role),
+    /// Allowed, with the user's current role and whether they enrolled in MFA.
+    Allowed(Role, bool),
     /// The login was ended (logout, password change, reused refresh token).
     Revoked,
     /// The account is disabled.
@@ -82,9 +82,10 @@ pub enum Access {
 /// Checks an access token's user and login against what was revoked since
 /// it was issued (one indexed read per request).
 pub async fn access(db: impl PgExecutor<'_>, user: UserId, session: TokenFamilyId) -> Result<Access, DbError> {
-    let row: Option<(String, bool, bool)> = sqlx::query_as(
+    let row: Option<(String, bool, bool, bool)> = sqlx::query_as(
         "SELECT role, disabled_at IS NOT NULL,
-                EXISTS (SELECT 1 FROM refresh_tokens WHERE family_id = $2 AND user_id = $1 AND revoked_at IS NULL)
+                EXISTS (SELECT 1 FROM refresh_tokens WHERE family_id = $2 AND user_id = $1 AND revoked_at IS NULL),
+                mfa_enabled
          FROM users WHERE id = $1",
     )
     .bind(user)
@@ -93,10 +94,10 @@ pub async fn access(db: impl PgExecutor<'_>, user: UserId, session: TokenFamilyI
     .await?;
     Ok(match row {
         None => Access::Gone,
-        Some((_, true, _)) => Access::Disabled,
-        Some((_, false, false)) => Access::Revoked,
-        Some((role, false, true)) => {
-            Access::Allowed(role.parse().map_err(|e: String| DbError::Sqlx(sqlx::Error::Decode(e.into())))?)
+        Some((_, true, _, _)) => Access::Disabled,
+        Some((_, false, false, _)) => Access::Revoked,
+        Some((role, false, true, mfa)) => {
+            Access::Allowed(role.parse().map_err(|e: String| DbError::Sqlx(sqlx::Error::Decode(e.into())))?, mfa)
         }
     })
 }

@@ -1,5 +1,6 @@
-//! `token_cleanup`: expired refresh tokens, and revoked ones older than
-//! `TOKEN_CLEANUP_REVOKED_DAYS`, are deleted.
+//! `token_cleanup`: expired refresh tokens, revoked ones older than
+//! `TOKEN_CLEANUP_REVOKED_DAYS`, and expired MFA login challenges are
+//! deleted.
 
 use serde_json::{Value, json};
 use shared::db;
@@ -9,5 +10,6 @@ use super::{BatchError, Context};
 /// Deletes them; counts each kind.
 pub async fn clean(ctx: &Context) -> Result<Value, BatchError> {
     let (expired, revoked) = db::tokens::delete_stale(&ctx.core.db, ctx.config.batches.revoked_token_retention).await?;
-    Ok(json!({ "deleted_expired": expired, "deleted_revoked": revoked }))
+    let challenges = db::mfa::delete_stale_challenges(&ctx.core.db).await?;
+    Ok(json!({ "deleted_expired": expired, "deleted_revoked": revoked, "deleted_mfa_challenges": challenges }))
 }

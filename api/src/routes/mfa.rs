@@ -1,0 +1,222 @@
+//! `/auth/mfa`: TOTP enrolment (setup, then a code confirms it), the second
+//! step of a login (`mfa_token` + code), and turning it off (password +
+//! code). A recovery code is accepted wherever a login or disable takes a
+//! code; enrolment wants a code from the app, which it proves is set up.
+//! With `MFA_ENABLED=false` these answer 404.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json as AxumJson, Router};
+use serde::Deserialize;
+use serde_json::json;
+use shared::db::{self, DbError};
+use shared::ids::{TokenFamilyId, UserId};
+
+use crate::auth::mfa::{self, MAX_FAILURES};
+use crate::auth::{AuthUser, password, refresh};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Json;
+use crate::state::AppState;
+
+/// The routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/mfa/setup", post(setup))
+        .route("/auth/mfa/verify", post(verify))
+        .route("/auth/mfa/disable", post(disable))
+}
+
+fn sealer(state: &AppState) -> ApiResult<&mfa::Sealer> {
+    state.sealer.as_deref().ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "mfa_disabled", "MFA is turned off"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetupIn {
+    password: String,
+}
+
+/// A new secret (replacing an unconfirmed one), its `otpauth://` URI and ten
+/// recovery codes; MFA is on once `verify` gets a code from it.
+async fn setup(State(state): State<AppState>, user: AuthUser, Json(body): Json<SetupIn>) -> ApiResult<Response> {
+    let sealer = sealer(&state)?;
+    let stored = db::users::find(&state.db, user.id).await?.ok_or_else(|| ApiError::unauthorized("no such user"))?;
+    if stored.mfa_enabled {
+        return Err(ApiError::conflict("mfa_already_enabled", "MFA is already on; disable it first"));
+    }
+    if !password::verify(body.password, stored.password_hash).await {
+        return Err(ApiError::invalid("password: does not match"));
+    }
+    let secret = mfa::new_secret();
+    let sealed = sealer.seal(user.id, &secret).map_err(ApiError::internal)?;
+    let (base32, uri) = mfa::enrolment(&secret, &state.config.api.mfa.issuer, &stored.email)
+        .map_err(|e| ApiError::invalid(format!("email: cannot be an authenticator label ({e})")))?;
+    let (codes, hashes) = mfa::recovery_codes();
+    let mut tx = state.db.begin().await.map_err(DbError::from)?;
+    if !db::mfa::set_pending(&mut *tx, user.id, &sealed).await? {
+        return Err(ApiError::conflict("mfa_already_enabled", "MFA is already on; disable it first"));
+    }
+    db::mfa::replace_recovery_codes(&mut tx, user.id, &hashes).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    tracing::info!(user_id = %user.id, "MFA setup started");
+    Ok(AxumJson(json!({ "otpauth_uri": uri, "secret": base32, "recovery_codes": codes })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyIn {
+    code: String,
+    mfa_token: Option<String>,
+}
+
+/// With `mfa_token`: completes a login (answers like login). Without, with
+/// an access token: confirms the enrolment.
+async fn verify(
+    State(state): State<AppState>,
+    user: Option<AuthUser>,
+    Json(body): Json<VerifyIn>,
+) -> ApiResult<Response> {
+    sealer(&state)?;
+    match (body.mfa_token, user) {
+        (Some(token), _) => complete_login(&state, &token, &body.code).await,
+        (None, Some(user)) => confirm(&state, user, &body.code).await,
+        (None, None) => Err(ApiError::unauthorized("mfa_token or an access token is required")),
+    }
+}
+
+async fn confirm(state: &AppState, user: AuthUser, code: &str) -> ApiResult<Response> {
+    let totp = db::mfa::totp(&state.db, user.id).await?.ok_or_else(|| ApiError::unauthorized("no such user"))?;
+    if totp.enabled {
+        return Err(ApiError::conflict("mfa_already_enabled", "MFA is already on"));
+    }
+    let sealed = totp.sealed.ok_or_else(|| ApiError::conflict("mfa_not_set_up", "call /auth/mfa/setup first"))?;
+    let secret = sealer(state)?.open(user.id, &sealed).map_err(ApiError::internal)?;
+    let code = mfa::normalize(code);
+    let step = mfa::is_totp_code(&code).then(|| mfa::matching_step(&secret, &code, now())).flatten();
+    let Some(step) = step else {
+        state.metrics.mfa("enrolment_wrong_code");
+        return Err(ApiError::invalid("code: does not match the authenticator's current code"));
+    };
+    if !db::mfa::confirm(&state.db, user.id, &sealed, step).await? {
+        return Err(ApiError::conflict("mfa_not_set_up", "the setup was replaced; scan the new code"));
+    }
+    state.metrics.mfa("enrolled");
+    tracing::info!(user_id = %user.id, "MFA enabled");
+    Ok(AxumJson(json!({ "mfa_enabled": true })).into_response())
+}
+
+async fn complete_login(state: &AppState, token: &str, code: &str) -> ApiResult<Response> {
+    let claims =
+        state.jwt.verify_mfa(token, now_secs()).map_err(|e| ApiError::unauthorized(format!("mfa_token: {e}")))?;
+    let challenge = db::mfa::challenge(&state.db, claims.jti).await?;
+    let void = |why: &str| ApiError::unauthorized(format!("mfa_token: {why}; log in again"));
+    let challenge = challenge.filter(|c| c.user_id == claims.sub).ok_or_else(|| void("unknown"))?;
+    if challenge.completed {
+        return Err(void("already used"));
+    }
+    if challenge.expired {
+        return Err(void("expired"));
+    }
+    if challenge.failures >= MAX_FAILURES {
+        state.metrics.mfa("void");
+        return Err(void("void after too many wrong codes"));
+    }
+    match check_code(state, claims.sub, code).await? {
+        Checked::Accepted(how) => {
+            if !db::mfa::complete_challenge(&state.db, claims.jti, MAX_FAILURES).await? {
+                return Err(void("already used"));
+            }
+            let user = db::users::find(&state.db, claims.sub).await?.ok_or_else(|| void("unknown"))?;
+            if user.disabled_at.is_some() {
+                return Err(ApiError::new(StatusCode::FORBIDDEN, "account_disabled", "this account is disabled"));
+            }
+            state.metrics.mfa(how);
+            state.metrics.login("success");
+            tracing::info!(outcome = "success", user_id = %user.id, second_factor = how, "login");
+            let pair = refresh::issue(state, &state.db, &user, TokenFamilyId::new()).await?;
+            Ok(AxumJson(pair).into_response())
+        }
+        Checked::Refused(why) => {
+            let failures = db::mfa::fail_challenge(&state.db, claims.jti).await?;
+            state.metrics.mfa(why);
+            let left = MAX_FAILURES.saturating_sub(failures).max(0);
+            Err(ApiError::unauthorized(format!("code: {}; {left} attempts left", refused_text(why))))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisableIn {
+    password: String,
+    code: String,
+}
+
+/// Turns MFA off; the password and a current code (or a recovery code).
+async fn disable(State(state): State<AppState>, user: AuthUser, Json(body): Json<DisableIn>) -> ApiResult<StatusCode> {
+    sealer(&state)?;
+    let stored = db::users::find(&state.db, user.id).await?.ok_or_else(|| ApiError::unauthorized("no such user"))?;
+    if !stored.mfa_enabled {
+        return Err(ApiError::conflict("mfa_not_enabled", "MFA is not on"));
+    }
+    if !password::verify(body.password, stored.password_hash).await {
+        return Err(ApiError::invalid("password: does not match"));
+    }
+    match check_code(&state, user.id, &body.code).await? {
+        Checked::Accepted(how) => state.metrics.mfa(how),
+        Checked::Refused(why) => {
+            state.metrics.mfa(why);
+            return Err(ApiError::invalid(format!("code: {}", refused_text(why))));
+        }
+    }
+    let mut tx = state.db.begin().await.map_err(DbError::from)?;
+    db::mfa::disable(&mut tx, user.id).await?;
+    tx.commit().await.map_err(DbError::from)?;
+    tracing::info!(user_id = %user.id, "MFA disabled");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What a code turned out to be (the metric's outcome).
+enum Checked {
+    Accepted(&'static str),
+    Refused(&'static str),
+}
+
+fn refused_text(why: &str) -> &'static str {
+    match why {
+        "replayed" => "already used; wait for the next code",
+        _ => "does not match",
+    }
+}
+
+/// Checks a TOTP code (each step accepted once, atomically) or a recovery
+/// code (each once) of an enrolled user.
+async fn check_code(state: &AppState, user: UserId, code: &str) -> ApiResult<Checked> {
+    let code = mfa::normalize(code);
+    if !mfa::is_totp_code(&code) {
+        let used = db::mfa::use_recovery_code(&state.db, user, &mfa::recovery_hash(&code)).await?;
+        return Ok(if used { Checked::Accepted("recovery_code") } else { Checked::Refused("wrong_code") });
+    }
+    let totp = db::mfa::totp(&state.db, user).await?.ok_or_else(|| ApiError::unauthorized("no such user"))?;
+    let sealed =
+        totp.sealed.filter(|_| totp.enabled).ok_or_else(|| ApiError::conflict("mfa_not_enabled", "MFA is not on"))?;
+    let secret = sealer(state)?.open(user, &sealed).map_err(ApiError::internal)?;
+    let Some(step) = mfa::matching_step(&secret, &code, now()) else {
+        return Ok(Checked::Refused("wrong_code"));
+    };
+    Ok(if db::mfa::accept_step(&state.db, user, step).await? {
+        Checked::Accepted("success")
+    } else {
+        Checked::Refused("replayed")
+    })
+}
+
+fn now() -> u64 {
+    u64::try_from(now_secs()).unwrap_or_default()
+}
+
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
