@@ -185,7 +185,11 @@ async fn submit(
         visible_session(&state, &user, id).await?;
         return Err(ApiError::forbidden());
     }
-    let accepted = state.core.submit_answer(id, user.id, &body.text, key, &request_id).await?;
+    let accepted = state.core.submit_answer(id, user.id, &body.text, key, &request_id).await.map_err(|e| match e {
+        // Another candidate's session: outsiders learn nothing about it.
+        shared::flow::FlowError::Forbidden => ApiError::not_found("session"),
+        other => other.into(),
+    })?;
     let replayed = if accepted.created { "false" } else { "true" };
     Ok((
         StatusCode::ACCEPTED,
