@@ -46,6 +46,7 @@ async fn every_endpoint_answers_each_kind_of_caller_as_expected() -> anyhow::Res
 
     let cells = vec![
         // Anyone.
+        cell("GET", "/health", None, [200; 6]),
         cell("GET", "/health/live", None, [200; 6]),
         cell("GET", "/health/ready", None, [200; 6]),
         // Interviews: recruiters and admins; a recruiter sees their own only.
@@ -91,6 +92,22 @@ async fn every_endpoint_answers_each_kind_of_caller_as_expected() -> anyhow::Res
             Some(json!({ "current_password": "x", "new_password": "y" })),
             [A, 422, 422, 422, 422, 422],
         ),
+        // A wrong code for the setups above (the admin's failed: not set up).
+        cell("POST", "/auth/mfa/verify", Some(json!({ "code": "000000" })), [A, 422, 422, 422, 422, 409]),
+        cell(
+            "POST",
+            "/auth/mfa/disable",
+            Some(json!({ "password": tests::USER_PASSWORD, "code": "000000" })),
+            [A, 409, 409, 409, 409, 409],
+        ),
+        // Credentials, not roles, decide these (the sixth failure for one account is throttled).
+        cell(
+            "POST",
+            "/auth/login",
+            Some(json!({ "email": "c@example.com", "password": "wrong-wrong" })),
+            [401, 401, 401, 401, 401, 429],
+        ),
+        cell("POST", "/auth/refresh", Some(json!({ "refresh_token": "not-a-token" })), [401; 6]),
         // Ending the session: its candidate, the owner, admins (again: still 202).
         cell("POST", format!("{s}/end"), Some(json!({})), [A, 202, 404, 202, 404, 202]),
         // The scorecard: the interview's owner and admins; the candidate is told 403.
@@ -125,6 +142,28 @@ async fn every_endpoint_answers_each_kind_of_caller_as_expected() -> anyhow::Res
         if cell.path.ends_with("/turns") {
             // Let the accepted answer's turn finish before the next cells.
             ws.until(Duration::from_secs(20), |e| is(e, "turn.completed") && e["number"] == 1).await?;
+        }
+    }
+    // The session's WebSocket, as its HTTP read.
+    for (i, client) in clients.iter().enumerate() {
+        let outcome = match client.ws(&session, None).await {
+            Ok(socket) => {
+                socket.close().await;
+                "101".to_owned()
+            }
+            Err(e) => e.to_string(),
+        };
+        let expected = ["401", "101", "404", "101", "404", "101"][i];
+        if !outcome.contains(expected) {
+            wrong.push(format!("GET /ws/sessions/{session} as {}: {outcome} (expected {expected})", WHO[i]));
+        }
+    }
+    // Last: logging out ends each caller's login.
+    for (i, client) in clients.iter().enumerate() {
+        let status = client.send("POST", "/auth/logout", None, &[]).await?.status;
+        let expected = if i == 0 { A } else { 204 };
+        if status != expected {
+            wrong.push(format!("POST /auth/logout as {}: {status} (expected {expected})", WHO[i]));
         }
     }
     assert!(wrong.is_empty(), "{} cells wrong:\n{}", wrong.len(), wrong.join("\n"));
