@@ -28,7 +28,7 @@ pub struct Event {
 }
 
 /// Token counts of one LLM call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     /// Tokens sent.
     pub prompt_tokens: i32,

@@ -19,7 +19,7 @@ const DESCRIPTION_MAX: usize = 500;
 const WEIGHT_MAX: f64 = 100.0;
 
 /// One thing an interview is judged on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Criterion {
     /// The key of its score in the scorecard.

@@ -2,12 +2,11 @@
 //! retried or deleted), the provider chain as the fleet sees it, and the
 //! batches (schedules, runs, a run by hand).
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::db;
@@ -15,24 +14,27 @@ use shared::domain::{Batch, Role};
 use shared::jobs::QueueName;
 use shared::queue_admin;
 use shared::schedule::BatchParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
+use crate::openapi::ErrorBody;
 use crate::routes::RequestId;
 use crate::state::AppState;
 
 /// The routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/providers", get(providers))
-        .route("/admin/batches", get(batches))
-        .route("/admin/batches/{name}/run", post(run_batch))
-        .route("/admin/queues", get(queues))
-        .route("/admin/queues/{queue}/dead", get(dead_jobs))
-        .route("/admin/queues/{queue}/dead/retry", post(retry_all_dead))
-        .route("/admin/queues/{queue}/dead/{id}/retry", post(retry_dead))
-        .route("/admin/queues/{queue}/dead/{id}", axum::routing::delete(delete_dead))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(providers))
+        .routes(routes!(batches))
+        .routes(routes!(run_batch))
+        .routes(routes!(queues))
+        .routes(routes!(dead_jobs))
+        .routes(routes!(retry_all_dead))
+        .routes(routes!(retry_dead))
+        .routes(routes!(delete_dead))
 }
 
 fn redis_error(e: redis::RedisError) -> ApiError {
@@ -45,6 +47,12 @@ fn queue_named(name: &str) -> Result<QueueName, ApiError> {
 
 /// Each queue: pending, scheduled, running, done, dead, the oldest pending
 /// job's age, and the live worker pools with what each holds.
+#[utoipa::path(get, path = "/admin/queues", tag = "admin", responses(
+        (status = 200, description = "Per queue: pending, scheduled, running, done, dead, oldest pending age; the live worker pools", body = serde_json::Value),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn queues(State(state): State<AppState>, user: AuthUser) -> ApiResult<axum::Json<Value>> {
     user.require(&[Role::Admin])?;
     let views =
@@ -60,6 +68,14 @@ struct DeadQuery {
 }
 
 /// A queue's dead jobs: payload, error, attempts.
+#[utoipa::path(get, path = "/admin/queues/{queue}/dead", tag = "admin", params(("queue" = String, Path, description = "`turns` or `batch`"), ("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1,000)")), responses(
+        (status = 200, description = "`{\"queue\", \"dead\": [...]}`, newest first", body = serde_json::Value),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn dead_jobs(
     State(state): State<AppState>,
     user: AuthUser,
@@ -89,6 +105,15 @@ fn retry_error(e: queue_admin::RetryError) -> ApiError {
 }
 
 /// Puts one dead job back in line (its turn, evaluation or run reset).
+#[utoipa::path(post, path = "/admin/queues/{queue}/dead/{id}/retry", tag = "admin", params(("queue" = String, Path, description = "`turns` or `batch`"), ("id" = String, Path, description = "The dead job's id")), responses(
+        (status = 200, description = "`{\"retried\": [id]}`", body = serde_json::Value),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
+        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn retry_dead(
     State(state): State<AppState>,
     user: AuthUser,
@@ -104,6 +129,14 @@ async fn retry_dead(
 
 /// Puts every dead job of the queue back in line; those that cannot be
 /// retried are listed with the reason.
+#[utoipa::path(post, path = "/admin/queues/{queue}/dead/retry", tag = "admin", params(("queue" = String, Path, description = "`turns` or `batch`")), responses(
+        (status = 200, description = "`{\"retried\": [...], \"refused\": [{\"id\", \"reason\"}]}`", body = serde_json::Value),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn retry_all_dead(
     State(state): State<AppState>,
     user: AuthUser,
@@ -136,6 +169,14 @@ async fn retry_all_dead(
 }
 
 /// Deletes a dead job: 204, or 404 when no dead job has that id.
+#[utoipa::path(delete, path = "/admin/queues/{queue}/dead/{id}", tag = "admin", params(("queue" = String, Path, description = "`turns` or `batch`"), ("id" = String, Path, description = "The dead job's id")), responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn delete_dead(
     State(state): State<AppState>,
     user: AuthUser,
@@ -153,6 +194,12 @@ async fn delete_dead(
 }
 
 /// Each batch with its schedule, next tick and last runs.
+#[utoipa::path(get, path = "/admin/batches", tag = "admin", responses(
+        (status = 200, description = "Each batch: schedule, next tick, last runs", body = serde_json::Value),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn batches(State(state): State<AppState>, user: AuthUser) -> ApiResult<axum::Json<Value>> {
     user.require(&[Role::Admin])?;
     let overview = shared::schedule::overview(&state.db, &state.config, RECENT_RUNS).await?;
@@ -163,7 +210,7 @@ async fn batches(State(state): State<AppState>, user: AuthUser) -> ApiResult<axu
 const RECENT_RUNS: i64 = 5;
 
 /// `POST /admin/batches/{name}/run`: the body is optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RunBody {
     /// `YYYY-MM-DD`: the day to aggregate, or a day of the month to report.
@@ -171,6 +218,16 @@ struct RunBody {
 }
 
 /// Records a run by hand and enqueues it: 202 with the run.
+#[utoipa::path(post, path = "/admin/batches/{name}/run", tag = "admin", request_body = Option<RunBody>, params(("name" = String, Path, description = "The batch, e.g. `token_cleanup`")), responses(
+        (status = 202, description = "`{\"run\": {...}}`: recorded and enqueued", body = serde_json::Value),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
+        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
+        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn run_batch(
     State(state): State<AppState>,
     user: AuthUser,
@@ -196,6 +253,12 @@ async fn run_batch(
 
 /// Each provider of the chain: circuit state, rate-limit headroom, recent
 /// error rate, latency percentiles, tokens and cost today and in all.
+#[utoipa::path(get, path = "/admin/providers", tag = "admin", responses(
+        (status = 200, description = "Each provider: circuit, rate-limit headroom, error rate, latency, tokens and cost", body = serde_json::Value),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn providers(State(state): State<AppState>, user: AuthUser) -> ApiResult<axum::Json<Value>> {
     user.require(&[Role::Admin])?;
     let mut conn = state.redis.clone();

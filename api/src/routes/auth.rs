@@ -5,13 +5,14 @@ use std::time::Duration;
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Router, response::IntoResponse};
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json;
 use shared::db::{self, DbError};
 use shared::domain::{Email, Role};
 use shared::ids::TokenFamilyId;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::mfa::CHALLENGE_TTL_SECS;
 use crate::auth::revoke::{self, Reason, Revocation};
@@ -19,19 +20,20 @@ use crate::auth::{AuthUser, password, refresh};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
 use crate::limits::{ClientIp, LoginThrottle};
+use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
 /// The routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/register", post(register))
-        .route("/auth/login", post(login))
-        .route("/auth/refresh", post(refresh_tokens))
-        .route("/auth/logout", post(logout))
-        .route("/auth/password", post(change_password))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(refresh_tokens))
+        .routes(routes!(logout))
+        .routes(routes!(change_password))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RegisterIn {
     email: String,
@@ -39,6 +41,17 @@ struct RegisterIn {
     role: Option<String>,
 }
 
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterIn, responses(
+        (status = 201, description = "Created: `{\"id\", \"email\", \"role\"}`", body = serde_json::Value),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
+        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
+        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
     caller: Option<AuthUser>,
@@ -69,12 +82,22 @@ pub async fn create_user(state: &AppState, email: &Email, password: String, role
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct LoginIn {
     email: String,
     password: String,
 }
 
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginIn, responses(
+        (status = 200, description = "The token pair, or `{\"mfa_required\": true, \"mfa_token\", \"expires_in\"}`", body = serde_json::Value),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
+        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
+        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     Extension(ClientIp(ip)): Extension<ClientIp>,
@@ -118,16 +141,25 @@ async fn login(
     Ok(axum::Json(serde_json::to_value(pair).map_err(ApiError::internal)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct RefreshIn {
     refresh_token: String,
 }
 
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshIn, responses(
+        (status = 200, description = "A new pair; the presented token is revoked", body = crate::auth::refresh::TokenPair),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
+        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
+        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)))]
 async fn refresh_tokens(State(state): State<AppState>, Json(body): Json<RefreshIn>) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(refresh::rotate(&state, &body.refresh_token).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LogoutIn {
     refresh_token: Option<String>,
@@ -136,6 +168,15 @@ struct LogoutIn {
 /// Ends the caller's login: its refresh tokens, and the access token at
 /// once (checked on every request); the refresh token in the body, if any,
 /// is revoked with its own login too.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = Option<LogoutIn>, responses(
+        (status = 204, description = "This login (and the body's refresh token's) ended"),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
+        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
+        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn logout(State(state): State<AppState>, user: AuthUser, body: Option<Json<LogoutIn>>) -> ApiResult<StatusCode> {
     let presented = body.and_then(|Json(b)| b.refresh_token);
     let mut logins = vec![user.session];
@@ -148,7 +189,7 @@ async fn logout(State(state): State<AppState>, user: AuthUser, body: Option<Json
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PasswordIn {
     current_password: String,
@@ -157,6 +198,15 @@ struct PasswordIn {
 
 /// Changes the caller's password (the current one required) and ends the
 /// user's other logins.
+#[utoipa::path(post, path = "/auth/password", tag = "auth", request_body = PasswordIn, responses(
+        (status = 204, description = "Changed; the user's other logins ended"),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
+        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
+        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn change_password(
     State(state): State<AppState>,
     user: AuthUser,

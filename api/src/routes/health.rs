@@ -6,20 +6,23 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::state::AppState;
 
 /// The routes.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health)).route("/health/live", get(live)).route("/health/ready", get(ready))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health)).routes(routes!(live)).routes(routes!(ready))
 }
 
+/// The process is up.
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, description = "`{\"status\": \"alive\"}`", body = serde_json::Value)))]
 async fn live() -> impl IntoResponse {
     axum::Json(json!({ "status": "alive" }))
 }
@@ -142,6 +145,10 @@ async fn ai_provider_check(state: &AppState) -> (bool, Value) {
     (status != "unhealthy", out)
 }
 
+/// The seed's health document: each dependency with its response time.
+#[utoipa::path(get, path = "/health", tag = "health", responses(
+    (status = 200, description = "`healthy` or `degraded`", body = serde_json::Value),
+    (status = 503, description = "`unhealthy`: the database is down", body = serde_json::Value)))]
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let ((db_ok, database), (redis_ok, redis), (queues_ok, queues), (ai_ok, ai_provider)) =
         tokio::join!(database_check(&state), redis_check(&state), queues_check(&state), ai_provider_check(&state));
@@ -171,6 +178,10 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
     (code, axum::Json(body))
 }
 
+/// Ready for traffic: database and Redis reachable, migrations applied.
+#[utoipa::path(get, path = "/health/ready", tag = "health", responses(
+    (status = 200, description = "Ready", body = serde_json::Value),
+    (status = 503, description = "Not ready: which check failed", body = serde_json::Value)))]
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let limit = state.config.api.health_check_timeout;
     let (migrations, _) = timed(limit, shared::db::migrations_applied(&state.db)).await;

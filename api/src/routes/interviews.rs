@@ -1,32 +1,31 @@
 //! `/interviews`: recruiters define interviews; candidates start sessions on them.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use shared::db::{self, interviews::Interview, interviews::NewInterview};
 use shared::domain::{Language, Role};
 use shared::ids::{InterviewId, UserId};
 use shared::rubric::{self, Criterion};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
+use crate::openapi::ErrorBody;
 use crate::routes::RequestId;
 use crate::routes::sessions::SessionOut;
 use crate::state::AppState;
 
 /// The routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/interviews", post(create).get(list))
-        .route("/interviews/{id}", get(read))
-        .route("/interviews/{id}/sessions", post(start_session))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(read)).routes(routes!(start_session))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct InterviewIn {
     title: String,
@@ -40,7 +39,7 @@ struct InterviewIn {
     criteria: Option<Vec<Criterion>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct InterviewOut {
     id: InterviewId,
     owner_id: UserId,
@@ -113,6 +112,16 @@ impl InterviewIn {
     }
 }
 
+#[utoipa::path(post, path = "/interviews", tag = "interviews", request_body = InterviewIn, responses(
+        (status = 201, description = "Created", body = InterviewOut),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
+        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
+        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
     user: AuthUser,
@@ -123,6 +132,12 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(InterviewOut::from(interview))))
 }
 
+#[utoipa::path(get, path = "/interviews", tag = "interviews", responses(
+        (status = 200, description = "The caller's interviews (all, for an admin)", body = Vec<InterviewOut>),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<impl IntoResponse> {
     user.require(&[Role::Recruiter, Role::Admin])?;
     let owner = (user.role != Role::Admin).then_some(user.id);
@@ -130,6 +145,14 @@ async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<impl I
     Ok(axum::Json(interviews.into_iter().map(InterviewOut::from).collect::<Vec<_>>()))
 }
 
+#[utoipa::path(get, path = "/interviews/{id}", tag = "interviews", params(("id" = uuid::Uuid, Path, description = "The interview's id")), responses(
+        (status = 200, description = "The interview", body = InterviewOut),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn read(
     State(state): State<AppState>,
     user: AuthUser,
@@ -143,6 +166,18 @@ async fn read(
     Ok(axum::Json(InterviewOut::from(interview)))
 }
 
+#[utoipa::path(post, path = "/interviews/{id}/sessions", tag = "interviews", params(("id" = uuid::Uuid, Path, description = "The interview's id")), responses(
+        (status = 201, description = "Started; the opening turn is queued", body = crate::routes::sessions::SessionOut),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
+        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
+        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
+        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn start_session(
     State(state): State<AppState>,
     user: AuthUser,

@@ -20,6 +20,11 @@ use crate::metrics::label;
 use crate::state::AppState;
 
 /// The exposition.
+/// Prometheus text format: this instance's series and the fleet's.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+    (status = 200, description = "The series", content_type = "text/plain", body = String),
+    (status = 401, description = "METRICS_TOKEN is set and the bearer token is not it", body = crate::openapi::ErrorBody),
+    (status = 503, description = "Redis unavailable for the fleet's series", body = crate::openapi::ErrorBody)))]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(token) = &state.config.api.metrics_token
         && !crate::auth::bearer(&headers).is_some_and(|sent| same_secret(sent, &token.0))

@@ -4,35 +4,34 @@
 //! code; enrolment wants a code from the app, which it proves is set up.
 //! With `MFA_ENABLED=false` these answer 404.
 
+use axum::Json as AxumJson;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json as AxumJson, Router};
 use serde::Deserialize;
 use serde_json::json;
 use shared::db::{self, DbError};
 use shared::ids::{TokenFamilyId, UserId};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::mfa::{self, MAX_FAILURES};
 use crate::auth::{AuthUser, password, refresh};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
+use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
 /// The routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/mfa/setup", post(setup))
-        .route("/auth/mfa/verify", post(verify))
-        .route("/auth/mfa/disable", post(disable))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(setup)).routes(routes!(verify)).routes(routes!(disable))
 }
 
 fn sealer(state: &AppState) -> ApiResult<&mfa::Sealer> {
     state.sealer.as_deref().ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "mfa_disabled", "MFA is turned off"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetupIn {
     password: String,
@@ -40,6 +39,17 @@ struct SetupIn {
 
 /// A new secret (replacing an unconfirmed one), its `otpauth://` URI and ten
 /// recovery codes; MFA is on once `verify` gets a code from it.
+#[utoipa::path(post, path = "/auth/mfa/setup", tag = "auth", request_body = SetupIn, responses(
+        (status = 200, description = "`{\"otpauth_uri\", \"secret\", \"recovery_codes\"}`; on once a code confirms it", body = serde_json::Value),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
+        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
+        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
+        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn setup(State(state): State<AppState>, user: AuthUser, Json(body): Json<SetupIn>) -> ApiResult<Response> {
     let sealer = sealer(&state)?;
     let stored = db::users::find(&state.db, user.id).await?.ok_or_else(|| ApiError::unauthorized("no such user"))?;
@@ -64,7 +74,7 @@ async fn setup(State(state): State<AppState>, user: AuthUser, Json(body): Json<S
     Ok(AxumJson(json!({ "otpauth_uri": uri, "secret": base32, "recovery_codes": codes })).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct VerifyIn {
     code: String,
@@ -73,6 +83,17 @@ struct VerifyIn {
 
 /// With `mfa_token`: completes a login (answers like login). Without, with
 /// an access token: confirms the enrolment.
+#[utoipa::path(post, path = "/auth/mfa/verify", tag = "auth", request_body = VerifyIn, responses(
+        (status = 200, description = "With `mfa_token`: the login's token pair; with an access token: `{\"mfa_enabled\": true}`", body = serde_json::Value),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
+        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
+        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
+        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn verify(
     State(state): State<AppState>,
     user: Option<AuthUser>,
@@ -147,7 +168,7 @@ async fn complete_login(state: &AppState, token: &str, code: &str) -> ApiResult<
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DisableIn {
     password: String,
@@ -155,6 +176,17 @@ struct DisableIn {
 }
 
 /// Turns MFA off; the password and a current code (or a recovery code).
+#[utoipa::path(post, path = "/auth/mfa/disable", tag = "auth", request_body = DisableIn, responses(
+        (status = 204, description = "MFA off"),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
+        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
+        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
+        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn disable(State(state): State<AppState>, user: AuthUser, Json(body): Json<DisableIn>) -> ApiResult<StatusCode> {
     sealer(&state)?;
     let stored = db::users::find(&state.db, user.id).await?.ok_or_else(|| ApiError::unauthorized("no such user"))?;

@@ -20,6 +20,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -30,9 +33,11 @@ pub struct RequestId(pub String);
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole HTTP surface.
+/// The whole HTTP surface. Every route but the admin page's is one of the
+/// OpenAPI document's (`openapi.rs`).
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
+    let prefix = state.config.api.prefix.clone();
+    let api = OpenApiRouter::new()
         .merge(health::router())
         .merge(admin::router())
         .merge(auth::router())
@@ -41,9 +46,13 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions::router())
         .merge(users::router())
         .merge(crate::ws::router());
+    let (routes, document) = OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .nest(&prefix, api)
+        .routes(routes!(metrics::metrics))
+        .split_for_parts();
     Router::new()
-        .nest(&state.config.api.prefix, api)
-        .route("/metrics", axum::routing::get(metrics::metrics))
+        .merge(routes)
+        .merge(crate::openapi::docs(&prefix, document))
         .route("/admin", axum::routing::get(admin_page::page))
         .route("/admin/app.js", axum::routing::get(admin_page::script))
         .fallback(|| async { ApiError::not_found("route") })

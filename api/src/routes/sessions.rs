@@ -2,11 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::db::{self, sessions::Session, turns::Turn};
@@ -14,24 +13,23 @@ use shared::domain::{EvaluationStatus, Role, SessionStatus, TurnStatus};
 use shared::events::Usage;
 use shared::flow::Ended;
 use shared::ids::{InterviewId, SessionId, TurnId, UserId};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
+use crate::openapi::ErrorBody;
 use crate::routes::RequestId;
 use crate::state::AppState;
 
 /// The routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/sessions/{id}", get(read))
-        .route("/sessions/{id}/turns", post(submit))
-        .route("/sessions/{id}/end", post(end))
-        .route("/sessions/{id}/evaluation", get(evaluation))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(read)).routes(routes!(submit)).routes(routes!(end)).routes(routes!(evaluation))
 }
 
 /// A session as SPEC §4 names its fields.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SessionOut {
     id: SessionId,
     interview_id: InterviewId,
@@ -61,7 +59,7 @@ impl From<&Session> for SessionOut {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct TurnOut {
     id: TurnId,
     number: i32,
@@ -124,6 +122,13 @@ async fn settle(state: &AppState, id: SessionId) -> ApiResult<()> {
     Ok(())
 }
 
+#[utoipa::path(get, path = "/sessions/{id}", tag = "sessions", params(("id" = uuid::Uuid, Path, description = "The session's id")), responses(
+        (status = 200, description = "The session with its turns", body = SessionOut),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn read(
     State(state): State<AppState>,
     user: AuthUser,
@@ -137,7 +142,7 @@ async fn read(
     Ok(axum::Json(out))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AnswerIn {
     text: String,
@@ -163,6 +168,18 @@ pub fn idempotency_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+#[utoipa::path(post, path = "/sessions/{id}/turns", tag = "sessions", request_body = AnswerIn, params(("id" = uuid::Uuid, Path, description = "The session's id"), ("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters; the same key answers with the same turn")), responses(
+        (status = 202, description = "Accepted: `{\"turn_id\", \"number\", \"status\"}`; `Idempotent-Replayed: true` when the key was seen", body = serde_json::Value),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
+        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
+        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
+        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn submit(
     State(state): State<AppState>,
     user: AuthUser,
@@ -202,6 +219,14 @@ async fn submit(
     ))
 }
 
+#[utoipa::path(post, path = "/sessions/{id}/end", tag = "sessions", params(("id" = uuid::Uuid, Path, description = "The session's id")), responses(
+        (status = 202, description = "`{\"session_id\", \"status\", \"detail\"}`", body = serde_json::Value),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
+        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn end(
     State(state): State<AppState>,
     user: AuthUser,
@@ -221,7 +246,7 @@ async fn end(
     Ok((StatusCode::ACCEPTED, axum::Json(json!({ "session_id": id, "status": status, "detail": note }))))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct EvaluationOut {
     session_id: SessionId,
     status: EvaluationStatus,
@@ -236,6 +261,14 @@ struct EvaluationOut {
     error: Option<String>,
 }
 
+#[utoipa::path(get, path = "/sessions/{id}/evaluation", tag = "sessions", params(("id" = uuid::Uuid, Path, description = "The session's id")), responses(
+        (status = 200, description = "The scorecard (`pending`, `running`, `completed` or `failed`)", body = EvaluationOut),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn evaluation(
     State(state): State<AppState>,
     user: AuthUser,

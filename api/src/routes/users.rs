@@ -2,25 +2,35 @@
 //! account cannot log in, and every login it has ends at once (tokens
 //! refused, WebSockets closed).
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
 use shared::db::{self, DbError};
 use shared::domain::Role;
 use shared::ids::UserId;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::AuthUser;
 use crate::auth::revoke::{self, Reason, Revocation};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Path;
+use crate::openapi::ErrorBody;
 use crate::state::AppState;
 
 /// The routes.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/admin/users/{id}/disable", post(disable)).route("/admin/users/{id}/enable", post(enable))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(disable)).routes(routes!(enable))
 }
 
+#[utoipa::path(post, path = "/admin/users/{id}/disable", tag = "admin", params(("id" = uuid::Uuid, Path, description = "The user's id")), responses(
+        (status = 204, description = "Disabled; every login of the account ended"),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
+        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn disable(State(state): State<AppState>, admin: AuthUser, Path(id): Path<UserId>) -> ApiResult<StatusCode> {
     admin.require(&[Role::Admin])?;
     if id == admin.id {
@@ -38,6 +48,14 @@ async fn disable(State(state): State<AppState>, admin: AuthUser, Path(id): Path<
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/admin/users/{id}/enable", tag = "admin", params(("id" = uuid::Uuid, Path, description = "The user's id")), responses(
+        (status = 204, description = "Enabled"),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn enable(State(state): State<AppState>, admin: AuthUser, Path(id): Path<UserId>) -> ApiResult<StatusCode> {
     admin.require(&[Role::Admin])?;
     if !db::users::set_disabled(&state.db, id, false).await? {

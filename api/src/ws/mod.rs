@@ -8,13 +8,12 @@
 
 use std::sync::atomic::Ordering;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Router};
 use serde::Deserialize;
 use shared::db;
 use shared::domain::Role;
@@ -22,11 +21,14 @@ use shared::events::{Event, EventKind};
 use shared::flow::FlowError;
 use shared::ids::SessionId;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::AuthUser;
 use crate::auth::revoke::Reason;
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
+use crate::openapi::ErrorBody;
 use crate::relay::Relayed;
 use crate::routes::RequestId;
 use crate::routes::sessions::{answer_text, idempotency_key, visible_session};
@@ -35,7 +37,7 @@ use crate::state::AppState;
 mod slots;
 mod tickets;
 use slots::{claim_connection_slot, refresh_connection_slot, release_connection_slot};
-use tickets::{authenticate, check_origin, ticket};
+use tickets::{authenticate, check_origin};
 
 const REPLAY_PAGE: i64 = 500;
 /// Close code of a socket whose login was ended (logout, password change,
@@ -43,8 +45,8 @@ const REPLAY_PAGE: i64 = 500;
 pub const REVOKED: u16 = 4401;
 
 /// The routes.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/ws/sessions/{id}", get(connect)).route("/ws/tickets", post(ticket))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(connect)).routes(routes!(tickets::ticket))
 }
 
 #[derive(Deserialize)]
@@ -53,6 +55,14 @@ struct ConnectQuery {
     ticket: Option<String>,
 }
 
+#[utoipa::path(get, path = "/ws/sessions/{id}", tag = "sessions", params(("id" = uuid::Uuid, Path, description = "The session's id"), ("after_seq" = Option<i64>, Query, description = "Replay stored events after this seq"), ("ticket" = Option<String>, Query, description = "A ticket from POST /ws/tickets, for browsers")), responses(
+        (status = 101, description = "Switching to the WebSocket protocol (README: events, frames, close codes)"),
+        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
+        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
+        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
+        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn connect(
     State(state): State<AppState>,
     Path(session_id): Path<SessionId>,

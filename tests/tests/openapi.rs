@@ -1,0 +1,100 @@
+//! The OpenAPI document (issue 13): generated from the handlers, it lists
+//! every route the router has and nothing else, with the statuses each can
+//! answer; Swagger UI is served from our own assets.
+
+use serde_json::Value;
+use tests::TestEnv;
+
+/// The document's operations: (path, method).
+fn operations(document: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (path, item) in document["paths"].as_object().into_iter().flatten() {
+        for method in item.as_object().into_iter().flatten().map(|(m, _)| m) {
+            out.push((path.clone(), method.clone()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_document_lists_every_route_and_each_route_is_in_it() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let api = env.start_api().await?;
+    let http = reqwest::Client::new();
+    let document: Value = http.get(format!("http://{}/api/v1/openapi.json", api.addr)).send().await?.json().await?;
+    assert!(document["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{}", document["openapi"]);
+    let operations = operations(&document);
+    assert!(operations.len() >= 30, "{operations:?}");
+
+    // Each documented operation reaches a handler: never the router's
+    // fallback ("route not found").
+    for (path, method) in &operations {
+        let concrete = path
+            .replace("{id}", "00000000-0000-7000-8000-000000000000")
+            .replace("{queue}", "turns")
+            .replace("{name}", "token_cleanup");
+        let url = format!("http://{}{concrete}", api.addr);
+        let r = http.request(method.to_uppercase().parse()?, &url).send().await?;
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        let fallback = status == 404 && body["error"]["message"] == "route not found";
+        assert!(!fallback, "{method} {path} is documented but not routed");
+    }
+
+    // And the router has no route the document lacks: every route is
+    // registered through `routes!` (which documents it), but the admin page's.
+    let mut stray = Vec::new();
+    for dir in ["../api/src", "../api/src/routes", "../api/src/ws", "../api/src/auth"] {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path)?;
+            for line in text.lines().filter(|l| l.contains(".route(") && !l.contains("admin_page::")) {
+                stray.push(format!("{}: {}", path.display(), line.trim()));
+            }
+        }
+    }
+    assert!(stray.is_empty(), "routes outside the document: {stray:?}");
+
+    // The statuses: every operation under the prefix but health's can be
+    // refused by the rate limit (429) and by a dependency away (503), and
+    // every error is the one error schema.
+    for (path, method) in &operations {
+        let responses = &document["paths"][path][method]["responses"];
+        let codes: Vec<&String> = responses.as_object().into_iter().flatten().map(|(c, _)| c).collect();
+        if path.contains("/health") || path == "/metrics" {
+            continue;
+        }
+        for required in ["401", "429", "503"] {
+            assert!(codes.iter().any(|c| *c == required), "{method} {path} lacks {required}: {codes:?}");
+        }
+        for (code, response) in responses.as_object().into_iter().flatten() {
+            if code.starts_with('4') || code.starts_with('5') {
+                let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                assert_eq!(schema, "#/components/schemas/ErrorBody", "{method} {path} {code}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_docs_page_and_its_assets_are_served_by_us() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let api = env.start_api().await?;
+    let page = reqwest::get(format!("http://{}/api/v1/docs/", api.addr)).await?;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await?;
+    assert!(html.contains("swagger-ui"), "{html}");
+    for asset in ["swagger-ui.css", "swagger-ui-bundle.js", "swagger-initializer.js"] {
+        let r = reqwest::get(format!("http://{}/api/v1/docs/{asset}", api.addr)).await?;
+        assert_eq!(r.status(), 200, "{asset}");
+        let text = r.text().await?;
+        if asset == "swagger-initializer.js" {
+            assert!(text.contains("/api/v1/openapi.json"), "the UI loads our document: {text}");
+        }
+    }
+    Ok(())
+}
