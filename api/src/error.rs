@@ -88,6 +88,10 @@ impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::Sqlx(sqlx::Error::PoolTimedOut) => ApiError::unavailable("database busy, try again"),
+            // Text PostgreSQL cannot store (the JSON extractor refuses NULs first).
+            DbError::Sqlx(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("22021" | "22P05")) => {
+                ApiError::invalid("text contains characters that cannot be stored")
+            }
             // A failover, a restart, a demoted primary: nothing was stored.
             e if e.is_unavailable() => {
                 tracing::warn!(error = %e, "database unavailable");

@@ -5,10 +5,14 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::error::ApiError;
 
-/// A JSON body: malformed → 400, wrong shape → 422, too large → 413.
+/// A JSON body: malformed → 400, wrong shape → 422 naming the field, too
+/// large → 413, not JSON → 415. Text with a NUL character (which
+/// PostgreSQL cannot store) is refused naming its field, and a number with
+/// no fraction (`30.0`) is an integer, as JSON Schema has it.
 pub struct Json<T>(pub T);
 
 impl<S, T> FromRequest<S> for Json<T>
@@ -19,11 +23,65 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
+        // axum's extractor for the Content-Type, size and syntax checks.
+        let axum::Json(mut value) = axum::Json::<Value>::from_request(req, state).await.map_err(json_rejection)?;
+        normalize(&mut value, &mut String::new()).map_err(ApiError::invalid)?;
+        serde_path_to_error::deserialize(value).map(Json).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                ApiError::invalid(format!("invalid request body: {inner}"))
+            } else {
+                ApiError::invalid(format!("{path}: {inner}"))
+            }
+        })
     }
+}
+
+/// Refuses NUL characters in strings (naming where) and turns numbers
+/// without a fraction into integers.
+fn normalize(value: &mut Value, path: &mut String) -> Result<(), String> {
+    match value {
+        Value::String(s) if s.contains('\0') => Err(format!("{}: must not contain NUL characters", shown(path))),
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                *value = Value::from(f as i64);
+            }
+            Ok(())
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                normalize(item, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        Value::Object(fields) => {
+            for (key, item) in fields.iter_mut() {
+                if key.contains('\0') {
+                    return Err(format!("{}: a field name must not contain NUL characters", shown(path)));
+                }
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                normalize(item, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn shown(path: &str) -> &str {
+    if path.is_empty() { "body" } else { path }
 }
 
 /// An optional JSON body: none when the request has no `Content-Type` (and

@@ -205,6 +205,8 @@ async fn bad_input_gets_a_clear_error_and_loses_nothing() -> anyhow::Result<()> 
         (br#"{}"#.to_vec(), 422, "text"),
         (br#"{"text": "   "}"#.to_vec(), 422, "text"),
         (br#"{"text": "ok", "extra": 1}"#.to_vec(), 422, "extra"),
+        // PostgreSQL cannot store NUL: refused naming the field, not a 500.
+        (br#"{"text": "a\u0000b"}"#.to_vec(), 422, "text: must not contain NUL"),
         (format!(r#"{{"text": "{}"}}"#, "x".repeat(100_000)).into_bytes(), 413, "too large"),
     ];
     for (body, status, mention) in cases {
@@ -227,6 +229,13 @@ async fn bad_input_gets_a_clear_error_and_loses_nothing() -> anyhow::Result<()> 
         .post("/interviews", json!({ "title": "t", "position": "p", "language": "en", "topics": [], "max_turns": 3, "duration_minutes": 30 }))
         .await?;
     assert!(r.body["error"]["message"].as_str().is_some_and(|m| m.starts_with("topics")), "{r:?}");
+    // A number without a fraction is an integer (JSON Schema's reading).
+    let r = recruiter
+        .post("/interviews", json!({ "title": "t", "position": "p", "language": "en", "topics": ["a"], "max_turns": 3.0, "duration_minutes": 30.0 }))
+        .await?;
+    assert_eq!(r.status, 201, "{r:?}");
+    let r = anon.post("/auth/login", json!({ "email": "a\u{0}b@example.com", "password": "x" })).await?;
+    assert_eq!(r.status, 422, "{r:?}");
     let r = anon.post("/auth/register", json!({ "email": "not-an-email", "password": tests::USER_PASSWORD })).await?;
     assert_eq!(r.status, 422);
     assert!(r.body["error"]["message"].as_str().is_some_and(|m| m.starts_with("email")), "{r:?}");
