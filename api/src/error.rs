@@ -51,6 +51,11 @@ impl ApiError {
     pub fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
+    /// 403: a password or code the caller gave to prove who they are does
+    /// not match (`field: does not match`).
+    pub fn mismatch(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "does_not_match", message)
+    }
     /// 409.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)

@@ -61,7 +61,113 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Request bodies as the JSON extractor reads them (`extract.rs`): strings
+/// hold no NUL character (PostgreSQL cannot store one), and no field beyond
+/// those named is accepted.
+const REQUEST_TYPES_END: &str = "In";
+const OTHER_REQUEST_TYPES: [&str; 2] = ["RunBody", "Criterion"];
+
+/// Characters Rust's `trim` removes (Unicode White_Space), as a regex class body.
+const SPACE: &str = "\\t-\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+
+/// Text with something besides white space (and no NUL).
+fn non_blank() -> String {
+    format!("^[^\\u0000]*[^\\u0000{SPACE}][^\\u0000]*$")
+}
+
+/// What `Email::parse` accepts: white space around, none inside, one `@`, a
+/// dot in a domain that neither starts nor ends with one.
+fn email() -> String {
+    let part = format!("[^@\\u0000{SPACE}]");
+    let edge = format!("[^@.\\u0000{SPACE}]");
+    format!("^[{SPACE}]*{part}+@{edge}{part}*\\.{part}*{edge}[{SPACE}]*$")
+}
+
+/// The document as served: what the derive wrote, plus what the extractor
+/// and the handlers enforce on request bodies (the derive cannot say it:
+/// the rules are not the types'). JSON, as utoipa's types do not keep every
+/// keyword.
+pub fn refine(document: &OpenApi, answer_max_chars: usize) -> serde_json::Value {
+    use serde_json::json;
+    let mut value = serde_json::to_value(document).unwrap_or_default();
+    let Some(schemas) = value.pointer_mut("/components/schemas").and_then(serde_json::Value::as_object_mut) else {
+        return value;
+    };
+    let text = |min: usize, max: usize| json!({ "type": "string", "minLength": min, "maxLength": max, "pattern": non_blank() });
+    let password = || {
+        json!({ "type": "string", "minLength": crate::auth::password::MIN_CHARS,
+        "maxLength": crate::auth::password::MAX_CHARS, "pattern": "^[^\\u0000]*$" })
+    };
+    let rules: Vec<(&str, &str, serde_json::Value)> = vec![
+        ("RegisterIn", "email", json!({ "type": "string", "maxLength": 254, "pattern": email() })),
+        ("RegisterIn", "password", password()),
+        ("PasswordIn", "new_password", password()),
+        ("AnswerIn", "text", text(1, answer_max_chars)),
+        ("InterviewIn", "title", text(1, 200)),
+        ("InterviewIn", "position", text(1, 200)),
+        ("InterviewIn", "topics", json!({ "type": "array", "minItems": 1, "maxItems": 50, "items": text(1, 500) })),
+        (
+            "InterviewIn",
+            "criteria",
+            json!({ "type": ["array", "null"], "minItems": shared::rubric::CRITERIA_RANGE.start(),
+            "maxItems": shared::rubric::CRITERIA_RANGE.end(), "items": { "$ref": "#/components/schemas/Criterion" },
+            "description": "The rubric; the four default criteria when absent or null. Names are unique, ignoring case." }),
+        ),
+        ("InterviewIn", "max_turns", json!({ "type": "integer", "minimum": 1, "maximum": 100 })),
+        ("InterviewIn", "duration_minutes", json!({ "type": "integer", "minimum": 1, "maximum": 1440 })),
+        (
+            "Criterion",
+            "name",
+            json!({ "type": "string", "minLength": 1, "maxLength": shared::rubric::NAME_MAX,
+            "pattern": format!("^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\u0000-\\u001f\\u007f-\\u009f{SPACE}][^\\u0000-\\u001f\\u007f-\\u009f]*$") }),
+        ),
+        ("Criterion", "description", text(1, shared::rubric::DESCRIPTION_MAX)),
+        (
+            "Criterion",
+            "weight",
+            json!({ "type": ["number", "null"], "exclusiveMinimum": 0, "maximum": shared::rubric::WEIGHT_MAX }),
+        ),
+        ("RunBody", "date", json!({ "type": ["string", "null"], "format": "date" })),
+    ];
+    for (schema, field, rule) in rules {
+        if let Some(slot) = schemas.get_mut(schema).and_then(|s| s.pointer_mut(&format!("/properties/{field}"))) {
+            *slot = rule;
+        }
+    }
+    for (name, schema) in schemas.iter_mut() {
+        if name.ends_with(REQUEST_TYPES_END) || OTHER_REQUEST_TYPES.contains(&name.as_str()) {
+            close(schema);
+        }
+    }
+    value
+}
+
+/// No NUL in strings, no unknown fields, all the way down.
+fn close(schema: &mut serde_json::Value) {
+    let Some(object) = schema.as_object_mut() else { return };
+    let is_string = match object.get("type") {
+        Some(serde_json::Value::String(t)) => t == "string",
+        Some(serde_json::Value::Array(types)) => types.iter().any(|t| t == "string"),
+        _ => false,
+    };
+    if is_string && !object.contains_key("format") && !object.contains_key("enum") && !object.contains_key("pattern") {
+        object.insert("pattern".into(), "^[^\\u0000]*$".into());
+    }
+    if let Some(properties) = object.get_mut("properties").and_then(serde_json::Value::as_object_mut) {
+        properties.values_mut().for_each(close);
+        object.insert("additionalProperties".into(), false.into());
+    }
+    for key in ["items", "oneOf", "anyOf", "allOf"] {
+        match object.get_mut(key) {
+            Some(serde_json::Value::Array(list)) => list.iter_mut().for_each(close),
+            Some(item @ serde_json::Value::Object(_)) => close(item),
+            _ => {}
+        }
+    }
+}
+
 /// `{prefix}/openapi.json` and the Swagger UI at `{prefix}/docs`.
-pub fn docs(prefix: &str, document: OpenApi) -> Router<AppState> {
-    SwaggerUi::new(format!("{prefix}/docs")).url(format!("{prefix}/openapi.json"), document).into()
+pub fn docs(prefix: &str, document: &OpenApi, answer_max_chars: usize) -> Router<AppState> {
+    let served = refine(document, answer_max_chars);
+    SwaggerUi::new(format!("{prefix}/docs")).external_url_unchecked(format!("{prefix}/openapi.json"), served).into()
 }

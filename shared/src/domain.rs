@@ -191,7 +191,7 @@ impl Email {
     /// Parses a plausible address: one `@`, something on each side, a dot in the domain.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let s = raw.trim();
-        let valid = s.len() <= 254
+        let valid = raw.chars().count() <= 254
             && s.split_once('@').is_some_and(|(local, domain)| {
                 !local.is_empty()
                     && !domain.contains('@')

@@ -14,9 +14,12 @@ pub const CRITERIA_RANGE: std::ops::RangeInclusive<usize> = 1..=10;
 pub const SCORE_RANGE: std::ops::RangeInclusive<i32> = 1..=5;
 /// The recommendations a scorecard chooses from, best first.
 pub const RECOMMENDATIONS: [&str; 4] = ["strong_hire", "hire", "no_hire", "strong_no_hire"];
-const NAME_MAX: usize = 64;
-const DESCRIPTION_MAX: usize = 500;
-const WEIGHT_MAX: f64 = 100.0;
+/// Longest criterion name.
+pub const NAME_MAX: usize = 64;
+/// Longest criterion description.
+pub const DESCRIPTION_MAX: usize = 500;
+/// Largest weight.
+pub const WEIGHT_MAX: f64 = 100.0;
 
 /// One thing an interview is judged on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -61,15 +64,16 @@ pub fn validate(criteria: Vec<Criterion>) -> Result<Vec<Criterion>, String> {
     let mut seen = HashSet::new();
     let mut valid = Vec::with_capacity(criteria.len());
     for (i, c) in criteria.into_iter().enumerate() {
+        // Lengths are of what was sent (the limits the OpenAPI document states).
         let name = c.name.trim().to_owned();
-        if name.is_empty() || name.chars().count() > NAME_MAX || name.chars().any(char::is_control) {
+        if name.is_empty() || c.name.chars().count() > NAME_MAX || c.name.chars().any(char::is_control) {
             return Err(format!("criteria[{i}].name: must be 1 to {NAME_MAX} characters, without control characters"));
         }
         if !seen.insert(name.to_lowercase()) {
             return Err(format!("criteria[{i}].name: {name:?} is given twice (names are compared ignoring case)"));
         }
         let description = c.description.trim().to_owned();
-        if description.is_empty() || description.chars().count() > DESCRIPTION_MAX {
+        if description.is_empty() || c.description.chars().count() > DESCRIPTION_MAX {
             return Err(format!("criteria[{i}].description: must be 1 to {DESCRIPTION_MAX} characters"));
         }
         if let Some(w) = c.weight

@@ -68,7 +68,7 @@ async fn enrol_log_in_with_a_code_once_void_after_five_wrong_recover_and_disable
     let user = anon.user("c@example.com", "candidate").await?;
 
     let wrong = user.post("/auth/mfa/setup", json!({ "password": "not-it-at-all" })).await?;
-    assert_eq!(wrong.status, 422, "{wrong:?}");
+    assert_eq!(wrong.status, 403, "{wrong:?}");
     let setup = user.post("/auth/mfa/setup", json!({ "password": USER_PASSWORD })).await?;
     assert_eq!(setup.status, 200, "{setup:?}");
     let uri = setup.body["otpauth_uri"].as_str().unwrap_or_default();
@@ -84,7 +84,7 @@ async fn enrol_log_in_with_a_code_once_void_after_five_wrong_recover_and_disable
 
     let step = step_now();
     let bad = user.post("/auth/mfa/verify", json!({ "code": code_at(&secret, step + 5) })).await?;
-    assert_eq!(bad.status, 422, "{bad:?}");
+    assert_eq!(bad.status, 403, "{bad:?}");
     let confirmed = user.post("/auth/mfa/verify", json!({ "code": code_at(&secret, step) })).await?;
     assert_eq!((confirmed.status, &confirmed.body["mfa_enabled"]), (200, &json!(true)), "{confirmed:?}");
     assert_eq!(user.post("/auth/mfa/setup", json!({ "password": USER_PASSWORD })).await?.status, 409);
@@ -133,10 +133,10 @@ async fn enrol_log_in_with_a_code_once_void_after_five_wrong_recover_and_disable
     // Disabling takes the password and a code (the first MFA login's token).
     let holder = signed_in;
     let no_code = holder.post("/auth/mfa/disable", json!({ "password": USER_PASSWORD, "code": wrong_code })).await?;
-    assert_eq!(no_code.status, 422, "{no_code:?}");
+    assert_eq!(no_code.status, 403, "{no_code:?}");
     let no_password =
         holder.post("/auth/mfa/disable", json!({ "password": "nope-nope-nope", "code": recovery[1] })).await?;
-    assert_eq!(no_password.status, 422, "{no_password:?}");
+    assert_eq!(no_password.status, 403, "{no_password:?}");
     let off = holder.post("/auth/mfa/disable", json!({ "password": USER_PASSWORD, "code": recovery[1] })).await?;
     assert_eq!(off.status, 204, "{off:?}");
     assert!(login(&anon).await?["access_token"].is_string(), "no second step any more");

@@ -68,7 +68,7 @@ struct DeadQuery {
 }
 
 /// A queue's dead jobs: payload, error, attempts.
-#[utoipa::path(get, path = "/admin/queues/{queue}/dead", tag = "admin", params(("queue" = String, Path, description = "`turns` or `batch`"), ("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1,000)")), responses(
+#[utoipa::path(get, path = "/admin/queues/{queue}/dead", tag = "admin", params(("queue" = String, Path, description = "`turns` or `batch`"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100)")), responses(
         (status = 200, description = "`{\"queue\", \"dead\": [...]}`, newest first", body = serde_json::Value),
         (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),

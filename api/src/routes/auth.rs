@@ -38,7 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct RegisterIn {
     email: String,
     password: String,
-    role: Option<String>,
+    role: Option<Role>,
 }
 
 #[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterIn, responses(
@@ -58,10 +58,7 @@ async fn register(
     Json(body): Json<RegisterIn>,
 ) -> ApiResult<impl IntoResponse> {
     let email = Email::parse(&body.email).map_err(|e| ApiError::invalid(format!("email: {e}")))?;
-    let role: Role = match body.role.as_deref() {
-        None => Role::Candidate,
-        Some(r) => r.parse().map_err(|e| ApiError::invalid(format!("role: {e}")))?,
-    };
+    let role = body.role.unwrap_or(Role::Candidate);
     if role != Role::Candidate && caller.is_none_or(|c| c.role != Role::Admin) {
         return Err(ApiError::forbidden());
     }
@@ -205,6 +202,7 @@ struct PasswordIn {
         (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
         (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "A password or code that does not match (`does_not_match`)", body = ErrorBody),
         (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
         (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
 async fn change_password(
@@ -214,7 +212,7 @@ async fn change_password(
 ) -> ApiResult<StatusCode> {
     let stored = db::users::find(&state.db, user.id).await?.ok_or_else(|| ApiError::unauthorized("no such user"))?;
     if !password::verify(body.current_password, stored.password_hash).await {
-        return Err(ApiError::invalid("current_password: does not match"));
+        return Err(ApiError::mismatch("current_password: does not match"));
     }
     password::check_policy(&body.new_password, &stored.email)
         .await

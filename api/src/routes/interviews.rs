@@ -30,7 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct InterviewIn {
     title: String,
     position: String,
-    language: String,
+    language: Language,
     topics: Vec<String>,
     max_turns: i32,
     duration_minutes: i32,
@@ -71,8 +71,10 @@ impl From<Interview> for InterviewOut {
 }
 
 fn text_field(name: &str, value: String, max: usize) -> ApiResult<String> {
+    // The length is of what was sent (the limit the OpenAPI document states).
+    let sent = value.chars().count();
     let value = value.trim().to_owned();
-    if value.is_empty() || value.chars().count() > max {
+    if value.is_empty() || sent > max {
         return Err(ApiError::invalid(format!("{name}: must be 1 to {max} characters")));
     }
     Ok(value)
@@ -80,7 +82,6 @@ fn text_field(name: &str, value: String, max: usize) -> ApiResult<String> {
 
 impl InterviewIn {
     fn validate(self) -> ApiResult<NewInterview> {
-        let language = self.language.parse().map_err(|e| ApiError::invalid(format!("language: {e}")))?;
         if self.topics.is_empty() || self.topics.len() > 50 {
             return Err(ApiError::invalid("topics: must hold 1 to 50 topics"));
         }
@@ -103,7 +104,7 @@ impl InterviewIn {
         Ok(NewInterview {
             title: text_field("title", self.title, 200)?,
             position: text_field("position", self.position, 200)?,
-            language,
+            language: self.language,
             topics,
             max_turns: self.max_turns,
             duration_minutes: self.duration_minutes,

@@ -46,6 +46,7 @@ struct SetupIn {
         (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
         (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "A password or code that does not match (`does_not_match`)", body = ErrorBody),
         (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
         (status = 409, description = "Conflicts with the current state", body = ErrorBody),
         (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
@@ -57,7 +58,7 @@ async fn setup(State(state): State<AppState>, user: AuthUser, Json(body): Json<S
         return Err(ApiError::conflict("mfa_already_enabled", "MFA is already on; disable it first"));
     }
     if !password::verify(body.password, stored.password_hash).await {
-        return Err(ApiError::invalid("password: does not match"));
+        return Err(ApiError::mismatch("password: does not match"));
     }
     let secret = mfa::new_secret();
     let sealed = sealer.seal(user.id, &secret).map_err(ApiError::internal)?;
@@ -90,6 +91,7 @@ struct VerifyIn {
         (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
         (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "A password or code that does not match (`does_not_match`)", body = ErrorBody),
         (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
         (status = 409, description = "Conflicts with the current state", body = ErrorBody),
         (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
@@ -118,7 +120,7 @@ async fn confirm(state: &AppState, user: AuthUser, code: &str) -> ApiResult<Resp
     let step = mfa::is_totp_code(&code).then(|| mfa::matching_step(&secret, &code, now())).flatten();
     let Some(step) = step else {
         state.metrics.mfa("enrolment_wrong_code");
-        return Err(ApiError::invalid("code: does not match the authenticator's current code"));
+        return Err(ApiError::mismatch("code: does not match the authenticator's current code"));
     };
     if !db::mfa::confirm(&state.db, user.id, &sealed, step).await? {
         return Err(ApiError::conflict("mfa_not_set_up", "the setup was replaced; scan the new code"));
@@ -183,6 +185,7 @@ struct DisableIn {
         (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
         (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
+        (status = 403, description = "A password or code that does not match (`does_not_match`)", body = ErrorBody),
         (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
         (status = 409, description = "Conflicts with the current state", body = ErrorBody),
         (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
@@ -194,13 +197,13 @@ async fn disable(State(state): State<AppState>, user: AuthUser, Json(body): Json
         return Err(ApiError::conflict("mfa_not_enabled", "MFA is not on"));
     }
     if !password::verify(body.password, stored.password_hash).await {
-        return Err(ApiError::invalid("password: does not match"));
+        return Err(ApiError::mismatch("password: does not match"));
     }
     match check_code(&state, user.id, &body.code).await? {
         Checked::Accepted(how) => state.metrics.mfa(how),
         Checked::Refused(why) => {
             state.metrics.mfa(why);
-            return Err(ApiError::invalid(format!("code: {}", refused_text(why))));
+            return Err(ApiError::mismatch(format!("code: {}", refused_text(why))));
         }
     }
     let mut tx = state.db.begin().await.map_err(DbError::from)?;

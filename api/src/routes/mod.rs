@@ -52,7 +52,7 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     Router::new()
         .merge(routes)
-        .merge(crate::openapi::docs(&prefix, document))
+        .merge(crate::openapi::docs(&prefix, &document, state.config.api.answer_max_chars))
         .route("/admin", axum::routing::get(admin_page::page))
         .route("/admin/app.js", axum::routing::get(admin_page::script))
         .fallback(|| async { ApiError::not_found("route") })

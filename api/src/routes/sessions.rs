@@ -168,7 +168,7 @@ pub fn idempotency_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
-#[utoipa::path(post, path = "/sessions/{id}/turns", tag = "sessions", request_body = AnswerIn, params(("id" = uuid::Uuid, Path, description = "The session's id"), ("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters; the same key answers with the same turn")), responses(
+#[utoipa::path(post, path = "/sessions/{id}/turns", tag = "sessions", request_body = AnswerIn, params(("id" = uuid::Uuid, Path, description = "The session's id"), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,200}$", description = "1 to 200 visible ASCII characters; the same key answers with the same turn")), responses(
         (status = 202, description = "Accepted: `{\"turn_id\", \"number\", \"status\"}`; `Idempotent-Replayed: true` when the key was seen", body = serde_json::Value),
         (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
         (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
