@@ -25,6 +25,14 @@ async fn the_document_lists_every_route_and_each_route_is_in_it() -> anyhow::Res
     assert!(document["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{}", document["openapi"]);
     let operations = operations(&document);
     assert!(operations.len() >= 30, "{operations:?}");
+    // Operation ids name one operation each (clients generate methods from them).
+    let mut ids: Vec<&str> =
+        operations.iter().filter_map(|(p, m)| document["paths"][p][m]["operationId"].as_str()).collect();
+    assert_eq!(ids.len(), operations.len(), "an operation without an id");
+    ids.sort_unstable();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), before, "operation ids repeat: {ids:?}");
 
     // Each documented operation reaches a handler: never the router's
     // fallback ("route not found").
@@ -96,5 +104,37 @@ async fn the_docs_page_and_its_assets_are_served_by_us() -> anyhow::Result<()> {
             assert!(text.contains("/api/v1/openapi.json"), "the UI loads our document: {text}");
         }
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_docs_page_renders_in_chromium_without_the_network() -> anyhow::Result<()> {
+    let browser_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    anyhow::ensure!(
+        std::path::Path::new(&chromium).exists() && browser_dir.join("node_modules/playwright-core").exists(),
+        "Chromium ({chromium}) or tests/browser/node_modules is missing: scripts/test installs both"
+    );
+    let env = TestEnv::new().await?;
+    let api = env.start_api().await?;
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("docs-page.png");
+    let run = tokio::process::Command::new("node")
+        .arg(browser_dir.join("docs_page.mjs"))
+        .arg(format!("http://{}", api.addr))
+        .arg(&screenshot)
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), run).await??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    let words: Vec<&str> = stdout.split_whitespace().collect();
+    let (operations, external): (usize, usize) = match words.as_slice() {
+        ["operations", n, "external", m] => (n.parse()?, m.parse()?),
+        _ => anyhow::bail!("unexpected output: {stdout}"),
+    };
+    assert!(operations >= 30, "{operations} operations rendered");
+    assert_eq!(external, 0, "the page asked for something outside the API");
+    assert!(screenshot.exists());
     Ok(())
 }

@@ -146,7 +146,7 @@ async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<impl I
     Ok(axum::Json(interviews.into_iter().map(InterviewOut::from).collect::<Vec<_>>()))
 }
 
-#[utoipa::path(get, path = "/interviews/{id}", tag = "interviews", params(("id" = uuid::Uuid, Path, description = "The interview's id")), responses(
+#[utoipa::path(get, path = "/interviews/{id}", operation_id = "read_interview", tag = "interviews", params(("id" = uuid::Uuid, Path, description = "The interview's id")), responses(
         (status = 200, description = "The interview", body = InterviewOut),
         (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),

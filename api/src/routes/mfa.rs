@@ -39,7 +39,7 @@ struct SetupIn {
 
 /// A new secret (replacing an unconfirmed one), its `otpauth://` URI and ten
 /// recovery codes; MFA is on once `verify` gets a code from it.
-#[utoipa::path(post, path = "/auth/mfa/setup", tag = "auth", request_body = SetupIn, responses(
+#[utoipa::path(post, path = "/auth/mfa/setup", operation_id = "mfa_setup", tag = "auth", request_body = SetupIn, responses(
         (status = 200, description = "`{\"otpauth_uri\", \"secret\", \"recovery_codes\"}`; on once a code confirms it", body = serde_json::Value),
         (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
         (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
@@ -84,7 +84,7 @@ struct VerifyIn {
 
 /// With `mfa_token`: completes a login (answers like login). Without, with
 /// an access token: confirms the enrolment.
-#[utoipa::path(post, path = "/auth/mfa/verify", tag = "auth", request_body = VerifyIn, responses(
+#[utoipa::path(post, path = "/auth/mfa/verify", operation_id = "mfa_verify", tag = "auth", request_body = VerifyIn, responses(
         (status = 200, description = "With `mfa_token`: the login's token pair; with an access token: `{\"mfa_enabled\": true}`", body = serde_json::Value),
         (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
         (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
@@ -178,7 +178,7 @@ struct DisableIn {
 }
 
 /// Turns MFA off; the password and a current code (or a recovery code).
-#[utoipa::path(post, path = "/auth/mfa/disable", tag = "auth", request_body = DisableIn, responses(
+#[utoipa::path(post, path = "/auth/mfa/disable", operation_id = "mfa_disable", tag = "auth", request_body = DisableIn, responses(
         (status = 204, description = "MFA off"),
         (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
         (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),

@@ -122,7 +122,7 @@ async fn settle(state: &AppState, id: SessionId) -> ApiResult<()> {
     Ok(())
 }
 
-#[utoipa::path(get, path = "/sessions/{id}", tag = "sessions", params(("id" = uuid::Uuid, Path, description = "The session's id")), responses(
+#[utoipa::path(get, path = "/sessions/{id}", operation_id = "read_session", tag = "sessions", params(("id" = uuid::Uuid, Path, description = "The session's id")), responses(
         (status = 200, description = "The session with its turns", body = SessionOut),
         (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),

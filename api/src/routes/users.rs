@@ -22,7 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(disable)).routes(routes!(enable))
 }
 
-#[utoipa::path(post, path = "/admin/users/{id}/disable", tag = "admin", params(("id" = uuid::Uuid, Path, description = "The user's id")), responses(
+#[utoipa::path(post, path = "/admin/users/{id}/disable", operation_id = "disable_user", tag = "admin", params(("id" = uuid::Uuid, Path, description = "The user's id")), responses(
         (status = 204, description = "Disabled; every login of the account ended"),
         (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
@@ -48,7 +48,7 @@ async fn disable(State(state): State<AppState>, admin: AuthUser, Path(id): Path<
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/admin/users/{id}/enable", tag = "admin", params(("id" = uuid::Uuid, Path, description = "The user's id")), responses(
+#[utoipa::path(post, path = "/admin/users/{id}/enable", operation_id = "enable_user", tag = "admin", params(("id" = uuid::Uuid, Path, description = "The user's id")), responses(
         (status = 204, description = "Enabled"),
         (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
