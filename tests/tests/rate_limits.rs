@@ -3,16 +3,25 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tests::{TestEnv, USER_PASSWORD};
+use tests::{Client, TestEnv, USER_PASSWORD};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_requests_over_two_replicas_pass_and_the_61st_is_refused() -> anyhow::Result<()> {
     let mut env = TestEnv::new().await?;
     env.set("RATE_LIMIT_PER_MINUTE", "60");
-    let (one, two) = (env.start_api().await?, env.start_api().await?);
+    // One API in this process, one as a process of its own: two replicas on one Redis.
+    let one = env.start_api().await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let _two = env.spawn_process("api", &[("API_PORT", &port.to_string())])?;
+    let two = Client::new(&format!("http://127.0.0.1:{port}/api/v1"));
+    tests::eventually(Duration::from_secs(20), || {
+        let two = two.clone();
+        async move { Ok(two.get("/health/live").await.ok().filter(|r| r.status == 200).map(|_| ())) }
+    })
+    .await?;
     let recruiter = one.client().user("r@example.com", "recruiter").await?;
     let token = recruiter.token.clone().unwrap_or_default();
-    let clients = [recruiter, two.client().with_token(&token)];
+    let clients = [recruiter, two.with_token(&token)];
     for i in 0..60 {
         let r = clients[i % 2].get("/interviews").await?;
         assert_eq!(r.status, 200, "request {}: {r:?}", i + 1);
