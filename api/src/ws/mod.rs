@@ -25,7 +25,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::AuthUser;
-use crate::auth::revoke::Reason;
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
 use crate::openapi::ErrorBody;
@@ -37,7 +36,7 @@ use crate::state::AppState;
 mod slots;
 mod tickets;
 use slots::{claim_connection_slot, refresh_connection_slot, release_connection_slot};
-use tickets::{authenticate, check_origin};
+use tickets::{authenticate, check_origin, login_ended};
 
 const REPLAY_PAGE: i64 = 500;
 /// Close code of a socket whose login was ended (logout, password change,
@@ -100,17 +99,6 @@ async fn connect(
             let span = tracing::info_span!("websocket", request_id = %request_id, user_id = %user.id, session_id = %session_id);
             tracing::Instrument::instrument(run(state, socket, user, session_id, query.after_seq.unwrap_or(0)), span).await
         })
-}
-
-/// Why a socket's login no longer holds, checked in PostgreSQL (after
-/// revocation messages may have been missed); none when it still does or
-/// cannot be checked now.
-async fn login_ended(state: &AppState, user: AuthUser) -> Option<String> {
-    match db::users::access(&state.db, user.id, user.session).await {
-        Ok(db::users::Access::Allowed(..)) | Err(_) => None,
-        Ok(db::users::Access::Disabled) => Some(Reason::AccountDisabled.as_str().to_owned()),
-        Ok(db::users::Access::Revoked | db::users::Access::Gone) => Some("login ended".to_owned()),
-    }
 }
 
 /// A client frame.
@@ -404,19 +392,4 @@ async fn stored_after(state: &AppState, session: SessionId, after: i64) -> Resul
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn client_frames_parse_and_bad_ones_name_the_problem() {
-        assert!(matches!(serde_json::from_str::<ClientFrame>(r#"{"type":"ping"}"#), Ok(ClientFrame::Ping)));
-        assert!(matches!(
-            serde_json::from_str::<ClientFrame>(r#"{"type":"resume","after_seq":3}"#),
-            Ok(ClientFrame::Resume { after_seq: 3 })
-        ));
-        let err = serde_json::from_str::<ClientFrame>(r#"{"type":"answer"}"#).err().map(|e| e.to_string());
-        assert!(err.is_some_and(|e| e.contains("text")));
-        let err = serde_json::from_str::<ClientFrame>(r#"{"type":"dance"}"#).err().map(|e| e.to_string());
-        assert!(err.is_some_and(|e| e.contains("dance")));
-    }
-}
+mod tests;

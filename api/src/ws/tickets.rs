@@ -12,6 +12,7 @@ use serde_json::json;
 use shared::db;
 use shared::ids::SessionId;
 
+use crate::auth::revoke::Reason;
 use crate::auth::{AuthUser, bearer, verify_bearer};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
@@ -115,4 +116,15 @@ pub(super) fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), 
         "origin_not_allowed",
         format!("Origin {origin:?} is not in CORS_ALLOWED_ORIGINS"),
     ))
+}
+
+/// Why a socket's login no longer holds, checked in PostgreSQL (after
+/// revocation messages may have been missed); none when it still does or
+/// cannot be checked now.
+pub(super) async fn login_ended(state: &AppState, user: AuthUser) -> Option<String> {
+    match db::users::access(&state.db, user.id, user.session).await {
+        Ok(db::users::Access::Allowed(..)) | Err(_) => None,
+        Ok(db::users::Access::Disabled) => Some(Reason::AccountDisabled.as_str().to_owned()),
+        Ok(db::users::Access::Revoked | db::users::Access::Gone) => Some("login ended".to_owned()),
+    }
 }
