@@ -135,8 +135,10 @@ async fn attempt(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Resul
     let mut block_end = started.seq + DELTA_BLOCK;
 
     let lost = CancellationToken::new();
-    let keeper =
-        tokio::spawn(keep_lease(deps.core.db.clone(), turn.id, claim.attempt, deps.config.jobs.lease, lost.clone()));
+    let keeper = tokio::spawn(
+        keep_lease(deps.core.db.clone(), turn.id, claim.attempt, deps.config.jobs.lease, lost.clone())
+            .in_current_span(),
+    );
     let _stop_keeper = AbortOnDrop(keeper);
 
     let start = Instant::now();

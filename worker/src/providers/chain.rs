@@ -23,6 +23,7 @@ use futures::stream::BoxStream;
 use shared::config::JobsConfig;
 use shared::provider_state::registry::Registered;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::guard::Guard;
 use super::{ChatProvider, ChatRequest, Chunk, FailureKind, ProviderError};
@@ -73,8 +74,9 @@ impl ChatProvider for Chain {
         let (tx, rx) = mpsc::channel(32);
         // The call runs on its own task and stops when the stream is dropped
         // (the receiver closes); it books the call's outcome even after the
-        // consumer has its last chunk.
-        tokio::spawn(run(self.links.clone(), self.backoff.clone(), request, tx));
+        // consumer has its last chunk. In the caller's span, so that its
+        // retries and failovers log the job's request id.
+        tokio::spawn(run(self.links.clone(), self.backoff.clone(), request, tx).in_current_span());
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed()
     }
 }

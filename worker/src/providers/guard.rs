@@ -182,11 +182,12 @@ impl Guard {
     pub fn sent(&self, slot: Option<&Slot>) {
         let Some(slot) = slot.cloned() else { return };
         let (mut conn, keys, budget, name) = (self.conn.clone(), self.keys.clone(), self.budget, self.name.clone());
-        tokio::spawn(async move {
+        let marked = async move {
             if let Err(e) = rate_limit::sent(&mut conn, &keys, &budget, &slot).await {
                 tracing::warn!(provider = %name, error = %e, "rate-limit slot not marked sent; it expires later");
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::in_current_span(marked));
     }
 
     /// Books a finished request: its real tokens against the limit, its
