@@ -77,7 +77,12 @@ pub async fn rate_limit(State(state): State<AppState>, mut req: Request, next: N
     }
     let now = chrono::Utc::now().timestamp();
     let bucket = match crate::auth::bearer(req.headers()).map(|token| state.jwt.verify(token, now)) {
-        Some(Ok(claims)) => format!("rate:user:{}", claims.sub),
+        Some(Ok(claims)) => {
+            let bucket = format!("rate:user:{}", claims.sub);
+            // Verified once: the handler's `AuthUser` takes them from here.
+            req.extensions_mut().insert(claims);
+            bucket
+        }
         _ => format!("rate:ip:{ip}"),
     };
     let keys = ProviderKeys::limiter(&state.config.redis.key_prefix, &bucket);

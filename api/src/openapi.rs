@@ -29,6 +29,63 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+// The refusals the handlers list in `responses(...)`: one description of
+// each, every body the one error schema.
+/// 400.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 400, description = "Malformed JSON, header or path parameter")]
+pub struct BadRequest(pub ErrorBody);
+
+/// 401.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 401, description = "Missing, invalid, expired or revoked token")]
+pub struct Unauthorized(pub ErrorBody);
+
+/// 403.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 403, description = "Not allowed to this caller")]
+pub struct Forbidden(pub ErrorBody);
+
+/// 403.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 403, description = "A password or code that does not match (`does_not_match`)")]
+pub struct Mismatch(pub ErrorBody);
+
+/// 404.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 404, description = "Not found, or not visible to this caller")]
+pub struct NotFound(pub ErrorBody);
+
+/// 409.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 409, description = "Conflicts with the current state")]
+pub struct Conflict(pub ErrorBody);
+
+/// 413.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES")]
+pub struct TooLarge(pub ErrorBody);
+
+/// 415.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 415, description = "Body without Content-Type: application/json")]
+pub struct NotJson(pub ErrorBody);
+
+/// 422.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 422, description = "Invalid input; the message names the field")]
+pub struct Invalid(pub ErrorBody);
+
+/// 429.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After")]
+pub struct RateLimited(pub ErrorBody);
+
+/// 503.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After")]
+pub struct Unavailable(pub ErrorBody);
+
 /// The document's fixed parts.
 #[derive(utoipa::OpenApi)]
 #[openapi(

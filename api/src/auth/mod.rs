@@ -52,6 +52,11 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub async fn verify_bearer(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
     let claims =
         state.jwt.verify(token, chrono::Utc::now().timestamp()).map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    check_access(state, claims).await
+}
+
+/// The caller of verified `claims`, checked against what was revoked.
+async fn check_access(state: &AppState, claims: jwt::Claims) -> Result<AuthUser, ApiError> {
     tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
     match db::users::access(&state.db, claims.sub, claims.sid).await? {
         db::users::Access::Allowed(role, mfa_enabled) => {
@@ -78,14 +83,23 @@ fn enrolment_required(state: &AppState, user: &AuthUser, path: &str) -> Result<(
     Ok(())
 }
 
+/// The caller of a request's bearer `token`, whose claims the rate limit
+/// has verified already when it ran.
+async fn caller(parts: &Parts, state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+    let user = match parts.extensions.get::<jwt::Claims>() {
+        Some(claims) => check_access(state, claims.clone()).await?,
+        None => verify_bearer(state, token).await?,
+    };
+    enrolment_required(state, &user, parts.uri.path())?;
+    Ok(user)
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        let user = verify_bearer(state, token).await?;
-        enrolment_required(state, &user, parts.uri.path())?;
-        Ok(user)
+        caller(parts, state, token).await
     }
 }
 
@@ -96,11 +110,7 @@ impl axum::extract::OptionalFromRequestParts<AppState> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
         match bearer(&parts.headers) {
             None => Ok(None),
-            Some(token) => {
-                let user = verify_bearer(state, token).await?;
-                enrolment_required(state, &user, parts.uri.path())?;
-                Ok(Some(user))
-            }
+            Some(token) => caller(parts, state, token).await.map(Some),
         }
     }
 }

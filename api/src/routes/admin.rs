@@ -20,7 +20,9 @@ use utoipa_axum::routes;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Path, Query};
-use crate::openapi::ErrorBody;
+use crate::openapi::{
+    BadRequest, Conflict, Forbidden, Invalid, NotFound, RateLimited, TooLarge, Unauthorized, Unavailable,
+};
 use crate::routes::RequestId;
 use crate::state::AppState;
 
@@ -49,10 +51,7 @@ fn queue_named(name: &str) -> Result<QueueName, ApiError> {
 /// job's age, and the live worker pools with what each holds.
 #[utoipa::path(get, path = "/admin/queues", tag = "admin", responses(
         (status = 200, description = "Per queue: pending, scheduled, running, done, dead, oldest pending age; the live worker pools", body = serde_json::Value),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        Unauthorized, Forbidden, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn queues(State(state): State<AppState>, user: AuthUser) -> ApiResult<axum::Json<Value>> {
     user.require(&[Role::Admin])?;
     let views =
@@ -70,12 +69,7 @@ struct DeadQuery {
 /// A queue's dead jobs: payload, error, attempts.
 #[utoipa::path(get, path = "/admin/queues/{queue}/dead", tag = "admin", params(("queue" = String, Path, description = "`turns` or `batch`"), ("limit" = Option<usize>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100)")), responses(
         (status = 200, description = "`{\"queue\", \"dead\": [...]}`, newest first", body = serde_json::Value),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, Unauthorized, Forbidden, NotFound, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn dead_jobs(
     State(state): State<AppState>,
     user: AuthUser,
@@ -107,13 +101,7 @@ fn retry_error(e: queue_admin::RetryError) -> ApiError {
 /// Puts one dead job back in line (its turn, evaluation or run reset).
 #[utoipa::path(post, path = "/admin/queues/{queue}/dead/{id}/retry", tag = "admin", params(("queue" = String, Path, description = "`turns` or `batch`"), ("id" = String, Path, description = "The dead job's id")), responses(
         (status = 200, description = "`{\"retried\": [id]}`", body = serde_json::Value),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, Unauthorized, Forbidden, NotFound, Conflict, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn retry_dead(
     State(state): State<AppState>,
     user: AuthUser,
@@ -131,12 +119,7 @@ async fn retry_dead(
 /// retried are listed with the reason.
 #[utoipa::path(post, path = "/admin/queues/{queue}/dead/retry", tag = "admin", params(("queue" = String, Path, description = "`turns` or `batch`")), responses(
         (status = 200, description = "`{\"retried\": [...], \"refused\": [{\"id\", \"reason\"}]}`", body = serde_json::Value),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, Unauthorized, Forbidden, NotFound, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn retry_all_dead(
     State(state): State<AppState>,
     user: AuthUser,
@@ -171,12 +154,7 @@ async fn retry_all_dead(
 /// Deletes a dead job: 204, or 404 when no dead job has that id.
 #[utoipa::path(delete, path = "/admin/queues/{queue}/dead/{id}", tag = "admin", params(("queue" = String, Path, description = "`turns` or `batch`"), ("id" = String, Path, description = "The dead job's id")), responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, Unauthorized, Forbidden, NotFound, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn delete_dead(
     State(state): State<AppState>,
     user: AuthUser,
@@ -196,10 +174,7 @@ async fn delete_dead(
 /// Each batch with its schedule, next tick and last runs.
 #[utoipa::path(get, path = "/admin/batches", tag = "admin", responses(
         (status = 200, description = "Each batch: schedule, next tick, last runs", body = serde_json::Value),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        Unauthorized, Forbidden, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn batches(State(state): State<AppState>, user: AuthUser) -> ApiResult<axum::Json<Value>> {
     user.require(&[Role::Admin])?;
     let overview = shared::schedule::overview(&state.db, &state.config, RECENT_RUNS).await?;
@@ -220,14 +195,7 @@ struct RunBody {
 /// Records a run by hand and enqueues it: 202 with the run.
 #[utoipa::path(post, path = "/admin/batches/{name}/run", tag = "admin", request_body = Option<RunBody>, params(("name" = String, Path, description = "The batch, e.g. `token_cleanup`")), responses(
         (status = 202, description = "`{\"run\": {...}}`: recorded and enqueued", body = serde_json::Value),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
-        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, Unauthorized, Forbidden, NotFound, TooLarge, Invalid, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn run_batch(
     State(state): State<AppState>,
     user: AuthUser,
@@ -255,10 +223,7 @@ async fn run_batch(
 /// error rate, latency percentiles, tokens and cost today and in all.
 #[utoipa::path(get, path = "/admin/providers", tag = "admin", responses(
         (status = 200, description = "Each provider: circuit, rate-limit headroom, error rate, latency, tokens and cost", body = serde_json::Value),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        Unauthorized, Forbidden, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn providers(State(state): State<AppState>, user: AuthUser) -> ApiResult<axum::Json<Value>> {
     user.require(&[Role::Admin])?;
     let mut conn = state.redis.clone();

@@ -20,7 +20,9 @@ use crate::auth::{AuthUser, password, refresh};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
 use crate::limits::{ClientIp, LoginThrottle};
-use crate::openapi::ErrorBody;
+use crate::openapi::{
+    BadRequest, Conflict, Forbidden, Invalid, Mismatch, NotJson, RateLimited, TooLarge, Unauthorized, Unavailable,
+};
 use crate::state::AppState;
 
 /// The routes.
@@ -43,15 +45,7 @@ struct RegisterIn {
 
 #[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterIn, responses(
         (status = 201, description = "Created: `{\"id\", \"email\", \"role\"}`", body = serde_json::Value),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
-        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)))]
+        BadRequest, TooLarge, NotJson, Invalid, Unauthorized, Forbidden, Conflict, RateLimited, Unavailable))]
 async fn register(
     State(state): State<AppState>,
     caller: Option<AuthUser>,
@@ -87,14 +81,7 @@ struct LoginIn {
 
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginIn, responses(
         (status = 200, description = "The token pair, or `{\"mfa_required\": true, \"mfa_token\", \"expires_in\"}`", body = serde_json::Value),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
-        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)))]
+        BadRequest, TooLarge, NotJson, Invalid, Unauthorized, Forbidden, RateLimited, Unavailable))]
 async fn login(
     State(state): State<AppState>,
     Extension(ClientIp(ip)): Extension<ClientIp>,
@@ -145,13 +132,7 @@ struct RefreshIn {
 
 #[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshIn, responses(
         (status = 200, description = "A new pair; the presented token is revoked", body = crate::auth::refresh::TokenPair),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
-        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)))]
+        BadRequest, TooLarge, NotJson, Invalid, Unauthorized, RateLimited, Unavailable))]
 async fn refresh_tokens(State(state): State<AppState>, Json(body): Json<RefreshIn>) -> ApiResult<impl IntoResponse> {
     Ok(axum::Json(refresh::rotate(&state, &body.refresh_token).await?))
 }
@@ -167,13 +148,7 @@ struct LogoutIn {
 /// is revoked with its own login too.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = Option<LogoutIn>, responses(
         (status = 204, description = "This login (and the body's refresh token's) ended"),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
-        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, TooLarge, NotJson, Invalid, Unauthorized, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn logout(State(state): State<AppState>, user: AuthUser, body: Option<Json<LogoutIn>>) -> ApiResult<StatusCode> {
     let presented = body.and_then(|Json(b)| b.refresh_token);
     let mut logins = vec![user.session];
@@ -197,14 +172,7 @@ struct PasswordIn {
 /// user's other logins.
 #[utoipa::path(post, path = "/auth/password", tag = "auth", request_body = PasswordIn, responses(
         (status = 204, description = "Changed; the user's other logins ended"),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
-        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "A password or code that does not match (`does_not_match`)", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, TooLarge, NotJson, Invalid, Unauthorized, Mismatch, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn change_password(
     State(state): State<AppState>,
     user: AuthUser,

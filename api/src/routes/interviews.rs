@@ -15,7 +15,9 @@ use utoipa_axum::routes;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
-use crate::openapi::ErrorBody;
+use crate::openapi::{
+    BadRequest, Conflict, Forbidden, Invalid, NotFound, NotJson, RateLimited, TooLarge, Unauthorized, Unavailable,
+};
 use crate::routes::RequestId;
 use crate::routes::sessions::SessionOut;
 use crate::state::AppState;
@@ -115,14 +117,7 @@ impl InterviewIn {
 
 #[utoipa::path(post, path = "/interviews", tag = "interviews", request_body = InterviewIn, responses(
         (status = 201, description = "Created", body = InterviewOut),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
-        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, TooLarge, NotJson, Invalid, Unauthorized, Forbidden, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
     user: AuthUser,
@@ -135,10 +130,7 @@ async fn create(
 
 #[utoipa::path(get, path = "/interviews", tag = "interviews", responses(
         (status = 200, description = "The caller's interviews (all, for an admin)", body = Vec<InterviewOut>),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        Unauthorized, Forbidden, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<impl IntoResponse> {
     user.require(&[Role::Recruiter, Role::Admin])?;
     let owner = (user.role != Role::Admin).then_some(user.id);
@@ -148,12 +140,7 @@ async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<impl I
 
 #[utoipa::path(get, path = "/interviews/{id}", operation_id = "read_interview", tag = "interviews", params(("id" = uuid::Uuid, Path, description = "The interview's id")), responses(
         (status = 200, description = "The interview", body = InterviewOut),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, Unauthorized, Forbidden, NotFound, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn read(
     State(state): State<AppState>,
     user: AuthUser,
@@ -169,16 +156,7 @@ async fn read(
 
 #[utoipa::path(post, path = "/interviews/{id}/sessions", tag = "interviews", params(("id" = uuid::Uuid, Path, description = "The interview's id")), responses(
         (status = 201, description = "Started; the opening turn is queued", body = crate::routes::sessions::SessionOut),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
-        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, TooLarge, NotJson, Invalid, Unauthorized, Forbidden, NotFound, Conflict, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn start_session(
     State(state): State<AppState>,
     user: AuthUser,

@@ -19,7 +19,9 @@ use crate::auth::mfa::{self, MAX_FAILURES};
 use crate::auth::{AuthUser, password, refresh};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
-use crate::openapi::ErrorBody;
+use crate::openapi::{
+    BadRequest, Conflict, Invalid, Mismatch, NotFound, NotJson, RateLimited, TooLarge, Unauthorized, Unavailable,
+};
 use crate::state::AppState;
 
 /// The routes.
@@ -41,16 +43,7 @@ struct SetupIn {
 /// recovery codes; MFA is on once `verify` gets a code from it.
 #[utoipa::path(post, path = "/auth/mfa/setup", operation_id = "mfa_setup", tag = "auth", request_body = SetupIn, responses(
         (status = 200, description = "`{\"otpauth_uri\", \"secret\", \"recovery_codes\"}`; on once a code confirms it", body = serde_json::Value),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
-        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "A password or code that does not match (`does_not_match`)", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, TooLarge, NotJson, Invalid, Unauthorized, Mismatch, NotFound, Conflict, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn setup(State(state): State<AppState>, user: AuthUser, Json(body): Json<SetupIn>) -> ApiResult<Response> {
     let sealer = sealer(&state)?;
     let stored = db::users::find(&state.db, user.id).await?.ok_or_else(|| ApiError::unauthorized("no such user"))?;
@@ -86,16 +79,7 @@ struct VerifyIn {
 /// an access token: confirms the enrolment.
 #[utoipa::path(post, path = "/auth/mfa/verify", operation_id = "mfa_verify", tag = "auth", request_body = VerifyIn, responses(
         (status = 200, description = "With `mfa_token`: the login's token pair; with an access token: `{\"mfa_enabled\": true}`", body = serde_json::Value),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
-        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "A password or code that does not match (`does_not_match`)", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, TooLarge, NotJson, Invalid, Unauthorized, Mismatch, NotFound, Conflict, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn verify(
     State(state): State<AppState>,
     user: Option<AuthUser>,
@@ -180,16 +164,7 @@ struct DisableIn {
 /// Turns MFA off; the password and a current code (or a recovery code).
 #[utoipa::path(post, path = "/auth/mfa/disable", operation_id = "mfa_disable", tag = "auth", request_body = DisableIn, responses(
         (status = 204, description = "MFA off"),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
-        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "A password or code that does not match (`does_not_match`)", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, TooLarge, NotJson, Invalid, Unauthorized, Mismatch, NotFound, Conflict, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn disable(State(state): State<AppState>, user: AuthUser, Json(body): Json<DisableIn>) -> ApiResult<StatusCode> {
     sealer(&state)?;
     let stored = db::users::find(&state.db, user.id).await?.ok_or_else(|| ApiError::unauthorized("no such user"))?;

@@ -19,7 +19,9 @@ use utoipa_axum::routes;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, Path};
-use crate::openapi::ErrorBody;
+use crate::openapi::{
+    BadRequest, Conflict, Forbidden, Invalid, NotFound, NotJson, RateLimited, TooLarge, Unauthorized, Unavailable,
+};
 use crate::routes::RequestId;
 use crate::state::AppState;
 
@@ -124,11 +126,7 @@ async fn settle(state: &AppState, id: SessionId) -> ApiResult<()> {
 
 #[utoipa::path(get, path = "/sessions/{id}", operation_id = "read_session", tag = "sessions", params(("id" = uuid::Uuid, Path, description = "The session's id")), responses(
         (status = 200, description = "The session with its turns", body = SessionOut),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, Unauthorized, NotFound, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn read(
     State(state): State<AppState>,
     user: AuthUser,
@@ -170,16 +168,7 @@ pub fn idempotency_key(key: &str) -> Result<(), String> {
 
 #[utoipa::path(post, path = "/sessions/{id}/turns", tag = "sessions", request_body = AnswerIn, params(("id" = uuid::Uuid, Path, description = "The session's id"), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,200}$", description = "1 to 200 visible ASCII characters; the same key answers with the same turn")), responses(
         (status = 202, description = "Accepted: `{\"turn_id\", \"number\", \"status\"}`; `Idempotent-Replayed: true` when the key was seen", body = serde_json::Value),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
-        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, TooLarge, NotJson, Invalid, Unauthorized, Forbidden, NotFound, Conflict, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn submit(
     State(state): State<AppState>,
     user: AuthUser,
@@ -221,12 +210,7 @@ async fn submit(
 
 #[utoipa::path(post, path = "/sessions/{id}/end", tag = "sessions", params(("id" = uuid::Uuid, Path, description = "The session's id")), responses(
         (status = 202, description = "`{\"session_id\", \"status\", \"detail\"}`", body = serde_json::Value),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, Unauthorized, NotFound, Conflict, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn end(
     State(state): State<AppState>,
     user: AuthUser,
@@ -263,12 +247,7 @@ struct EvaluationOut {
 
 #[utoipa::path(get, path = "/sessions/{id}/evaluation", tag = "sessions", params(("id" = uuid::Uuid, Path, description = "The session's id")), responses(
         (status = 200, description = "The scorecard (`pending`, `running`, `completed` or `failed`)", body = EvaluationOut),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, Unauthorized, Forbidden, NotFound, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn evaluation(
     State(state): State<AppState>,
     user: AuthUser,

@@ -14,7 +14,7 @@ use crate::auth::AuthUser;
 use crate::auth::revoke::{self, Reason, Revocation};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Path;
-use crate::openapi::ErrorBody;
+use crate::openapi::{BadRequest, Conflict, Forbidden, NotFound, RateLimited, Unauthorized, Unavailable};
 use crate::state::AppState;
 
 /// The routes.
@@ -24,13 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[utoipa::path(post, path = "/admin/users/{id}/disable", operation_id = "disable_user", tag = "admin", params(("id" = uuid::Uuid, Path, description = "The user's id")), responses(
         (status = 204, description = "Disabled; every login of the account ended"),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 409, description = "Conflicts with the current state", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, Unauthorized, Forbidden, NotFound, Conflict, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn disable(State(state): State<AppState>, admin: AuthUser, Path(id): Path<UserId>) -> ApiResult<StatusCode> {
     admin.require(&[Role::Admin])?;
     if id == admin.id {
@@ -50,12 +44,7 @@ async fn disable(State(state): State<AppState>, admin: AuthUser, Path(id): Path<
 
 #[utoipa::path(post, path = "/admin/users/{id}/enable", operation_id = "enable_user", tag = "admin", params(("id" = uuid::Uuid, Path, description = "The user's id")), responses(
         (status = 204, description = "Enabled"),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, Unauthorized, Forbidden, NotFound, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn enable(State(state): State<AppState>, admin: AuthUser, Path(id): Path<UserId>) -> ApiResult<StatusCode> {
     admin.require(&[Role::Admin])?;
     if !db::users::set_disabled(&state.db, id, false).await? {

@@ -27,7 +27,7 @@ use utoipa_axum::routes;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
-use crate::openapi::ErrorBody;
+use crate::openapi::{BadRequest, Forbidden, NotFound, RateLimited, Unauthorized, Unavailable};
 use crate::relay::Relayed;
 use crate::routes::RequestId;
 use crate::routes::sessions::{answer_text, idempotency_key, visible_session};
@@ -56,12 +56,7 @@ struct ConnectQuery {
 
 #[utoipa::path(get, path = "/ws/sessions/{id}", tag = "sessions", params(("id" = uuid::Uuid, Path, description = "The session's id"), ("after_seq" = Option<i64>, Query, description = "Replay stored events after this seq"), ("ticket" = Option<String>, Query, description = "A ticket from POST /ws/tickets, for browsers")), responses(
         (status = 101, description = "Switching to the WebSocket protocol (README: events, frames, close codes)"),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 403, description = "Not allowed to this caller", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, Unauthorized, Forbidden, NotFound, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn connect(
     State(state): State<AppState>,
     Path(session_id): Path<SessionId>,

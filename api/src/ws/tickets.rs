@@ -16,7 +16,7 @@ use crate::auth::revoke::Reason;
 use crate::auth::{AuthUser, bearer, verify_bearer};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
-use crate::openapi::ErrorBody;
+use crate::openapi::{BadRequest, Invalid, NotFound, NotJson, RateLimited, TooLarge, Unauthorized, Unavailable};
 use crate::routes::sessions::visible_session;
 use crate::state::AppState;
 
@@ -31,14 +31,7 @@ pub(super) struct TicketIn {
 /// A short-lived single-use ticket for browsers, which cannot set headers on a WebSocket.
 #[utoipa::path(post, path = "/ws/tickets", tag = "sessions", request_body = TicketIn, responses(
         (status = 200, description = "`{\"ticket\", \"expires_in\": 30}`: single use, for `?ticket=` on the WebSocket", body = serde_json::Value),
-        (status = 400, description = "Malformed JSON, header or path parameter", body = ErrorBody),
-        (status = 413, description = "Body larger than MAX_REQUEST_BODY_BYTES", body = ErrorBody),
-        (status = 415, description = "Body without Content-Type: application/json", body = ErrorBody),
-        (status = 422, description = "Invalid input; the message names the field", body = ErrorBody),
-        (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
-        (status = 404, description = "Not found, or not visible to this caller", body = ErrorBody),
-        (status = 429, description = "Over RATE_LIMIT_PER_MINUTE (or login throttling); see Retry-After", body = ErrorBody),
-        (status = 503, description = "PostgreSQL or Redis unavailable for now; see Retry-After", body = ErrorBody)), security(("bearer" = [])))]
+        BadRequest, TooLarge, NotJson, Invalid, Unauthorized, NotFound, RateLimited, Unavailable), security(("bearer" = [])))]
 pub(super) async fn ticket(
     State(state): State<AppState>,
     user: AuthUser,
