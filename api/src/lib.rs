@@ -44,6 +44,7 @@ impl Api {
             (Some(key), true) => Some(Arc::new(crate::auth::mfa::Sealer::new(&key.0)?)),
             _ => None,
         };
+        let metrics = Arc::new(crate::metrics::ApiMetrics::new(&core.registry));
         let state = AppState {
             jwt: Jwt::new(&config.api.jwt)?,
             sealer,
@@ -54,7 +55,7 @@ impl Api {
             relay,
             shutdown: CancellationToken::new(),
             ws_active: Arc::default(),
-            metrics: Arc::default(),
+            metrics,
         };
         if let Some(admin) = state.config.bootstrap_admin.clone() {
             bootstrap_admin(&state, &admin.email, admin.password).await?;
@@ -92,6 +93,8 @@ pub async fn bootstrap_admin(state: &AppState, email: &str, password: String) ->
             tracing::info!(user_id = %user.id, "bootstrap admin created");
             Ok(true)
         }
+        // Another replica starting at the same time created it first.
+        Err(e) if e.code == "email_taken" && db::users::admin_exists(&state.db).await? => Ok(false),
         Err(e) if e.code == "email_taken" => {
             anyhow::bail!("BOOTSTRAP_ADMIN_EMAIL: {} is already registered as a non-admin user", email.as_str())
         }

@@ -1,145 +1,131 @@
-//! This API instance's own series for `/metrics` (Prometheus scrapes every
-//! instance): requests by endpoint and status with their durations,
-//! WebSocket messages and disconnects, logins by outcome.
+//! This API instance's series (Prometheus scrapes every instance): requests
+//! by endpoint and status with their durations, WebSockets, logins and
+//! second-factor checks, the database pool; and the fleet's state, read at
+//! each scrape (`routes::metrics`) and the same from every instance.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use shared::metrics::{Gauge, GaugeVec, HistogramVec, IntCounterVec, Registry, counters, gauge, gauges, histograms};
 
 /// Upper bounds (ms) of the `api_request_duration_ms` buckets.
 const BUCKETS_MS: [f64; 11] = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_000.0, 5_000.0, 10_000.0];
 
-/// One route and method: answers by status, and their durations.
-#[derive(Default)]
-struct Route {
-    statuses: BTreeMap<u16, u64>,
-    buckets: [u64; BUCKETS_MS.len()],
-    count: u64,
-    sum: f64,
-}
-
-/// The counters.
-#[derive(Default)]
+/// The families, in the process's registry.
 pub struct ApiMetrics {
-    /// endpoint → method → counts: looked up by `&str`, so a request to a
-    /// known route allocates nothing.
-    routes: Mutex<BTreeMap<String, BTreeMap<String, Route>>>,
-    ws_in: AtomicU64,
-    ws_out: AtomicU64,
-    ws_disconnects: AtomicU64,
-    logins: Mutex<BTreeMap<&'static str, u64>>,
-    mfa: Mutex<BTreeMap<&'static str, u64>>,
+    requests: IntCounterVec,
+    durations: HistogramVec,
+    ws_messages: IntCounterVec,
+    ws_disconnects: IntCounterVec,
+    logins: IntCounterVec,
+    mfa: IntCounterVec,
+    /// Set at each scrape: this instance's state.
+    pub instance: InstanceGauges,
+    /// Set at each scrape: the fleet's state, `max` over the instances.
+    pub fleet: FleetGauges,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// This instance's state.
+pub struct InstanceGauges {
+    /// `websocket_active_connections`.
+    pub websockets: Gauge,
+    /// `db_connection_pool_size`.
+    pub pool_size: Gauge,
+    /// `db_connection_pool_in_use`.
+    pub pool_in_use: Gauge,
+    /// `db_connection_pool_available`.
+    pub pool_available: Gauge,
 }
 
-/// A label value, escaped.
-pub fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+/// The fleet's state, exported alike by every API instance.
+pub struct FleetGauges {
+    /// `queue_jobs{queue,state}`.
+    pub queue_jobs: GaugeVec,
+    /// `queue_oldest_pending_age_seconds{queue}`.
+    pub oldest_pending: GaugeVec,
+    /// `queue_workers{queue}`: live worker pools.
+    pub workers: GaugeVec,
+    /// `interview_active_sessions`.
+    pub active_sessions: Gauge,
+    /// `interview_completion_rate`: the last aggregated day.
+    pub completion_rate: Gauge,
+    /// `redis_memory_used_bytes`.
+    pub redis_used: Gauge,
+    /// `redis_memory_max_bytes`.
+    pub redis_max: Gauge,
 }
 
 impl ApiMetrics {
+    /// The families, registered in `registry`.
+    pub fn new(registry: &Registry) -> Self {
+        let r = registry;
+        Self {
+            requests: counters(
+                r,
+                "api_request_count",
+                "HTTP requests by endpoint and status.",
+                &["method", "endpoint", "status"],
+            ),
+            durations: histograms(
+                r,
+                "api_request_duration_ms",
+                "HTTP request time (ms).",
+                &["method", "endpoint"],
+                &BUCKETS_MS,
+            ),
+            ws_messages: counters(r, "websocket_message_count", "WebSocket frames.", &["direction"]),
+            ws_disconnects: counters(r, "websocket_disconnect_count", "WebSockets closed.", &[]),
+            logins: counters(r, "auth_login_count", "Logins by outcome.", &["outcome"]),
+            mfa: counters(r, "auth_mfa_verification_count", "Second-factor checks by outcome.", &["outcome"]),
+            instance: InstanceGauges {
+                websockets: gauge(r, "websocket_active_connections", "WebSockets open on this instance."),
+                pool_size: gauge(r, "db_connection_pool_size", "Connections this instance may open."),
+                pool_in_use: gauge(r, "db_connection_pool_in_use", "Connections in use."),
+                pool_available: gauge(r, "db_connection_pool_available", "Connections left."),
+            },
+            fleet: FleetGauges {
+                queue_jobs: gauges(r, "queue_jobs", "Jobs per queue and state (fleet).", &["queue", "state"]),
+                oldest_pending: gauges(
+                    r,
+                    "queue_oldest_pending_age_seconds",
+                    "Age of the oldest pending job, 0 when none (fleet).",
+                    &["queue"],
+                ),
+                workers: gauges(r, "queue_workers", "Live worker pools (fleet).", &["queue"]),
+                active_sessions: gauge(r, "interview_active_sessions", "Sessions open now (fleet)."),
+                completion_rate: gauge(
+                    r,
+                    "interview_completion_rate",
+                    "Sessions completed / started, the last aggregated day (fleet).",
+                ),
+                redis_used: gauge(r, "redis_memory_used_bytes", "Memory Redis uses (fleet)."),
+                redis_max: gauge(r, "redis_memory_max_bytes", "Redis maxmemory, 0 for no limit (fleet)."),
+            },
+        }
+    }
+
     /// One request to `endpoint` (the route's template) answered `status` in `ms`.
     pub fn request(&self, method: &str, endpoint: &str, status: u16, ms: f64) {
-        let mut routes = lock(&self.routes);
-        if !routes.contains_key(endpoint) {
-            routes.insert(endpoint.to_owned(), BTreeMap::new());
-        }
-        let Some(methods) = routes.get_mut(endpoint) else { return };
-        if !methods.contains_key(method) {
-            methods.insert(method.to_owned(), Route::default());
-        }
-        let Some(route) = methods.get_mut(method) else { return };
-        *route.statuses.entry(status).or_default() += 1;
-        for (i, bound) in BUCKETS_MS.iter().enumerate() {
-            if ms <= *bound {
-                route.buckets[i] += 1;
-            }
-        }
-        route.count += 1;
-        route.sum += ms;
+        self.requests.with_label_values(&[method, endpoint, status.to_string().as_str()]).inc();
+        self.durations.with_label_values(&[method, endpoint]).observe(ms);
     }
 
     /// A WebSocket frame received (`incoming`) or sent.
     pub fn ws_message(&self, incoming: bool) {
-        let counter = if incoming { &self.ws_in } else { &self.ws_out };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.ws_messages.with_label_values(&[if incoming { "in" } else { "out" }]).inc();
     }
 
     /// A WebSocket closed.
     pub fn ws_disconnect(&self) {
-        self.ws_disconnects.fetch_add(1, Ordering::Relaxed);
+        self.ws_disconnects.with_label_values(&[] as &[&str]).inc();
     }
 
     /// A login attempt: `success`, `bad_password`, `unknown_user`,
-    /// `disabled`, `throttled`.
+    /// `disabled`, `throttled`, `mfa_required`.
     pub fn login(&self, outcome: &'static str) {
-        *lock(&self.logins).entry(outcome).or_default() += 1;
+        self.logins.with_label_values(&[outcome]).inc();
     }
 
     /// A second-factor check: `success`, `recovery_code`, `wrong_code`,
     /// `replayed`, `void`, `enrolled`, `enrolment_wrong_code`.
     pub fn mfa(&self, outcome: &'static str) {
-        *lock(&self.mfa).entry(outcome).or_default() += 1;
-    }
-
-    /// The series, in the text format.
-    pub fn render(&self, out: &mut String) {
-        {
-            let routes = lock(&self.routes);
-            let each =
-                || routes.iter().flat_map(|(endpoint, methods)| methods.iter().map(move |(m, r)| (endpoint, m, r)));
-            let _ = writeln!(
-                out,
-                "# HELP api_request_count HTTP requests by endpoint and status.\n# TYPE api_request_count counter"
-            );
-            for (endpoint, method, route) in each() {
-                for (status, n) in &route.statuses {
-                    let _ = writeln!(
-                        out,
-                        "api_request_count{{method=\"{method}\",endpoint=\"{}\",status=\"{status}\"}} {n}",
-                        label(endpoint)
-                    );
-                }
-            }
-            let _ = writeln!(
-                out,
-                "# HELP api_request_duration_ms HTTP request time (ms).\n# TYPE api_request_duration_ms histogram"
-            );
-            for (endpoint, method, route) in each() {
-                let l = format!("method=\"{method}\",endpoint=\"{}\"", label(endpoint));
-                for (bound, n) in BUCKETS_MS.iter().zip(route.buckets) {
-                    let _ = writeln!(out, "api_request_duration_ms_bucket{{{l},le=\"{bound}\"}} {n}");
-                }
-                let _ = writeln!(out, "api_request_duration_ms_bucket{{{l},le=\"+Inf\"}} {}", route.count);
-                let _ = writeln!(out, "api_request_duration_ms_sum{{{l}}} {}", route.sum);
-                let _ = writeln!(out, "api_request_duration_ms_count{{{l}}} {}", route.count);
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP websocket_message_count WebSocket frames.\n# TYPE websocket_message_count counter\nwebsocket_message_count{{direction=\"in\"}} {}\nwebsocket_message_count{{direction=\"out\"}} {}",
-            self.ws_in.load(Ordering::Relaxed),
-            self.ws_out.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP websocket_disconnect_count WebSockets closed.\n# TYPE websocket_disconnect_count counter\nwebsocket_disconnect_count {}",
-            self.ws_disconnects.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(out, "# HELP auth_login_count Logins by outcome.\n# TYPE auth_login_count counter");
-        for (outcome, n) in lock(&self.logins).iter() {
-            let _ = writeln!(out, "auth_login_count{{outcome=\"{outcome}\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "# HELP auth_mfa_verification_count Second-factor checks by outcome.\n# TYPE auth_mfa_verification_count counter"
-        );
-        for (outcome, n) in lock(&self.mfa).iter() {
-            let _ = writeln!(out, "auth_mfa_verification_count{{outcome=\"{outcome}\"}} {n}");
-        }
+        self.mfa.with_label_values(&[outcome]).inc();
     }
 }

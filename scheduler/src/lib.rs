@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use shared::config::{BatchSchedule, Config};
 use shared::domain::BatchTrigger;
 use shared::flow::Core;
+use shared::metrics::IntCounterVec;
 
 /// The most ticks of one batch fired in one pass (a process that slept
 /// through many per-second ticks does not flood the queue).
@@ -25,12 +26,28 @@ const MAX_TICKS_PER_PASS: usize = 100;
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let (core, _) = Core::connect(&config).await?;
     sqlx::query("SELECT 1").execute(&core.db).await.context("connecting to PostgreSQL (DATABASE_URL)")?;
+    let ticks = shared::metrics::counters(
+        &core.registry,
+        "scheduler_ticks_total",
+        "Cron ticks by result: enqueued here, taken (another replica had it), error (not recorded).",
+        &["batch", "result"],
+    );
+    let listener = shared::metrics::listen(&config.telemetry).await?;
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    let _stop_metrics = metrics_stop.clone().drop_guard();
+    tokio::spawn(shared::metrics::serve(
+        listener,
+        core.registry.clone(),
+        config.telemetry.metrics_token.clone(),
+        || async {},
+        async move { metrics_stop.cancelled().await },
+    ));
     let enabled: Vec<&BatchSchedule> = config.scheduler.batches.iter().filter(|b| b.enabled).collect();
     let tz = config.scheduler.timezone;
     for b in &enabled {
         tracing::info!(batch = %b.batch, schedule = %b.schedule.expression, timezone = tz.name(), "scheduled");
     }
-    catch_up(&core, &config, &enabled, Utc::now()).await;
+    catch_up(&core, &ticks, &config, &enabled, Utc::now()).await;
     // The next tick of each batch.
     let start = Utc::now();
     let mut next: Vec<Option<DateTime<Utc>>> = enabled.iter().map(|b| b.schedule.next_after(start, tz)).collect();
@@ -53,7 +70,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                 && t <= now
                 && fired < MAX_TICKS_PER_PASS
             {
-                fire(&core, b, t, BatchTrigger::Schedule).await;
+                fire(&core, &ticks, b, t, BatchTrigger::Schedule).await;
                 fired += 1;
                 *tick = b.schedule.next_after(t, tz);
             }
@@ -68,18 +85,25 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 }
 
 /// The last tick of each batch, if recent enough and without its run.
-async fn catch_up(core: &Core, config: &Config, enabled: &[&BatchSchedule], now: DateTime<Utc>) {
+async fn catch_up(core: &Core, ticks: &IntCounterVec, config: &Config, enabled: &[&BatchSchedule], now: DateTime<Utc>) {
     let window = chrono::Duration::from_std(config.scheduler.catch_up_window).unwrap_or_default();
     for b in enabled {
         let Some(last) = b.schedule.last_until(now, config.scheduler.timezone) else { continue };
         if now - last <= window {
-            fire(core, b, last, BatchTrigger::CatchUp).await;
+            fire(core, ticks, b, last, BatchTrigger::CatchUp).await;
         }
     }
 }
 
-async fn fire(core: &Core, b: &BatchSchedule, tick: DateTime<Utc>, trigger: BatchTrigger) {
-    match core.enqueue_tick(b.batch, tick, trigger).await {
+async fn fire(core: &Core, ticks: &IntCounterVec, b: &BatchSchedule, tick: DateTime<Utc>, trigger: BatchTrigger) {
+    let result = core.enqueue_tick(b.batch, tick, trigger).await;
+    let counted = match &result {
+        Ok(Some(_)) => "enqueued",
+        Ok(None) => "taken",
+        Err(_) => "error",
+    };
+    ticks.with_label_values(&[b.batch.as_str(), counted]).inc();
+    match result {
         Ok(Some(run_id)) => {
             tracing::info!(batch = %b.batch, tick = %tick, run_id = %run_id, trigger = trigger.as_str(), "batch enqueued")
         }

@@ -71,13 +71,21 @@ pub struct Core {
     pub bus: EventBus,
     /// Job queues.
     pub queues: Queues,
+    /// This process's Prometheus series ([`crate::metrics`]).
+    pub registry: crate::metrics::Registry,
 }
 
 impl Core {
     /// The database, events and queues on `db` and `redis`, under the
     /// `REDIS_KEY_PREFIX` `prefix`.
     pub fn new(db: Db, redis: redis::aio::ConnectionManager, prefix: &str) -> Self {
-        Self { db, bus: EventBus::new(redis.clone(), prefix.to_owned()), queues: Queues::new(redis, prefix) }
+        let registry = crate::metrics::Registry::new();
+        Self {
+            db,
+            bus: EventBus::new(redis.clone(), prefix.to_owned()),
+            queues: Queues::new(redis, prefix, crate::metrics::JobMetrics::new()),
+            registry,
+        }
     }
 
     /// Connects to what `config` names, applying migrations when

@@ -10,6 +10,7 @@ pub mod flow;
 pub mod ids;
 pub mod jobs;
 pub mod log_throttle;
+pub mod metrics;
 pub mod provider_state;
 pub mod queue;
 pub mod queue_admin;

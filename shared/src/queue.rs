@@ -34,12 +34,15 @@ pub struct Queues {
     batch: RedisStorage<BatchJob>,
     conn: ConnectionManager,
     prefix: String,
+    /// What this process's handlers did with the jobs.
+    pub metrics: crate::metrics::JobMetrics,
 }
 
 impl Queues {
-    /// Queues on `conn` under `prefix`.
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    /// Queues on `conn` under `prefix`, counting into `metrics`.
+    pub fn new(conn: ConnectionManager, prefix: &str, metrics: crate::metrics::JobMetrics) -> Self {
         Self {
+            metrics,
             turns: RedisStorage::new(conn.clone()).with_config(queue_config(prefix, QueueName::Turns)),
             batch: RedisStorage::new(conn.clone()).with_config(queue_config(prefix, QueueName::Batch)),
             conn,
@@ -89,37 +92,6 @@ impl Queues {
             self.keep_precise(queue, job_id, due).await;
         }
         self.notify(queue, delay).await
-    }
-
-    /// Counts a finished job run (`ok`, `error`, `dead`) and its duration,
-    /// for `job_duration_ms` (fleet-wide: the API reads it). Failures to
-    /// count are logged only.
-    pub async fn record_job(&self, queue: QueueName, outcome: &str, took: Duration) {
-        let ms = took.as_millis() as u64;
-        let bucket = JOB_DURATION_BUCKETS_MS.iter().find(|b| ms <= **b).map_or("+Inf".to_owned(), u64::to_string);
-        let key = job_stats_key(&self.prefix, queue);
-        let result = redis::pipe()
-            .hincr(&key, format!("outcome:{outcome}"), 1)
-            .hincr(&key, format!("duration:le:{bucket}"), 1)
-            .hincr(&key, "duration:sum", ms)
-            .exec_async(&mut self.conn.clone())
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "job statistics not recorded");
-        }
-    }
-
-    /// Counts a retry our handlers pushed (`job_retries_total`).
-    pub async fn record_retry(&self, queue: QueueName) {
-        let result = redis::cmd("HINCRBY")
-            .arg(job_stats_key(&self.prefix, queue))
-            .arg("retries")
-            .arg(1)
-            .exec_async(&mut self.conn.clone())
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "retry not counted");
-        }
     }
 
     /// apalis-redis scores a delayed job in whole seconds (rounded up here,
@@ -244,13 +216,4 @@ pub const POOL_HEARTBEAT: Duration = Duration::from_secs(2);
 /// score = last heartbeat in Unix milliseconds.
 pub fn pool_key(prefix: &str, queue: QueueName) -> String {
     format!("{prefix}:pool:{}", queue.as_str())
-}
-
-/// Upper bounds (ms) of the `job_duration_ms` buckets.
-pub const JOB_DURATION_BUCKETS_MS: [u64; 10] = [10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 60_000];
-
-/// The hash of a queue's job statistics: `outcome:<o>`, `duration:le:<b>`,
-/// `duration:sum`, `retries`.
-pub fn job_stats_key(prefix: &str, queue: QueueName) -> String {
-    format!("{prefix}:jobstats:{}", queue.as_str())
 }

@@ -352,34 +352,3 @@ pub async fn retry(
     }
     Ok(())
 }
-
-/// What the workers counted of a queue's jobs (fleet-wide).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct JobStats {
-    /// Handled runs by outcome (`ok`, `error`, `dead`).
-    pub outcomes: std::collections::BTreeMap<String, u64>,
-    /// Retries pushed by our handlers.
-    pub retries: u64,
-    /// Cumulative duration histogram: `(le_ms, count)`, `None` for `+Inf`.
-    pub duration_buckets: Vec<(Option<u64>, u64)>,
-    /// Sum of durations (ms).
-    pub duration_sum_ms: u64,
-}
-
-/// Reads the job statistics of `queue`.
-pub async fn job_stats(conn: &mut ConnectionManager, prefix: &str, queue: QueueName) -> redis::RedisResult<JobStats> {
-    let fields: std::collections::HashMap<String, u64> =
-        redis::cmd("HGETALL").arg(crate::queue::job_stats_key(prefix, queue)).query_async(conn).await?;
-    let get = |f: &str| fields.get(f).copied().unwrap_or(0);
-    let outcomes = ["ok", "error", "dead"].iter().map(|o| ((*o).to_owned(), get(&format!("outcome:{o}")))).collect();
-    let mut cumulative = 0;
-    let mut duration_buckets: Vec<(Option<u64>, u64)> = crate::queue::JOB_DURATION_BUCKETS_MS
-        .iter()
-        .map(|b| {
-            cumulative += get(&format!("duration:le:{b}"));
-            (Some(*b), cumulative)
-        })
-        .collect();
-    duration_buckets.push((None, cumulative + get("duration:le:+Inf")));
-    Ok(JobStats { outcomes, retries: get("retries"), duration_buckets, duration_sum_ms: get("duration:sum") })
-}

@@ -112,6 +112,8 @@ impl ApiHandle {
 
 /// A worker running in this process.
 pub struct WorkerHandle {
+    /// Its series (an in-process worker's metrics port is a free one).
+    pub registry: shared::metrics::Registry,
     pub(crate) stop: CancellationToken,
     pub(crate) task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }

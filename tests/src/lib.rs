@@ -12,6 +12,7 @@ pub mod netns;
 pub mod pgbouncer;
 mod private_redis;
 pub mod prometheus;
+pub mod prometheus_server;
 pub mod receiver;
 pub mod tls;
 
@@ -93,6 +94,8 @@ impl TestEnv {
             ("LOG_LEVEL", "WARNING"),
             ("API_HOST", "127.0.0.1"),
             ("API_PORT", "0"),
+            ("METRICS_HOST", "127.0.0.1"),
+            ("METRICS_PORT", "0"),
             ("SCRIPTED_DELTA_DELAY_MS", "2"),
             ("TURN_LEASE_SECONDS", "3"),
             ("RECONCILE_INTERVAL_SECONDS", "1"),
@@ -210,8 +213,9 @@ impl TestEnv {
     pub fn run_worker(&self, deps: std::sync::Arc<worker::Deps>) -> WorkerHandle {
         let stop = self.stop.child_token();
         let run_stop = stop.clone();
+        let registry = deps.core.registry.clone();
         let task = tokio::spawn(worker::run(deps, async move { run_stop.cancelled().await }));
-        WorkerHandle { stop, task: Some(task) }
+        WorkerHandle { registry, stop, task: Some(task) }
     }
 
     /// Starts a component binary (`api`, `worker`, `scheduler`) as a child process.
@@ -372,4 +376,9 @@ pub fn terminate(child: &tokio::process::Child) -> anyhow::Result<()> {
     let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
     anyhow::ensure!(status.success(), "kill -TERM {pid} failed");
     Ok(())
+}
+
+/// A port free on 127.0.0.1 now, for a process told to listen on it.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

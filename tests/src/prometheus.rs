@@ -109,3 +109,74 @@ pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<
         .find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).is_some_and(|x| x == v)))
         .map(|s| s.value)
 }
+
+/// The seed's names (operations manual 3.1) that Prometheus's naming lint
+/// flags: counters without `_total`, durations in `_ms`. They stay as the
+/// seed has them; every other family must pass the lint.
+const SEED_NAMES: [&str; 11] = [
+    "api_request_count",
+    "api_request_duration_ms",
+    "ai_request_count",
+    "ai_request_duration_ms",
+    "ai_error_count",
+    "ai_rate_limit_count",
+    "ai_estimated_cost_usd",
+    "auth_login_count",
+    "auth_mfa_verification_count",
+    "websocket_message_count",
+    "websocket_disconnect_count",
+];
+
+/// `promtool check metrics` over `text`: `Ok(true)` when it parses and its
+/// only lint findings are the seed's names, `Ok(false)` when promtool is
+/// not installed, `Err` naming what promtool found otherwise.
+pub fn promtool_check(text: &str) -> Result<bool, String> {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(format!("promtool: {e}")),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(text.as_bytes()).map_err(|e| format!("promtool stdin: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("promtool: {e}"))?;
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Exit 1: it could not parse; 3: lint findings only.
+    match out.status.code() {
+        Some(0) => return Ok(true),
+        Some(3) => {}
+        _ => return Err(format!("promtool could not parse the exposition ({}): {said}", out.status)),
+    }
+    let unexpected: Vec<&str> = said
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| {
+            let family = l.split_whitespace().next().unwrap_or("");
+            let seed_lint = l.ends_with("counter metrics should have \"_total\" suffix")
+                || l.ends_with("non-histogram and non-summary metrics should not have \"_count\" suffix")
+                || l.ends_with("metric names should not contain abbreviated units");
+            !(SEED_NAMES.contains(&family) && seed_lint)
+        })
+        .collect();
+    if unexpected.is_empty() { Ok(true) } else { Err(format!("promtool: {}", unexpected.join("\n"))) }
+}
+
+/// `GET url` (with `token` as the bearer token), parsed strictly.
+pub async fn scrape(url: &str, token: Option<&str>) -> anyhow::Result<(String, Vec<Sample>)> {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
+    anyhow::ensure!(response.status() == 200, "{url}: {}", response.status());
+    let text = response.text().await?;
+    let samples = parse(&text).map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    Ok((text, samples))
+}

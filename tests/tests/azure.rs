@@ -58,7 +58,7 @@ async fn an_api_version_without_stream_options_is_sent_none() -> anyhow::Result<
     // The fake refuses stream_options on this GA version, as Azure does.
     env.set("AZURE_OPENAI_API_VERSION", "2024-10-21");
     let api = env.start_api().await?;
-    let _worker = env.start_worker().await?;
+    let worker = env.start_worker().await?;
     let (_, _, mut ws) = api.candidate_session(5).await?;
     let completed = ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     let received = fake.received();
@@ -82,12 +82,11 @@ async fn an_api_version_without_stream_options_is_sent_none() -> anyhow::Result<
     .await?;
     let provider = &report["providers"][0];
     assert_eq!(provider["estimated_tokens"], provider["tokens"], "all of its tokens are estimates: {provider}");
-    let metrics = reqwest::get(format!("http://{}/metrics", api.addr)).await?.text().await?;
-    let line = format!(
-        "ai_token_usage_estimated_total{{provider=\"azure_openai\",model=\"interviews-gpt\",type=\"prompt\"}} {}",
-        prompt.unwrap_or(0)
-    );
-    assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
+    // The worker counted them.
+    let samples = tests::prometheus::parse(&shared::metrics::encode(&worker.registry)).map_err(anyhow::Error::msg)?;
+    let labels = [("provider", "azure_openai"), ("model", "interviews-gpt"), ("type", "prompt")];
+    let estimated = tests::prometheus::value(&samples, "ai_token_usage_estimated_total", &labels);
+    assert_eq!(estimated, Some(f64::from(prompt.unwrap_or(0))));
     let today = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Tokyo).date_naive().to_string();
     env.run_batch(shared::domain::Batch::AnalyticsAggregation, serde_json::json!({ "date": today })).await?;
     let (requests, estimated): (i32, i32) =

@@ -18,7 +18,7 @@ const REPLY: &str = "Thank you. What would you measure first?";
 async fn a_delayed_job_is_due_after_its_milliseconds_not_the_next_second() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
     let mut redis = env.redis().await?;
-    let queues = Queues::new(redis.clone(), &env.prefix);
+    let queues = Queues::new(redis.clone(), &env.prefix, shared::metrics::JobMetrics::new());
     let scheduled = queue_config(&env.prefix, QueueName::Turns).scheduled_jobs_set();
     // Push at .100–.150 of a second: a whole-second score would make a
     // 300 ms delay due at the next second, 850 ms or more later.

@@ -260,7 +260,8 @@ fn the_kubernetes_manifests_hold_together() -> anyhow::Result<()> {
     let role = s(account, &["metadata", "annotations", "eks.amazonaws.com/role-arn"]).unwrap_or("");
     anyhow::ensure!(role.starts_with("arn:aws:iam::") && role.contains(":role/"), "IRSA role annotation: {role:?}");
 
-    // The workers scale on the turns pending list; the scheduler runs twice.
+    // The workers scale on the turns queue's pending jobs, the fleet gauge
+    // taken with max (tests/tests/prometheus_server.rs runs the query).
     let scaled = of_kind(&docs, "ScaledObject");
     anyhow::ensure!(scaled.len() == 1);
     anyhow::ensure!(
@@ -269,30 +270,20 @@ fn the_kubernetes_manifests_hold_together() -> anyhow::Result<()> {
     );
     anyhow::ensure!(s(scaled[0], &["spec", "scaleTargetRef", "name"]) == Some("ai-interviewer-worker"));
     let trigger = &scaled[0]["spec"]["triggers"][0];
-    anyhow::ensure!(s(trigger, &["type"]) == Some("redis"));
+    anyhow::ensure!(s(trigger, &["type"]) == Some("prometheus"));
     anyhow::ensure!(
-        s(trigger, &["metadata", "listName"]) == Some("aiv-turns:active"),
-        "the turns pending list under REDIS_KEY_PREFIX aiv"
+        s(trigger, &["metadata", "query"]) == Some(r#"max(queue_jobs{queue="turns",state="pending"})"#),
+        "the turns queue's pending jobs, max over the API pods"
     );
-    // Its Redis password from the Secret through a TriggerAuthentication
-    // (the worker's is a file, which KEDA cannot read).
-    let auth = s(trigger, &["authenticationRef", "name"]).unwrap_or("");
-    let auth = of_kind(&docs, "TriggerAuthentication")
-        .into_iter()
-        .find(|a| s(a, &["metadata", "name"]) == Some(auth))
-        .ok_or_else(|| anyhow::anyhow!("no TriggerAuthentication {auth:?} for the ScaledObject"))?;
-    for target in auth["spec"]["secretTargetRef"].as_vec().into_iter().flatten() {
-        let (secret, key) = (s(target, &["name"]).unwrap_or(""), s(target, &["key"]).unwrap_or(""));
-        anyhow::ensure!(secret_keys(&docs, secret).contains(key), "TriggerAuthentication: no key {key} in {secret:?}");
+    // Every component's pods are scraped where it listens.
+    for (name, port) in
+        [("ai-interviewer-api", "8001"), ("ai-interviewer-worker", "9091"), ("ai-interviewer-scheduler", "9092")]
+    {
+        let d = deployment(name).ok_or_else(|| anyhow::anyhow!("no {name}"))?;
+        let annotations = &d["spec"]["template"]["metadata"]["annotations"];
+        anyhow::ensure!(s(annotations, &["prometheus.io/scrape"]) == Some("true"), "{name} is scraped");
+        anyhow::ensure!(s(annotations, &["prometheus.io/port"]) == Some(port), "{name} on {port}");
     }
-    anyhow::ensure!(
-        auth["spec"]["secretTargetRef"]
-            .as_vec()
-            .into_iter()
-            .flatten()
-            .any(|t| s(t, &["parameter"]) == Some("password")),
-        "the Redis password"
-    );
     let scheduler = deployment("ai-interviewer-scheduler").ok_or_else(|| anyhow::anyhow!("no scheduler"))?;
     anyhow::ensure!(scheduler["spec"]["replicas"].as_i64() == Some(2));
     let worker = deployment("ai-interviewer-worker").ok_or_else(|| anyhow::anyhow!("no worker"))?;

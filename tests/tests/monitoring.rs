@@ -16,15 +16,17 @@ fn s<'a>(y: &'a Yaml, path: &[&str]) -> Option<&'a str> {
     path.iter().fold(y, |y, k| &y[*k]).as_str()
 }
 
-/// Every metric family `/metrics` exports (api/src/metrics.rs,
-/// api/src/routes/metrics.rs), for the rules and the dashboard to use.
-const EXPORTED: [&str; 27] = [
+/// Every metric family the processes export (api/src/metrics.rs,
+/// worker/src/metrics.rs, shared/src/metrics.rs, the scheduler's ticks),
+/// for the rules and the dashboard to use.
+const EXPORTED: [&str; 29] = [
     "api_request_count",
     "api_request_duration_ms",
     "websocket_active_connections",
     "websocket_message_count",
     "websocket_disconnect_count",
     "auth_login_count",
+    "auth_mfa_verification_count",
     "db_connection_pool_size",
     "db_connection_pool_in_use",
     "db_connection_pool_available",
@@ -35,10 +37,11 @@ const EXPORTED: [&str; 27] = [
     "queue_jobs",
     "queue_oldest_pending_age_seconds",
     "queue_workers",
-    "job_count",
+    "jobs_total",
     "job_retries_total",
-    "job_duration_ms",
+    "job_duration_seconds",
     "batch_runs_total",
+    "scheduler_ticks_total",
     "ai_request_count",
     "ai_request_duration_ms",
     "ai_error_count",
@@ -77,6 +80,33 @@ fn series_in(expr: &str) -> BTreeSet<String> {
     out
 }
 
+/// The fleet's state, exported alike by every API (or worker) instance.
+const FLEET_STATE: [&str; 8] = [
+    "queue_jobs",
+    "queue_oldest_pending_age_seconds",
+    "queue_workers",
+    "ai_circuit_open",
+    "interview_active_sessions",
+    "interview_completion_rate",
+    "redis_memory_used_bytes",
+    "redis_memory_max_bytes",
+];
+
+/// How `expr` may aggregate: the fleet's state with `max` (every exporter
+/// has the same value: `sum` would multiply it), what a process did with
+/// `sum` (`max` would keep one process's share).
+fn aggregates_rightly(expr: &str) -> Result<(), String> {
+    let series = series_in(expr);
+    let fleet = series.iter().any(|s| FLEET_STATE.contains(&s.as_str()));
+    if fleet && (expr.contains("sum(") || expr.contains("sum by")) {
+        return Err(format!("the fleet's state is summed: {expr}"));
+    }
+    if !fleet && (expr.contains("max(") || expr.contains("max by")) {
+        return Err(format!("per-process series taken with max: {expr}"));
+    }
+    Ok(())
+}
+
 #[test]
 fn the_alert_rules_carry_the_seed_s_thresholds_over_exported_series() -> anyhow::Result<()> {
     let path = root().join("docker/prometheus/alerts.yml");
@@ -103,6 +133,7 @@ fn the_alert_rules_carry_the_seed_s_thresholds_over_exported_series() -> anyhow:
             for series in series_in(expr) {
                 anyhow::ensure!(EXPORTED.contains(&series.as_str()), "{alert}: {series} is not exported");
             }
+            aggregates_rightly(expr).map_err(|e| anyhow::anyhow!("{alert}: {e}"))?;
             names.insert(alert.to_owned());
         }
     }
@@ -152,9 +183,18 @@ fn the_grafana_dashboard_plots_exported_series() -> anyhow::Result<()> {
             for series in series_in(expr) {
                 anyhow::ensure!(EXPORTED.contains(&series.as_str()), "{}: {series}", p["title"]);
             }
+            aggregates_rightly(expr).map_err(|e| anyhow::anyhow!("{}: {e}", p["title"]))?;
         }
     }
     Ok(())
+}
+
+#[test]
+fn summing_the_fleet_s_state_or_maxing_a_process_s_counter_is_refused() {
+    assert!(aggregates_rightly("sum(queue_jobs{state=\"pending\"})").is_err());
+    assert!(aggregates_rightly("max by (queue) (rate(jobs_total[5m]))").is_err());
+    assert!(aggregates_rightly("max by (queue) (queue_jobs{state=\"pending\"}) > 1000").is_ok());
+    assert!(aggregates_rightly("sum by (queue) (rate(jobs_total[5m]))").is_ok());
 }
 
 #[test]

@@ -413,7 +413,7 @@ async fn operators_see_each_provider_s_circuit_headroom_usage_and_cost() -> anyh
         .set("AZURE_OPENAI_PRICE_INPUT_PER_1K", "3")
         .set("AZURE_OPENAI_PRICE_OUTPUT_PER_1K", "15");
     let api = env.start_api().await?;
-    let _worker = env.start_worker().await?;
+    let worker = env.start_worker().await?;
     let (candidate, _, mut ws) = api.candidate_session(5).await?;
     ws.until(WAIT, |e| is(e, "turn.completed")).await?;
     answered_by(&env, 1).await?;
@@ -451,16 +451,22 @@ async fn operators_see_each_provider_s_circuit_headroom_usage_and_cost() -> anyh
     assert_eq!(ai["circuits"], serde_json::json!({ "openai_compatible": "closed", "azure_openai": "closed" }));
     assert_eq!(ai["quota_remaining"], 100_000 - first["rate_limit"]["tokens"]["used"].as_u64().unwrap_or(0));
 
-    let metrics = reqwest::get(format!("http://{}/metrics", api.addr)).await?.text().await?;
-    for line in [
-        "ai_request_count{provider=\"openai_compatible\",model=\"fake-model\",status=\"error\"} 1",
-        "ai_request_count{provider=\"azure_openai\",model=\"fallback-model\",status=\"ok\"} 1",
-        &format!("ai_token_usage_total{{provider=\"azure_openai\",model=\"fallback-model\",type=\"prompt\"}} {prompt}"),
-        "ai_error_count{provider=\"openai_compatible\",model=\"fake-model\"} 1",
-        "ai_request_duration_ms_count{provider=\"azure_openai\",model=\"fallback-model\"} 1",
-        "ai_circuit_open{provider=\"openai_compatible\",model=\"fake-model\"} 0",
+    // The worker's own series (ai_circuit_open, read at a scrape: tests/tests/metrics.rs).
+    let text = shared::metrics::encode(&worker.registry);
+    let samples = tests::prometheus::parse(&text).map_err(anyhow::Error::msg)?;
+    let (primary, fallback) = (
+        [("provider", "openai_compatible"), ("model", "fake-model")],
+        [("provider", "azure_openai"), ("model", "fallback-model")],
+    );
+    for (name, labels, extra, want) in [
+        ("ai_request_count", primary, Some(("status", "error")), 1.0),
+        ("ai_request_count", fallback, Some(("status", "ok")), 1.0),
+        ("ai_token_usage_total", fallback, Some(("type", "prompt")), f64::from(prompt)),
+        ("ai_error_count", primary, None, 1.0),
+        ("ai_request_duration_ms_count", fallback, None, 1.0),
     ] {
-        assert!(metrics.lines().any(|l| l == line), "missing {line:?} in\n{metrics}");
+        let labels: Vec<(&str, &str)> = labels.into_iter().chain(extra).collect();
+        assert_eq!(tests::prometheus::value(&samples, name, &labels), Some(want), "{name} {labels:?} in\n{text}");
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 
 pub mod batches;
 pub mod jobs;
+pub mod metrics;
 pub mod prompt;
 pub mod providers;
 pub mod reconciler;
@@ -49,6 +50,8 @@ pub struct Deps {
     pub hand_back: CancellationToken,
     /// The alert sender.
     pub alerter: shared::alerts::Alerter,
+    /// `ai_circuit_open`, set when scraped.
+    pub circuits: shared::metrics::GaugeVec,
 }
 
 impl Deps {
@@ -68,23 +71,32 @@ pub fn worker_name() -> String {
 
 /// Builds the dependencies from configuration.
 pub async fn deps(config: Config) -> anyhow::Result<Arc<Deps>> {
+    let (core, redis) = Core::connect(&config).await?;
     // The providers' fleet state has a connection of its own.
-    let redis = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
-    let provider = providers::from_config(&config, redis).await.map_err(|e| anyhow::anyhow!("AI_PROVIDER: {e}"))?;
-    deps_with_provider(config, provider).await
+    let providers_conn = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
+    let provider = providers::from_config(&config, providers_conn, &core.registry)
+        .await
+        .map_err(|e| anyhow::anyhow!("AI_PROVIDER: {e}"))?;
+    Ok(assemble(config, core, redis, provider))
 }
 
 /// Builds the dependencies around a given provider chain.
 pub async fn deps_with_provider(config: Config, provider: Arc<dyn ChatProvider>) -> anyhow::Result<Arc<Deps>> {
     let (core, redis) = Core::connect(&config).await?;
-    Ok(Arc::new(Deps {
+    Ok(assemble(config, core, redis, provider))
+}
+
+fn assemble(config: Config, core: Core, redis: ConnectionManager, provider: Arc<dyn ChatProvider>) -> Arc<Deps> {
+    core.queues.metrics.export(&core.registry);
+    Arc::new(Deps {
+        circuits: metrics::circuit_gauges(&core.registry),
         alerter: shared::alerts::Alerter::for_config(&config, redis),
         core,
         provider,
         config: Arc::new(config),
         name: worker_name(),
         hand_back: CancellationToken::new(),
-    }))
+    })
 }
 
 /// Runs the pools and the reconciler until `shutdown` resolves, then lets
@@ -94,6 +106,7 @@ pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 's
     let config = deps.config.clone();
     let prefix = config.redis.key_prefix.clone();
     let conn = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
+    let metrics_listener = shared::metrics::listen(&config.telemetry).await?;
 
     // The queues run on a RESP3 connection: on RESP2 one dropped connection
     // kills an apalis pool. Producers PUBLISH on each queue's notify channel
@@ -163,6 +176,21 @@ pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 's
     tokio::spawn(reconciler::trim_done(deps.clone(), conn.clone(), stop.clone()));
     promote_due(&mut conn.clone(), &prefix).await;
     tokio::spawn(promote_loop(conn.clone(), prefix.clone(), stop.clone()));
+    let refresh = {
+        let (deps, conn, prefix) = (deps.clone(), conn.clone(), prefix.clone());
+        move || {
+            let (deps, conn, prefix) = (deps.clone(), conn.clone(), prefix.clone());
+            async move { metrics::refresh_circuits(&deps.circuits, conn, &prefix).await }
+        }
+    };
+    let metrics_stop = stop.clone();
+    tokio::spawn(shared::metrics::serve(
+        metrics_listener,
+        deps.core.registry.clone(),
+        config.telemetry.metrics_token.clone(),
+        refresh,
+        async move { metrics_stop.cancelled().await },
+    ));
 
     let (d1, d2) = (deps.clone(), deps.clone());
     let (turns_pauses, batch_pauses) = (RestartPauses::default(), RestartPauses::default());

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Secret, Vars};
+use super::Vars;
 
 /// The HTTP API.
 #[derive(Debug, Clone)]
@@ -31,8 +31,6 @@ pub struct ApiConfig {
     pub health_check_timeout: Duration,
     /// `SESSION_TIMEOUT_MINUTES`: idle time after which a session expires.
     pub session_timeout: Duration,
-    /// `METRICS_TOKEN`: when set, `/metrics` wants it as a bearer token.
-    pub metrics_token: Option<Secret>,
     /// Request rates and login throttling.
     pub limits: super::LimitsConfig,
     /// TOTP MFA.
@@ -84,7 +82,6 @@ pub(super) fn read(v: &mut Vars, jwt_required: bool) -> ApiConfig {
         ws_max_message_bytes: v.ranged("WS_MESSAGE_MAX_SIZE", 1_048_576, 256, 64 * 1_048_576),
         health_check_timeout: v.millis("HEALTH_CHECK_TIMEOUT_MS", 2_000, 10, 60_000),
         session_timeout: Duration::from_secs(60 * v.ranged("SESSION_TIMEOUT_MINUTES", 60, 1, 100_000)),
-        metrics_token: v.get("METRICS_TOKEN").filter(|t| !t.is_empty()).map(|t| Secret(t.to_owned())),
         limits: super::limits::read(v),
         mfa: super::mfa::read(v, jwt_required),
     }

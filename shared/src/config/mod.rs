@@ -11,6 +11,7 @@ mod operations;
 mod providers;
 mod redis;
 mod secrets;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 mod vars;
@@ -27,6 +28,7 @@ pub use operations::{AlertConfig, BatchSchedule, BatchSettings, SchedulerConfig}
 pub use providers::{AzureConfig, EndpointConfig, ProviderKind, ProviderPolicy, WorkerConfig};
 pub use redis::RedisConfig;
 pub use secrets::SECRETS;
+pub use telemetry::{ParentlessSampler, Sampler, SentryConfig, TelemetryConfig, TracesConfig};
 pub use vars::{ConfigError, Vars};
 pub use vertex::{VertexAuth, VertexConfig};
 
@@ -83,6 +85,8 @@ pub struct Config {
     pub batches: BatchSettings,
     /// Where alerts go.
     pub alerts: AlertConfig,
+    /// `METRICS_*`: each process's Prometheus series.
+    pub telemetry: TelemetryConfig,
 }
 
 /// Application identity and logging.
@@ -191,8 +195,9 @@ impl Config {
         let scheduler = operations::scheduler(&mut v);
         let batches = operations::batches(&mut v);
         let alerts = operations::alerts(&mut v);
+        let telemetry = telemetry::read(&mut v, component, &app.environment);
         v.finish()?;
-        Ok(Config { scheduler, batches, alerts, app, database, redis, jobs, api, worker, bootstrap_admin })
+        Ok(Config { scheduler, batches, alerts, telemetry, app, database, redis, jobs, api, worker, bootstrap_admin })
     }
 }
 

@@ -35,6 +35,7 @@ pub const SECRETS: &[&str] = &[
     "METRICS_TOKEN",
     "SLACK_WEBHOOK_URL",
     "TEAMS_WEBHOOK_URL",
+    "SENTRY_DSN",
     "OPENAI_COMPATIBLE_API_KEY",
     "AZURE_OPENAI_API_KEY",
     "AWS_SECRET_ACCESS_KEY",
@@ -157,7 +158,7 @@ mod tests {
         assert_eq!(config.database.url, "postgres://aiv:db-pass@db.internal:5432/aiv");
         assert_eq!(config.api.jwt.secret, SECRET);
         assert_eq!(config.bootstrap_admin.as_ref().map(|a| a.password.as_str()), Some("admin password"));
-        assert_eq!(config.api.metrics_token.as_ref().map(|t| t.0.as_str()), Some("metrics-token"));
+        assert_eq!(config.telemetry.metrics_token.as_ref().map(|t| t.0.as_str()), Some("metrics-token"));
         assert_eq!(config.redis.url, "redis://:redis%20pass@127.0.0.1:6379/0");
         // None of them in the configuration's debug output.
         let debug = format!("{config:?}");
@@ -176,6 +177,7 @@ mod tests {
                 "DATABASE_URL" => format!("postgres://aiv:{secret}@db:5432/aiv"),
                 "REDIS_URL" => format!("redis://:{secret}@cache:6379/0"),
                 "SLACK_WEBHOOK_URL" | "TEAMS_WEBHOOK_URL" => format!("https://hooks.example.com/services/{secret}"),
+                "SENTRY_DSN" => format!("https://{secret}@o1.ingest.sentry.io/42"),
                 _ => secret,
             }
         };
@@ -262,7 +264,7 @@ mod tests {
             Component::Api,
         )
         .expect("valid");
-        assert!(config.api.metrics_token.is_none());
+        assert!(config.telemetry.metrics_token.is_none());
         // ... and a required one says which file was empty.
         let err = load(&[("DATABASE_URL", "postgres://x/y"), ("JWT_SECRET_KEY_FILE", &empty)], Component::Api)
             .expect_err("no key")

@@ -64,7 +64,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let alone = worker::providers::openai_compatible::OpenAiCompatible::new("openai_compatible", endpoint)
         .map_err(anyhow::Error::msg)?;
-    let chain = worker::providers::from_config(&config, env.redis().await?).await.map_err(anyhow::Error::msg)?;
+    let chain = worker::providers::from_config(&config, env.redis().await?, &Default::default())
+        .await
+        .map_err(anyhow::Error::msg)?;
     let body = serde_json::json!({
         "model": "fake-model", "stream": true, "stream_options": { "include_usage": true },
         "messages": [{ "role": "system", "content": SYSTEM }, { "role": "user", "content": ANSWER }]
@@ -98,7 +100,9 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("expected one aws_bedrock provider");
     };
     let alone = worker::providers::bedrock::Bedrock::new(bedrock).await;
-    let chain = worker::providers::from_config(&config, env.redis().await?).await.map_err(anyhow::Error::msg)?;
+    let chain = worker::providers::from_config(&config, env.redis().await?, &Default::default())
+        .await
+        .map_err(anyhow::Error::msg)?;
     let body = serde_json::json!({
         "system": [{ "text": SYSTEM }],
         "messages": [{ "role": "user", "content": [{ "text": ANSWER }] }],

@@ -37,6 +37,7 @@ pub async fn run(deps: &Deps, run_id: BatchRunId, request_id: &str) -> Result<()
         match result {
             Ok(counts) => {
                 db::batch_runs::finish(&ctx.core.db, run.id, attempt, Ok(&counts)).await?;
+                ctx.core.queues.metrics.batch_run(run.batch.as_str(), "succeeded");
                 tracing::info!(counts = %counts, "batch run succeeded");
                 Ok(())
             }
@@ -47,7 +48,7 @@ pub async fn run(deps: &Deps, run_id: BatchRunId, request_id: &str) -> Result<()
                 if db::batch_runs::release(&ctx.core.db, run.id, attempt, &e.0, &job_id).await? {
                     let job = BatchJob::Run { run_id: run.id, request_id: request_id.to_owned() };
                     ctx.core.queues.push_batch(&job_id, job, Some(delay)).await?;
-                    ctx.core.queues.record_retry(shared::jobs::QueueName::Batch).await;
+                    ctx.core.queues.metrics.retry(shared::jobs::QueueName::Batch);
                 }
                 tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "batch run failed; retrying");
                 Ok(())
@@ -99,6 +100,7 @@ async fn execute(ctx: &Context, run: &BatchRun) -> Result<Value, BatchError> {
 
 async fn fail(ctx: &Context, run: &BatchRun, attempt: i32, error: &BatchError) -> Result<(), BatchError> {
     db::batch_runs::finish(&ctx.core.db, run.id, attempt, Err(&error.0)).await?;
+    ctx.core.queues.metrics.batch_run(run.batch.as_str(), "failed");
     tracing::error!(error = %error, "batch run failed");
     let alert = Alert {
         severity: Severity::P3,

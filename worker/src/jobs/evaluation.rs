@@ -100,7 +100,7 @@ async fn evaluate(deps: &Deps, session_id: SessionId, request_id: &str) -> Resul
     core.queues
         .push_batch(&job_id, BatchJob::Evaluation { session_id, request_id: request_id.to_owned() }, Some(delay))
         .await?;
-    core.queues.record_retry(QueueName::Batch).await;
+    core.queues.metrics.retry(QueueName::Batch);
     tracing::warn!(attempt, error = %error, "evaluation attempt failed; retrying");
     Ok(())
 }

@@ -35,7 +35,7 @@ pub fn bound(result: Result<(), BoxDynError>, attempt: &Attempt, max_attempts: u
     }
 }
 
-/// Counts a handled job in the fleet's job statistics: `ok`, `dead`
+/// Counts a handled job in this process's series (`jobs_total`): `ok`, `dead`
 /// (aborted into the dead set) or `error` (apalis retries it).
 pub async fn record(deps: &crate::Deps, queue: QueueName, result: &Result<(), BoxDynError>, start: std::time::Instant) {
     let outcome = match result {
@@ -43,7 +43,7 @@ pub async fn record(deps: &crate::Deps, queue: QueueName, result: &Result<(), Bo
         Err(e) if e.is::<AbortError>() => "dead",
         Err(_) => "error",
     };
-    deps.core.queues.record_job(queue, outcome, start.elapsed()).await;
+    deps.core.queues.metrics.job(queue, outcome, start.elapsed());
     if let Err(e) = result
         && outcome == "dead"
     {

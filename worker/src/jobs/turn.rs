@@ -280,7 +280,7 @@ async fn settle_failure(
             let job_id = new_job_id();
             db::turns::set_job(&core.db, turn.id, &job_id).await?;
             core.queues.push_turn(&job_id, job.clone(), Some(delay)).await?;
-            core.queues.record_retry(QueueName::Turns).await;
+            core.queues.metrics.retry(QueueName::Turns);
             tracing::warn!(
                 attempt,
                 delay_ms = delay.as_millis() as u64,

@@ -2,6 +2,7 @@
 //! worker of the fleet through Redis (`shared::provider_state`): its circuit
 //! breaker, its rate limit (requests and tokens), and its statistics.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -13,6 +14,8 @@ use shared::provider_state::circuit::{self, Admission, Outcome, Transition};
 use shared::provider_state::rate_limit::{self, Budget, Slot};
 use shared::provider_state::registry::Registered;
 use shared::provider_state::stats::{self, RequestOutcome, RequestRecord};
+
+use crate::metrics::ProviderMetrics;
 
 use super::{ChatRequest, FailureKind, ProviderError, Purpose};
 
@@ -43,6 +46,8 @@ pub struct Guard {
     waiters: tokio::sync::Mutex<()>,
     /// Where a circuit opening and a failover are reported.
     alerter: Alerter,
+    /// This process's `ai_*` series.
+    metrics: Arc<ProviderMetrics>,
 }
 
 impl Guard {
@@ -53,10 +58,12 @@ impl Guard {
         endpoint: Option<&EndpointConfig>,
         config: &Config,
         conn: ConnectionManager,
+        metrics: Arc<ProviderMetrics>,
     ) -> Self {
         let policy = &config.worker.policy;
         let (rpm, tpm) = endpoint.map_or((None, None), |e| (e.rpm, e.tpm));
         let timeout = endpoint.map_or(Duration::from_secs(60), |e| e.timeout);
+        metrics.provider(provider.name(), provider.model());
         Self {
             name: provider.name().to_owned(),
             model: provider.model().to_owned(),
@@ -68,6 +75,7 @@ impl Guard {
             waiters: tokio::sync::Mutex::new(()),
             alerter: Alerter::for_config(config, conn.clone()),
             conn,
+            metrics,
         }
     }
 
@@ -171,6 +179,7 @@ impl Guard {
     }
 
     async fn count_hold(&self) {
+        self.metrics.limiter_hold(&self.name, &self.model);
         if let Err(e) = stats::record_limiter_hold(&mut self.conn.clone(), &self.keys).await {
             tracing::warn!(provider = %self.name, error = %e, "could not count a rate-limit hold");
         }
@@ -257,6 +266,7 @@ impl Guard {
                 Err(e) => tracing::warn!(provider = %self.name, error = %e, "circuit not updated"),
             }
         }
+        self.metrics.request(&self.name, &self.model, &record);
         if let Err(e) = stats::record(&mut conn, &self.keys, &record).await {
             tracing::warn!(provider = %self.name, error = %e, "statistics not recorded");
         }

@@ -205,8 +205,14 @@ pub fn cost(prices: (f64, f64), usage: Usage) -> f64 {
 
 /// The chain `AI_PROVIDER`, then `AI_FALLBACK_PROVIDERS`, each with its
 /// retry budget and its [`guard::Guard`] on `conn`, backing off as
-/// `config.jobs` says. The chain is registered for the API to report on.
-pub async fn from_config(config: &Config, conn: ConnectionManager) -> Result<Arc<dyn ChatProvider>, String> {
+/// `config.jobs` says, counting into `registry`. The chain is registered
+/// for the API to report on.
+pub async fn from_config(
+    config: &Config,
+    conn: ConnectionManager,
+    registry: &shared::metrics::Registry,
+) -> Result<Arc<dyn ChatProvider>, String> {
+    let metrics = Arc::new(crate::metrics::ProviderMetrics::new(registry));
     let worker = &config.worker;
     let kinds = worker.providers.as_ref().ok_or("provider settings are read only in the worker's configuration")?;
     let mut links = Vec::with_capacity(kinds.len());
@@ -224,7 +230,7 @@ pub async fn from_config(config: &Config, conn: ConnectionManager) -> Result<Arc
             }
             ProviderKind::AwsBedrock(b) => (Arc::new(bedrock::Bedrock::new(b).await), Some(&b.endpoint)),
         };
-        let guard = guard::Guard::new(provider.as_ref(), endpoint, config, conn.clone());
+        let guard = guard::Guard::new(provider.as_ref(), endpoint, config, conn.clone(), metrics.clone());
         links.push(chain::Link { provider, retries: endpoint.map_or(0, |e| e.max_retries), guard });
     }
     // The scripted provider alone fails nothing and limits nothing: no chain.
