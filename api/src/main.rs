@@ -20,7 +20,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    shared::telemetry::init(component.service_name(), &config.app.log_filter);
+    let _telemetry = shared::telemetry::init(component.service_name(), &config);
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] | ["serve"] => api::run(config).await,
         ["migrate"] => shared::db::migrate_command(&config.database).await,

@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    shared::telemetry::init(Component::Scheduler.service_name(), &config.app.log_filter);
+    let _telemetry = shared::telemetry::init(Component::Scheduler.service_name(), &config);
     let result = match args.as_slice() {
         [] | ["serve"] => scheduler::run(config, shared::shutdown_signal()).await.map(|()| ExitCode::SUCCESS),
         ["batch", "list"] => list(&config).await,

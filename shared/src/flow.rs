@@ -228,7 +228,12 @@ impl Core {
 
     /// Pushes a stored turn's job; a failure is left to the reconciler.
     pub async fn push_turn(&self, job_id: &str, turn: &db::turns::Turn, request_id: &str) {
-        let job = TurnJob { turn_id: turn.id, session_id: turn.session_id, request_id: request_id.to_owned() };
+        let job = TurnJob {
+            turn_id: turn.id,
+            session_id: turn.session_id,
+            request_id: request_id.to_owned(),
+            traceparent: crate::telemetry::traces::current_traceparent(),
+        };
         if let Err(e) = self.queues.push_turn(job_id, job, None).await {
             tracing::warn!(error = %e, turn_id = %turn.id, "turn stored but not enqueued; the reconciler will retry");
         }

@@ -60,6 +60,10 @@ pub struct TurnJob {
     pub session_id: SessionId,
     /// The HTTP request that created it, for following logs.
     pub request_id: String,
+    /// The W3C `traceparent` of the span that enqueued it, when tracing is
+    /// on: the worker's turn span continues that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Work on the `batch` queue.

@@ -30,7 +30,8 @@ async fn a_delayed_job_is_due_after_its_milliseconds_not_the_next_second() -> an
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let pushed = Instant::now();
-    let job = TurnJob { turn_id: TurnId::new(), session_id: SessionId::new(), request_id: "r".into() };
+    let job =
+        TurnJob { turn_id: TurnId::new(), session_id: SessionId::new(), request_id: "r".into(), traceparent: None };
     queues.push_turn(&new_job_id(), job, Some(Duration::from_millis(300))).await?;
     let promoted = loop {
         promote_due(&mut redis, &env.prefix, QueueName::Turns).await?;

@@ -55,6 +55,7 @@ async fn every_surface_shows_the_queue_counts_redis_holds() -> anyhow::Result<()
         turn_id: shared::ids::TurnId::new(),
         session_id: shared::ids::SessionId::new(),
         request_id: "r".into(),
+        traceparent: None,
     };
     ctx.core.queues.push_turn(&shared::queue::new_job_id(), ghost, Some(Duration::from_secs(600))).await?;
     // A payload no handler can read: dead at its first fetch.

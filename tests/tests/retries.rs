@@ -169,6 +169,7 @@ async fn a_backlog_beyond_lua_s_unpack_limit_is_worked_off() -> anyhow::Result<(
             turn_id: shared::ids::TurnId::new(),
             session_id: shared::ids::SessionId::new(),
             request_id: format!("backlog-{i}"),
+            traceparent: None,
         })
         .collect();
     for chunk in jobs.chunks(1_000) {

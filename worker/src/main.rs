@@ -26,7 +26,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    shared::telemetry::init(component.service_name(), &config.app.log_filter);
+    let _telemetry = shared::telemetry::init(component.service_name(), &config);
     let queue_arg = |name: &str| -> Result<QueueName, ExitCode> {
         name.parse().map_err(|e: String| {
             eprintln!("{e}");

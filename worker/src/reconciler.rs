@@ -51,7 +51,11 @@ pub async fn pass(deps: &Deps) -> anyhow::Result<(usize, usize)> {
         db::turns::set_job(&core.db, turn.id, &job_id).await?;
         let request_id = turn.request_id.unwrap_or_else(shared::new_request_id);
         core.queues
-            .push_turn(&job_id, TurnJob { turn_id: turn.id, session_id: turn.session_id, request_id }, None)
+            .push_turn(
+                &job_id,
+                TurnJob { turn_id: turn.id, session_id: turn.session_id, request_id, traceparent: None },
+                None,
+            )
             .await?;
         turns += 1;
     }

@@ -283,11 +283,13 @@ impl Socket {
             return self.error("forbidden", "only the session's candidate may answer").await;
         }
         let request_id = shared::new_request_id();
-        let result = self
-            .state
-            .core
-            .submit_answer(self.session_id, self.user.id, &text, client_msg_id.as_deref(), &request_id)
-            .await;
+        // Each answer is a request of its own: its own id, and a new trace.
+        let span = tracing::info_span!(parent: None, "answer", otel.name = "websocket answer", otel.kind = "server",
+            request_id = %request_id, user_id = %self.user.id, session_id = %self.session_id, trace_id = tracing::field::Empty);
+        shared::telemetry::traces::continue_trace(&span, None);
+        let submitted =
+            self.state.core.submit_answer(self.session_id, self.user.id, &text, client_msg_id.as_deref(), &request_id);
+        let result = tracing::Instrument::instrument(submitted, span).await;
         match result {
             Ok(accepted) => {
                 self.send_local(EventKind::AnswerAccepted {

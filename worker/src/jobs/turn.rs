@@ -31,7 +31,16 @@ pub async fn handle(raw: serde_json::Value, deps: Data<Arc<Deps>>, attempt: Atte
     let start = std::time::Instant::now();
     let result = match super::decode::<TurnJob>(QueueName::Turns, raw) {
         Ok(job) => {
-            let span = tracing::info_span!("turn", request_id = %job.request_id, turn_id = %job.turn_id, session_id = %job.session_id);
+            let span = tracing::info_span!(
+                "turn",
+                otel.name = "turn",
+                otel.kind = "consumer",
+                request_id = %job.request_id,
+                turn_id = %job.turn_id,
+                session_id = %job.session_id,
+                trace_id = tracing::field::Empty,
+            );
+            shared::telemetry::traces::continue_trace(&span, job.traceparent.as_deref());
             super::bound(run(&deps, &job).instrument(span).await, &attempt, deps.config.jobs.max_attempts)
         }
         Err(e) => Err(e),

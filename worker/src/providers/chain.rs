@@ -89,10 +89,12 @@ async fn run(links: Arc<[Link]>, backoff: JobsConfig, request: ChatRequest, tx: 
     for (i, link) in links.iter().enumerate() {
         let mut retries = 0;
         let mut failure = loop {
-            let failure = match call(link, &request, &tx, &mut sent_text).await {
+            let span = call_span(link.provider.as_ref());
+            let failure = match call(link, &request, &tx, &mut sent_text).instrument(span.clone()).await {
                 Ok(()) => return,
                 Err(failure) => failure,
             };
+            span.record("error.type", failure.kind.as_str()).record("otel.status_code", "ERROR");
             let again = matches!(failure.kind, FailureKind::Fault | FailureKind::RateLimited);
             if again && !sent_text && retries < link.retries {
                 retries += 1;
@@ -130,6 +132,33 @@ async fn run(links: Arc<[Link]>, backoff: JobsConfig, request: ChatRequest, tx: 
     }
 }
 
+/// The span of one provider call, with the OpenTelemetry GenAI semantic
+/// conventions' attributes (the usage is recorded when the reply ends).
+fn call_span(provider: &dyn ChatProvider) -> tracing::Span {
+    // `gen_ai.provider.name` values of the conventions; `gen_ai.system` is its older name.
+    let system = match provider.name() {
+        "azure_openai" => "azure.ai.openai",
+        "gcp_vertex" => "gcp.vertex_ai",
+        "aws_bedrock" => "aws.bedrock",
+        "openai_compatible" => "openai",
+        other => other,
+    };
+    tracing::info_span!(
+        "provider call",
+        otel.name = format!("chat {}", provider.model()),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        provider = provider.name(),
+        gen_ai.operation.name = "chat",
+        gen_ai.system = system,
+        gen_ai.provider.name = system,
+        gen_ai.request.model = provider.model(),
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
 /// One request to `link`'s provider, its chunks forwarded to `tx`. `Ok` once
 /// the reply is complete (or nobody listens any more).
 async fn call(link: &Link, request: &ChatRequest, tx: &Sender, sent_text: &mut bool) -> Result<(), ProviderError> {
@@ -156,6 +185,9 @@ async fn call(link: &Link, request: &ChatRequest, tx: &Sender, sent_text: &mut b
         }
         match item {
             Some(Ok(Chunk::Done { usage, by })) => {
+                tracing::Span::current()
+                    .record("gen_ai.usage.input_tokens", usage.prompt_tokens)
+                    .record("gen_ai.usage.output_tokens", usage.completion_tokens);
                 let cost = super::cost(by.prices, usage);
                 let _ = tx.send(Ok(Chunk::Done { usage, by })).await;
                 guard.finished(slot, Ok((usage, cost)), start.elapsed()).await;

@@ -172,6 +172,19 @@ pub enum FailureKind {
     Skipped,
 }
 
+impl FailureKind {
+    /// The span's `error.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Fault => "fault",
+            FailureKind::RateLimited => "rate_limited",
+            FailureKind::Rejected => "rejected",
+            FailureKind::Filtered => "filtered",
+            FailureKind::Skipped => "skipped",
+        }
+    }
+}
+
 /// An LLM endpoint.
 pub trait ChatProvider: Send + Sync {
     /// Name as stored with each turn (`scripted`, `azure_openai`, ...).

@@ -1,24 +1,91 @@
-//! JSON logs in the seed's format, one object per line:
-//! `timestamp`, `level`, `service`, `module`, `request_id`, `user_id`,
-//! `message`, `context` (every other field of the event and its spans) and
-//! `performance.response_time_ms`.
+//! What a process tells its operators besides its metrics: JSON logs in the
+//! seed's format, one object per line (`timestamp`, `level`, `service`,
+//! `module`, `request_id`, `user_id`, `message`, `context` (every other
+//! field of the event and its spans) and `performance.response_time_ms`);
+//! OpenTelemetry traces when an OTLP endpoint is set ([`traces`]); errors
+//! and panics to Sentry when `SENTRY_DSN` is set ([`errors`]).
+
+pub mod errors;
+pub mod traces;
 
 use std::io::Write;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// Installs the JSON logger for `service` with the `LOG_LEVEL` filter. A second
-/// call (tests start several components in one process) keeps the first.
-pub fn init(service: &'static str, filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::registry().with(JsonLayer { service }.with_filter(filter)).try_init();
+use crate::config::Config;
+
+/// Flushes the traces and the error reports when dropped: hold it until
+/// the process ends.
+#[must_use = "dropping it ends the trace and error export"]
+pub struct Guard {
+    traces: Option<traces::Exporter>,
+    errors: Option<errors::Reporter>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(traces) = self.traces.take() {
+            traces.shutdown();
+        }
+        drop(self.errors.take());
+    }
+}
+
+/// Installs the JSON logger for `service` with the `LOG_LEVEL` filter, and
+/// the trace and error export that `config` turns on. A second call (tests
+/// start several components in one process) keeps the first.
+pub fn init(service: &'static str, config: &Config) -> Guard {
+    let events = EnvFilter::try_new(&config.app.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let traces = config.telemetry.traces.as_ref().and_then(|t| traces::Exporter::start(t, &config.app.version));
+    let errors = config.telemetry.sentry.as_ref().map(|s| errors::Reporter::start(s, service, &config.app.version));
+    // A second call keeps the first subscriber; its exporters end with the guard.
+    let _ = tracing_subscriber::registry()
+        .with(JsonLayer { service }.with_filter(SpansAndEvents { events }))
+        .with(traces.as_ref().map(traces::Exporter::layer))
+        .with(errors.as_ref().map(|_| errors::layer()))
+        .try_init();
+    Guard { traces, errors }
+}
+
+/// The logger's filter: every span at INFO or above (their fields, such as
+/// `request_id`, go on the lines of the events inside them, whatever
+/// `LOG_LEVEL` is) and the events `LOG_LEVEL` lets through.
+struct SpansAndEvents {
+    events: EnvFilter,
+}
+
+impl<S: Subscriber> Filter<S> for SpansAndEvents {
+    fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        if meta.is_span() { *meta.level() <= Level::INFO } else { Filter::enabled(&self.events, meta, cx) }
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        if meta.is_span() {
+            if *meta.level() <= Level::INFO {
+                tracing::subscriber::Interest::always()
+            } else {
+                tracing::subscriber::Interest::never()
+            }
+        } else {
+            Filter::<S>::callsite_enabled(&self.events, meta)
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        let events = Filter::<S>::max_level_hint(&self.events);
+        Some(
+            events.map_or(tracing::level_filters::LevelFilter::INFO, |e| {
+                e.max(tracing::level_filters::LevelFilter::INFO)
+            }),
+        )
+    }
 }
 
 /// The layer that writes the seed's log lines to stdout.
@@ -26,10 +93,11 @@ pub struct JsonLayer {
     service: &'static str,
 }
 
-struct SpanFields(Map<String, Value>);
+/// A span's fields, for the lines of the events inside it (and the error reports).
+pub(crate) struct SpanFields(pub(crate) Map<String, Value>);
 
 #[derive(Default)]
-struct Fields(Map<String, Value>);
+pub(crate) struct Fields(pub(crate) Map<String, Value>);
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
@@ -62,6 +130,8 @@ where
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let mut fields = Fields::default();
         attrs.record(&mut fields);
+        // `otel.name`, `otel.kind`, `otel.status_code`: for the trace only.
+        fields.0.retain(|k, _| !k.starts_with("otel."));
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(SpanFields(fields.0));
         }
@@ -71,6 +141,7 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut fields = Fields::default();
         values.record(&mut fields);
+        fields.0.retain(|k, _| !k.starts_with("otel."));
         let mut ext = span.extensions_mut();
         if let Some(SpanFields(existing)) = ext.get_mut::<SpanFields>() {
             existing.extend(fields.0);
