@@ -1,4 +1,5 @@
-// The admin page: plain JS against the admin API, refreshed every 2 s.
+// The admin page: plain JS against the admin API, refreshed every 2 s
+// (the charts are drawn by charts.js).
 "use strict";
 
 const prefix = document.body.dataset.apiPrefix;
@@ -77,15 +78,68 @@ async function refreshQueues() {
   $("#refreshed").textContent = "· " + new Date().toLocaleTimeString();
 }
 
-async function act(method, path, note) {
+async function act(method, path, note, id) {
   try {
     await api(method, path);
     $("#dead-message").textContent = note;
+    if ($("#dead-detail").dataset.id === id) hideDetail();
   } catch (e) {
     $("#dead-message").textContent = e.message;
   }
   await refresh();
 }
+
+function hideDetail() {
+  $("#dead-detail").hidden = true;
+  delete $("#dead-detail").dataset.id;
+  markShown();
+}
+
+// The dead job whose detail is open stands out in the list.
+function markShown() {
+  for (const tr of document.querySelectorAll("#dead tbody tr")) {
+    tr.classList.toggle("shown", tr.dataset.id === $("#dead-detail").dataset.id);
+  }
+}
+
+function fact(term, value) {
+  const dt = document.createElement("dt");
+  dt.textContent = term;
+  const dd = document.createElement("dd");
+  dd.textContent = value === null || value === undefined ? "–" : String(value);
+  return [dt, dd];
+}
+
+// A dead job in full: what apalis kept, its work's attempts, the payload.
+async function showDetail(queue, id) {
+  let job;
+  try {
+    job = await api("GET", `/admin/queues/${queue}/dead/${encodeURIComponent(id)}`);
+  } catch (e) {
+    $("#dead-message").textContent = e.message;
+    return;
+  }
+  const work = job.work;
+  const when = (t) => (t ? new Date(t).toLocaleString() : null);
+  $("#detail-id").textContent = job.id;
+  $("#detail-facts").replaceChildren(
+    ...fact("queue", job.queue),
+    ...fact("pushed", when(job.pushed_at)),
+    ...fact("runs of this job", job.attempts),
+    ...fact("why it died", job.error),
+    ...fact("work", work ? `${work.kind} ${work.id}: ${work.status} after ${work.attempts} attempt(s)` : "none found (the payload names none)"),
+  );
+  const attempts = work ? work.attempt_errors : [];
+  const rows = attempts.map((a) => [cell(a.attempt), cell(when(a.at)), cell(a.error, "error")]);
+  if (rows.length === 0) rows.push([cell("job run " + (job.attempts ?? "?")), cell(null), cell(job.error, "error")]);
+  fill("#detail-attempts", rows);
+  $("#detail-payload").textContent = JSON.stringify(job.payload, null, 2);
+  $("#dead-detail").dataset.id = job.id;
+  $("#dead-detail").hidden = false;
+  markShown();
+}
+
+$("#detail-close").addEventListener("click", hideDetail);
 
 async function refreshDead() {
   const rows = [];
@@ -95,20 +149,27 @@ async function refreshDead() {
       const retry = document.createElement("button");
       retry.textContent = "Retry";
       retry.dataset.action = "retry";
-      retry.onclick = () => act("POST", `/admin/queues/${queue}/dead/${job.id}/retry`, `job ${job.id} retried`);
+      retry.onclick = () => act("POST", `/admin/queues/${queue}/dead/${job.id}/retry`, `job ${job.id} retried`, job.id);
       const remove = document.createElement("button");
       remove.textContent = "Delete";
       remove.dataset.action = "delete";
-      remove.onclick = () => act("DELETE", `/admin/queues/${queue}/dead/${job.id}`, `job ${job.id} deleted`);
+      remove.onclick = () => act("DELETE", `/admin/queues/${queue}/dead/${job.id}`, `job ${job.id} deleted`, job.id);
+      const details = document.createElement("button");
+      details.textContent = "Details";
+      details.dataset.action = "details";
+      details.onclick = () => showDetail(queue, job.id);
       const actions = document.createElement("td");
-      actions.append(retry, " ", remove);
+      actions.className = "actions";
+      actions.append(details, " ", retry, " ", remove);
       const id = cell(job.id);
       id.innerHTML = "<code></code>";
       id.firstChild.textContent = job.id;
-      rows.push([cell(queue), id, cell(job.error, "error"), cell(job.attempts, "n"), actions]);
+      rows.push({ queue, id: job.id, cells: [cell(queue), id, cell(job.error, "error"), cell(job.attempts, "n"), actions] });
     }
   }
-  fill("#dead", rows);
+  fill("#dead", rows.map((r) => r.cells));
+  rows.forEach((r, i) => Object.assign($("#dead tbody").children[i].dataset, { queue: r.queue, id: r.id }));
+  markShown();
   if (rows.length === 0 && !$("#dead-message").textContent) $("#dead-message").textContent = "none";
 }
 
@@ -132,10 +193,15 @@ async function refreshBatches() {
   }));
 }
 
+async function refreshHistory() {
+  const { history } = await api("GET", "/admin/history?minutes=60");
+  drawHistory(history);
+}
+
 async function refresh() {
   if (!token) return;
   try {
-    await Promise.all([refreshQueues(), refreshDead(), refreshProviders(), refreshBatches()]);
+    await Promise.all([refreshQueues(), refreshHistory(), refreshDead(), refreshProviders(), refreshBatches()]);
   } catch (e) {
     $("#refreshed").textContent = "· " + e.message;
   }

@@ -4,9 +4,11 @@
 pub mod alerts;
 pub mod config;
 pub mod db;
+pub mod dead_job;
 pub mod domain;
 pub mod events;
 pub mod flow;
+pub mod history;
 pub mod ids;
 pub mod jobs;
 pub mod log_throttle;

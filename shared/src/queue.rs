@@ -125,6 +125,12 @@ impl Queues {
         Ok(())
     }
 
+    /// The connection the queues use, for what is recorded beside them
+    /// ([`crate::history`]).
+    pub fn redis(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
     /// Whether Redis still holds the job as work to do (pending, scheduled or
     /// in flight). False after a flush or a lost push, and for a job that is
     /// done or dead while its row still waits: both mean nobody will run it.

@@ -11,6 +11,7 @@
 //! `q:done`, `q:dead` (sets). Job ids are ULIDs, so an id tells when its job
 //! was pushed.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -168,18 +169,38 @@ pub async fn dead_jobs(
     let mut jobs = Vec::with_capacity(ids.len());
     for id in ids {
         let payload: Option<String> = redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
-        let meta: std::collections::HashMap<String, String> =
-            redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
-        let payload = as_json(payload);
-        // `result` is `{"Err": "..."}` (or `{"Ok": ...}`).
-        let error = meta.get("result").map(|r| match serde_json::from_str::<Value>(r) {
-            Ok(Value::Object(o)) => o.get("Err").map_or(r.clone(), |e| e.as_str().map_or(e.to_string(), str::to_owned)),
-            _ => r.clone(),
-        });
-        let attempts = meta.get("attempts").and_then(|a| a.parse().ok());
-        jobs.push(DeadJob { pushed_at: pushed_at(&id), id, payload, error, attempts });
+        let meta: HashMap<String, String> = redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
+        jobs.push(dead_job_of(id, payload, &meta));
     }
     Ok(jobs)
+}
+
+/// A dead job from its payload and apalis's metadata of it.
+fn dead_job_of(id: String, payload: Option<String>, meta: &HashMap<String, String>) -> DeadJob {
+    // `result` is `{"Err": "..."}` (or `{"Ok": ...}`).
+    let error = meta.get("result").map(|r| match serde_json::from_str::<Value>(r) {
+        Ok(Value::Object(o)) => o.get("Err").map_or(r.clone(), |e| e.as_str().map_or(e.to_string(), str::to_owned)),
+        _ => r.clone(),
+    });
+    let attempts = meta.get("attempts").and_then(|a| a.parse().ok());
+    DeadJob { pushed_at: pushed_at(&id), id, payload: as_json(payload), error, attempts }
+}
+
+/// Dead job `id` of `queue`, if it is dead.
+pub async fn dead_job(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    queue: QueueName,
+    id: &str,
+) -> redis::RedisResult<Option<DeadJob>> {
+    let config = queue_config(prefix, queue);
+    let (dead, payload, meta): (bool, Option<String>, HashMap<String, String>) = redis::pipe()
+        .sismember(config.dead_jobs_set(), id)
+        .hget(config.job_data_hash(), id)
+        .hgetall(format!("{}:{id}", config.job_meta_hash()))
+        .query_async(conn)
+        .await?;
+    Ok(dead.then(|| dead_job_of(id.to_owned(), payload, &meta)))
 }
 
 /// The payload of dead job `id`, if it is dead.

@@ -7,9 +7,11 @@
 //! handlers are idempotent.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use shared::db;
 use shared::jobs::{BatchJob, QueueName, TurnJob};
+use shared::log_throttle::Throttle;
 use shared::queue::new_job_id;
 use tokio_util::sync::CancellationToken;
 
@@ -17,18 +19,45 @@ use crate::Deps;
 
 const PAGE: i64 = 500;
 
-/// Runs until `stop`.
+/// How often each worker samples the queues' depth into the history the
+/// admin page charts (or every reconcile pass, when that is more often).
+const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+/// Runs until `stop`; samples the queues' depth on the side.
 pub async fn run(deps: Arc<Deps>, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(deps.config.jobs.reconcile_interval);
+    let mut sampler = tokio::time::interval(deps.config.jobs.reconcile_interval.min(SAMPLE_EVERY));
+    sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            _ = sampler.tick() => {
+                sample_depth(&deps).await;
+                continue;
+            }
             () = stop.cancelled() => return,
         }
         match pass(&deps).await {
             Ok((0, 0)) => {}
             Ok((turns, batch_jobs)) => tracing::warn!(turns, batch_jobs, "re-enqueued lost work"),
             Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
+        }
+    }
+}
+
+/// Records the queues' depth as this minute's (every worker does: they
+/// read the same keys, and the minute's last sample stands).
+async fn sample_depth(deps: &Deps) {
+    let prefix = &deps.config.redis.key_prefix;
+    let mut conn = deps.core.queues.redis();
+    let sampled = match shared::queue_admin::views(&mut conn, prefix).await {
+        Ok(views) => shared::history::sample_depth(&mut conn, prefix, &views).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = sampled {
+        static NOT_SAMPLED: Throttle = Throttle::new(Duration::from_secs(60));
+        if let Some(held_back) = NOT_SAMPLED.allow() {
+            tracing::warn!(error = %e, held_back, "queue depth not sampled into the history");
         }
     }
 }

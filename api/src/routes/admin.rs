@@ -1,6 +1,7 @@
 //! Operator endpoints (admin role): the queues (depth, workers, dead jobs
-//! retried or deleted), the provider chain as the fleet sees it, and the
-//! batches (schedules, runs, a run by hand).
+//! in detail, retried or deleted), the fleet's last minutes (jobs, depth,
+//! turn latency), the provider chain as the fleet sees it, and the batches
+//! (schedules, runs, a run by hand).
 
 use axum::Extension;
 use axum::body::Bytes;
@@ -9,11 +10,11 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::db;
 use shared::domain::{Batch, Role};
 use shared::jobs::QueueName;
 use shared::queue_admin;
 use shared::schedule::BatchParams;
+use shared::{db, dead_job};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -33,10 +34,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(batches))
         .routes(routes!(run_batch))
         .routes(routes!(queues))
+        .routes(routes!(history))
         .routes(routes!(dead_jobs))
         .routes(routes!(retry_all_dead))
         .routes(routes!(retry_dead))
-        .routes(routes!(delete_dead))
+        .routes(routes!(dead_job_detail, delete_dead))
 }
 
 fn redis_error(e: redis::RedisError) -> ApiError {
@@ -83,10 +85,71 @@ async fn dead_jobs(
         Some(n @ 1..=1_000) => n,
         Some(n) => return Err(ApiError::bad_request("invalid_query", format!("limit: {n} is not between 1 and 1000"))),
     };
-    let jobs = queue_admin::dead_jobs(&mut state.redis.clone(), &state.config.redis.key_prefix, queue, limit)
+    let mut jobs = queue_admin::dead_jobs(&mut state.redis.clone(), &state.config.redis.key_prefix, queue, limit)
         .await
         .map_err(redis_error)?;
+    for job in &mut jobs {
+        job.payload = dead_job::redact(&job.payload);
+    }
     Ok(axum::Json(json!({ "queue": queue, "dead": jobs })))
+}
+
+/// A dead job in full: its payload (secrets redacted), apalis's runs and
+/// error, and its turn, evaluation or batch run with each failed attempt.
+#[utoipa::path(get, path = "/admin/queues/{queue}/dead/{id}", tag = "admin", params(("queue" = String, Path, description = "`turns` or `batch`"), ("id" = String, Path, description = "The dead job's id")), responses(
+        (status = 200, description = "`{\"queue\", \"id\", \"pushed_at\", \"payload\", \"error\", \"attempts\", \"work\": {\"kind\", \"id\", \"status\", \"attempts\", \"error\", \"attempt_errors\": [{\"attempt\", \"at\", \"error\"}]} | null}`", body = serde_json::Value),
+        BadRequest, Unauthorized, Forbidden, NotFound, RateLimited, Unavailable), security(("bearer" = [])))]
+async fn dead_job_detail(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path((queue, id)): Path<(String, String)>,
+) -> ApiResult<axum::Json<dead_job::Detail>> {
+    user.require(&[Role::Admin])?;
+    let queue = queue_named(&queue)?;
+    let prefix = &state.config.redis.key_prefix;
+    match dead_job::detail(&state.db, &mut state.redis.clone(), prefix, queue, &id).await {
+        Ok(Some(detail)) => Ok(axum::Json(detail)),
+        Ok(None) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no dead job {id} in this queue"))),
+        Err(dead_job::DetailError::Redis(e)) => Err(redis_error(e)),
+        Err(dead_job::DetailError::Db(e)) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    /// Minutes up to now, the current one included (default 60, at most 1,440).
+    minutes: Option<u32>,
+}
+
+/// The fleet minute by minute, oldest first: jobs handled per queue
+/// (completed, failed, dead), each queue's depth as the workers sampled it,
+/// and the turns finished with their latency (answer accepted → reply
+/// stored, p50 and p95).
+#[utoipa::path(get, path = "/admin/history", tag = "admin", params(("minutes" = Option<u32>, Query, minimum = 1, maximum = 1440, description = "Minutes up to now, the current one included (default 60)")), responses(
+        (status = 200, description = "`{\"minutes\", \"history\": [{\"minute\", \"jobs\": {queue: {\"completed\", \"failed\", \"dead\"}}, \"depth\": {queue: {\"pending\", \"scheduled\", \"running\", \"dead\"} | null}, \"turns\": {\"completed\", \"failed\", \"latency_p50_ms\", \"latency_p95_ms\"}}]}`, one entry per minute", body = serde_json::Value),
+        BadRequest, Unauthorized, Forbidden, RateLimited, Unavailable), security(("bearer" = [])))]
+async fn history(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(query): Query<HistoryQuery>,
+) -> ApiResult<axum::Json<Value>> {
+    user.require(&[Role::Admin])?;
+    let max = shared::history::RETENTION_MINUTES;
+    let minutes = match query.minutes {
+        None => 60,
+        Some(n) if (1..=max).contains(&n) => n,
+        Some(n) => {
+            return Err(ApiError::bad_request("invalid_query", format!("minutes: {n} is not between 1 and {max}")));
+        }
+    };
+    let prefix = &state.config.redis.key_prefix;
+    let now = chrono::Utc::now();
+    match shared::history::read(&state.db, &mut state.redis.clone(), prefix, minutes, now).await {
+        Ok(history) => Ok(axum::Json(json!({ "minutes": minutes, "history": history }))),
+        Err(shared::history::HistoryError::Redis(e)) => Err(redis_error(e)),
+        Err(shared::history::HistoryError::Db(e)) => Err(e.into()),
+    }
 }
 
 fn retry_error(e: queue_admin::RetryError) -> ApiError {

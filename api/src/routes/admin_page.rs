@@ -1,8 +1,9 @@
 //! `/admin`: the operators' page (plain HTML and JS in `api/admin/`, built
 //! into the binary; nothing is fetched from elsewhere). It logs in through
-//! the API and works through the admin endpoints: queue depth (refreshed
-//! every 2 s), dead jobs with retry and delete, provider circuits, last
-//! batch runs.
+//! the API and works through the admin endpoints, refreshed every 2 s:
+//! queue depth; the last hour's charts (jobs, turn latency, depth over
+//! time), drawn as inline SVG by `charts.js`; dead jobs in detail, retried
+//! and deleted; provider circuits; last batch runs.
 
 use axum::extract::State;
 use axum::http::header;
@@ -11,7 +12,8 @@ use axum::response::IntoResponse;
 use crate::state::AppState;
 
 const PAGE: &str = include_str!("../../admin/index.html");
-const SCRIPT: &str = include_str!("../../admin/app.js");
+/// `charts.js` then `app.js`, served as one script (one request, one route).
+const SCRIPT: &str = concat!(include_str!("../../admin/charts.js"), "\n", include_str!("../../admin/app.js"));
 /// Only this origin's script and API; the page's own inline styles.
 const CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self'; form-action 'none'; frame-ancestors 'none'";
 

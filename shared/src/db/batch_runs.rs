@@ -121,7 +121,9 @@ pub async fn recent(db: impl PgExecutor<'_>, batch: Batch, limit: i64) -> Result
 pub async fn claim(db: impl PgExecutor<'_>, id: BatchRunId, lease: Duration) -> Result<Option<BatchRun>, DbError> {
     Ok(sqlx::query_as(concat!(
         "UPDATE batch_runs SET status = 'running', attempts = attempts + 1, started_at = now(),
-             lease_until = now() + make_interval(secs => $2)
+             lease_until = now() + make_interval(secs => $2), ",
+        attempt_taken_over!(),
+        "
          WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND lease_until < now()))
          RETURNING ",
         columns!()
@@ -157,10 +159,13 @@ pub async fn finish(
         Ok(counts) => ("succeeded", Some(counts), None),
         Err(error) => ("failed", None, Some(error)),
     };
-    let done = sqlx::query(
-        "UPDATE batch_runs SET status = $3, counts = $4, error = $5, finished_at = now(), lease_until = NULL
-         WHERE id = $1 AND attempts = $2 AND status = 'running'",
-    )
+    let done = sqlx::query(concat!(
+        "UPDATE batch_runs SET status = $3, counts = $4, error = $5, finished_at = now(), lease_until = NULL,
+             attempt_errors = CASE WHEN $5::text IS NULL THEN attempt_errors ELSE ",
+        attempt_error!("$2", "$5"),
+        " END
+         WHERE id = $1 AND attempts = $2 AND status = 'running'"
+    ))
     .bind(id)
     .bind(attempt)
     .bind(status)
@@ -179,10 +184,12 @@ pub async fn release(
     error: &str,
     job_id: &str,
 ) -> Result<bool, DbError> {
-    let done = sqlx::query(
-        "UPDATE batch_runs SET status = 'queued', error = $3, job_id = $4, lease_until = NULL, enqueued_at = now()
-         WHERE id = $1 AND attempts = $2 AND status = 'running'",
-    )
+    let done = sqlx::query(concat!(
+        "UPDATE batch_runs SET status = 'queued', error = $3, job_id = $4, lease_until = NULL, enqueued_at = now(),
+             attempt_errors = ",
+        attempt_error!("$2", "$3"),
+        " WHERE id = $1 AND attempts = $2 AND status = 'running'"
+    ))
     .bind(id)
     .bind(attempt)
     .bind(error)
@@ -233,8 +240,8 @@ pub async fn set_job(db: impl PgExecutor<'_>, id: BatchRunId, job_id: &str) -> R
 /// its dead job).
 pub async fn requeue_failed(db: impl PgExecutor<'_>, id: BatchRunId, job_id: &str) -> Result<bool, DbError> {
     let done = sqlx::query(
-        "UPDATE batch_runs SET status = 'queued', attempts = 0, error = NULL, finished_at = NULL, lease_until = NULL,
-             job_id = $2, enqueued_at = now()
+        "UPDATE batch_runs SET status = 'queued', attempts = 0, error = NULL, attempt_errors = '[]', finished_at = NULL,
+             lease_until = NULL, job_id = $2, enqueued_at = now()
          WHERE id = $1 AND status = 'failed'",
     )
     .bind(id)

@@ -94,12 +94,14 @@ pub async fn set_job(db: impl PgExecutor<'_>, session: SessionId, job_id: &str) 
 
 /// Takes the evaluation if pending or held under an expired lease; returns the attempt.
 pub async fn claim(db: impl PgExecutor<'_>, session: SessionId, lease: Duration) -> Result<Option<i32>, DbError> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar(concat!(
         "UPDATE evaluations SET status = 'running', attempts = attempts + 1,
-             lease_until = now() + make_interval(secs => $2)
+             lease_until = now() + make_interval(secs => $2), ",
+        attempt_taken_over!(),
+        "
          WHERE session_id = $1 AND (status = 'pending' OR (status = 'running' AND lease_until < now()))
-         RETURNING attempts",
-    )
+         RETURNING attempts"
+    ))
     .bind(session)
     .bind(lease.as_secs_f64())
     .fetch_optional(db)
@@ -169,11 +171,12 @@ pub async fn release(
     error: &str,
     give_up: bool,
 ) -> Result<bool, DbError> {
-    Ok(sqlx::query(
+    Ok(sqlx::query(concat!(
         "UPDATE evaluations SET status = CASE WHEN $4 THEN 'failed' ELSE 'pending' END, error = $3,
-             lease_until = NULL, enqueued_at = now()
-         WHERE session_id = $1 AND attempts = $2 AND status = 'running'",
-    )
+             lease_until = NULL, enqueued_at = now(), attempt_errors = ",
+        attempt_error!("$2", "$3"),
+        " WHERE session_id = $1 AND attempts = $2 AND status = 'running'"
+    ))
     .bind(session)
     .bind(attempt)
     .bind(error)
@@ -219,8 +222,8 @@ pub async fn unattended(db: impl PgExecutor<'_>, after: Duration, limit: i64) ->
 /// retries its dead job).
 pub async fn requeue_failed(db: impl PgExecutor<'_>, session: SessionId, job_id: &str) -> Result<bool, DbError> {
     Ok(sqlx::query(
-        "UPDATE evaluations SET status = 'pending', attempts = 0, error = NULL, lease_until = NULL, job_id = $2,
-             enqueued_at = now()
+        "UPDATE evaluations SET status = 'pending', attempts = 0, error = NULL, attempt_errors = '[]',
+             lease_until = NULL, job_id = $2, enqueued_at = now()
          WHERE session_id = $1 AND status = 'failed'",
     )
     .bind(session)

@@ -1,6 +1,33 @@
 //! PostgreSQL access. All SQL of the service lives in this module, as
 //! functions taking an executor; parameters are always bound.
 
+/// SQL: `attempt_errors` with one more failed attempt appended (migration
+/// 0006), `$attempt` and `$error` being SQL expressions (parameters).
+macro_rules! attempt_error {
+    ($attempt:literal, $error:literal) => {
+        concat!(
+            "attempt_errors || jsonb_build_array(jsonb_build_object('attempt', ",
+            $attempt,
+            ", 'at', now(), 'error', ",
+            $error,
+            "))"
+        )
+    };
+}
+
+/// SQL for a claim: a row taken over while `running` (its lease expired)
+/// records that attempt as failed.
+macro_rules! attempt_taken_over {
+    () => {
+        concat!(
+            "attempt_errors = CASE WHEN status = 'running' THEN ",
+            attempt_error!("attempts", "'its worker stopped before it finished (lease expired)'"),
+            " ELSE attempt_errors END"
+        )
+    };
+}
+
+pub mod attempts;
 pub mod batch_runs;
 pub mod evaluations;
 pub mod events;

@@ -145,7 +145,9 @@ pub async fn claim(
 ) -> Result<Option<(Turn, Claim)>, DbError> {
     let turn: Option<Turn> = sqlx::query_as(concat!(
         "UPDATE turns SET status = 'running', attempts = attempts + 1, worker = $2,
-             lease_until = now() + make_interval(secs => $3), started_at = coalesce(started_at, now())
+             lease_until = now() + make_interval(secs => $3), started_at = coalesce(started_at, now()), ",
+        attempt_taken_over!(),
+        "
          WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND lease_until < now()))
          RETURNING ",
         columns!()
@@ -219,10 +221,11 @@ pub async fn complete(db: impl PgExecutor<'_>, id: TurnId, attempt: i32, reply: 
 
 /// Hands the turn back to the queue after a retryable failure.
 pub async fn release(db: impl PgExecutor<'_>, id: TurnId, attempt: i32, error: &str) -> Result<bool, DbError> {
-    Ok(sqlx::query(
-        "UPDATE turns SET status = 'queued', error = $3, lease_until = NULL, enqueued_at = now()
-         WHERE id = $1 AND attempts = $2 AND status = 'running'",
-    )
+    Ok(sqlx::query(concat!(
+        "UPDATE turns SET status = 'queued', error = $3, lease_until = NULL, enqueued_at = now(), attempt_errors = ",
+        attempt_error!("$2", "$3"),
+        " WHERE id = $1 AND attempts = $2 AND status = 'running'"
+    ))
     .bind(id)
     .bind(attempt)
     .bind(error)
@@ -234,10 +237,11 @@ pub async fn release(db: impl PgExecutor<'_>, id: TurnId, attempt: i32, error: &
 
 /// Marks the turn failed for good.
 pub async fn fail(db: impl PgExecutor<'_>, id: TurnId, attempt: i32, error: &str) -> Result<bool, DbError> {
-    Ok(sqlx::query(
-        "UPDATE turns SET status = 'failed', error = $3, lease_until = NULL, completed_at = now()
-         WHERE id = $1 AND attempts = $2 AND status IN ('running', 'queued')",
-    )
+    Ok(sqlx::query(concat!(
+        "UPDATE turns SET status = 'failed', error = $3, lease_until = NULL, completed_at = now(), attempt_errors = ",
+        attempt_error!("$2", "$3"),
+        " WHERE id = $1 AND attempts = $2 AND status IN ('running', 'queued')"
+    ))
     .bind(id)
     .bind(attempt)
     .bind(error)
@@ -290,8 +294,8 @@ pub async fn unattended(
 /// is active, so a retried turn never overtakes a newer one.
 pub async fn requeue_failed(db: impl PgExecutor<'_>, id: TurnId, job_id: &str) -> Result<bool, DbError> {
     Ok(sqlx::query(
-        "UPDATE turns t SET status = 'queued', attempts = 0, error = NULL, lease_until = NULL, worker = NULL,
-             completed_at = NULL, job_id = $2, enqueued_at = now()
+        "UPDATE turns t SET status = 'queued', attempts = 0, error = NULL, attempt_errors = '[]', lease_until = NULL,
+             worker = NULL, completed_at = NULL, job_id = $2, enqueued_at = now()
          FROM sessions s
          WHERE t.id = $1 AND t.status = 'failed' AND s.id = t.session_id AND s.status = 'active'
            AND t.number = (SELECT max(number) FROM turns WHERE session_id = t.session_id)",
@@ -302,4 +306,45 @@ pub async fn requeue_failed(db: impl PgExecutor<'_>, id: TurnId, job_id: &str) -
     .await?
     .rows_affected()
         == 1)
+}
+
+/// Turns that finished in one minute.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct FinishedInMinute {
+    /// The minute's start.
+    pub minute: DateTime<Utc>,
+    /// Turns completed.
+    pub completed: i64,
+    /// Turns failed for good.
+    pub failed: i64,
+    /// Median time of the completed ones from the answer accepted (the
+    /// turn stored, `created_at`) to the reply stored (`completed_at`), in
+    /// ms: what the candidate waited, retries included.
+    pub latency_p50_ms: Option<f64>,
+    /// Its 95th percentile.
+    pub latency_p95_ms: Option<f64>,
+}
+
+/// Per minute since `from` (a minute's start), oldest first: the turns
+/// that finished in it and their latency. Minutes without one are absent.
+pub async fn finished_per_minute(
+    db: impl PgExecutor<'_>,
+    from: DateTime<Utc>,
+) -> Result<Vec<FinishedInMinute>, DbError> {
+    Ok(sqlx::query_as(
+        "SELECT date_trunc('minute', completed_at, 'UTC') AS minute,
+                count(*) FILTER (WHERE status = 'completed') AS completed,
+                count(*) FILTER (WHERE status = 'failed') AS failed,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - created_at)::float8 * 1000)
+                    FILTER (WHERE status = 'completed') AS latency_p50_ms,
+                percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM completed_at - created_at)::float8 * 1000)
+                    FILTER (WHERE status = 'completed') AS latency_p95_ms
+         FROM turns
+         WHERE completed_at >= $1
+         GROUP BY 1
+         ORDER BY 1",
+    )
+    .bind(from)
+    .fetch_all(db)
+    .await?)
 }

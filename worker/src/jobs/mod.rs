@@ -9,7 +9,9 @@ pub mod turn;
 
 use apalis::prelude::{AbortError, Attempt, BoxDynError};
 use serde::de::DeserializeOwned;
+use shared::history::{self, JobOutcome};
 use shared::jobs::QueueName;
+use shared::log_throttle::Throttle;
 
 /// Decodes a job payload; an undecodable one is aborted into the dead set
 /// with a message naming the problem.
@@ -36,14 +38,23 @@ pub fn bound(result: Result<(), BoxDynError>, attempt: &Attempt, max_attempts: u
 }
 
 /// Counts a handled job in this process's series (`jobs_total`): `ok`, `dead`
-/// (aborted into the dead set) or `error` (apalis retries it).
+/// (aborted into the dead set) or `error` (apalis retries it); and in the
+/// fleet's minute-by-minute history the admin page charts (a Redis failure
+/// there is logged, never the job's).
 pub async fn record(deps: &crate::Deps, queue: QueueName, result: &Result<(), BoxDynError>, start: std::time::Instant) {
-    let outcome = match result {
-        Ok(()) => "ok",
-        Err(e) if e.is::<AbortError>() => "dead",
-        Err(_) => "error",
+    let (outcome, counted) = match result {
+        Ok(()) => ("ok", JobOutcome::Completed),
+        Err(e) if e.is::<AbortError>() => ("dead", JobOutcome::Dead),
+        Err(_) => ("error", JobOutcome::Failed),
     };
     deps.core.queues.metrics.job(queue, outcome, start.elapsed());
+    let prefix = &deps.config.redis.key_prefix;
+    if let Err(e) = history::count_job(&mut deps.core.queues.redis(), prefix, queue, counted).await {
+        static NOT_COUNTED: Throttle = Throttle::new(std::time::Duration::from_secs(30));
+        if let Some(held_back) = NOT_COUNTED.allow() {
+            tracing::warn!(queue = queue.as_str(), error = %e, held_back, "job not counted in the history");
+        }
+    }
     if let Err(e) = result
         && outcome == "dead"
     {
