@@ -144,7 +144,6 @@ const JOB_DURATION_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 #[derive(Clone)]
 pub struct JobMetrics {
     jobs: IntCounterVec,
-    retries: IntCounterVec,
     duration: HistogramVec,
     batch_runs: IntCounterVec,
 }
@@ -165,10 +164,9 @@ impl JobMetrics {
             jobs: counters(
                 registry,
                 "jobs_total",
-                "Jobs handled, by outcome: ok, error (apalis retries it), dead (moved to the dead set).",
+                "Jobs handled, by outcome: ok, retried (the attempt failed; the next is queued with backoff), error (apalis runs it again), dead (moved to the dead set).",
                 &["queue", "outcome"],
             ),
-            retries: counters(registry, "job_retries_total", "Retries pushed with backoff.", &["queue"]),
             duration: histograms(
                 registry,
                 "job_duration_seconds",
@@ -179,10 +177,9 @@ impl JobMetrics {
             batch_runs: counters(registry, "batch_runs_total", "Batch runs finished, by status.", &["batch", "status"]),
         };
         for queue in QueueName::ALL {
-            for outcome in ["ok", "error", "dead"] {
+            for outcome in ["ok", "retried", "error", "dead"] {
                 metrics.jobs.with_label_values(&[queue.as_str(), outcome]);
             }
-            metrics.retries.with_label_values(&[queue.as_str()]);
         }
         for batch in crate::domain::Batch::ALL {
             for status in ["succeeded", "failed"] {
@@ -195,7 +192,6 @@ impl JobMetrics {
     /// Adds the families to `registry` (the worker's).
     pub fn export(&self, registry: &Registry) {
         adopt(registry, &self.jobs);
-        adopt(registry, &self.retries);
         adopt(registry, &self.duration);
         adopt(registry, &self.batch_runs);
     }
@@ -204,11 +200,6 @@ impl JobMetrics {
     pub fn job(&self, queue: QueueName, outcome: &str, took: Duration) {
         self.jobs.with_label_values(&[queue.as_str(), outcome]).inc();
         self.duration.with_label_values(&[queue.as_str()]).observe(took.as_secs_f64());
-    }
-
-    /// A retry pushed.
-    pub fn retry(&self, queue: QueueName) {
-        self.retries.with_label_values(&[queue.as_str()]).inc();
     }
 
     /// A batch run finished.

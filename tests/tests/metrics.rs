@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use tests::fake_llm::{FakeLlm, Reply};
 use tests::prometheus::{Sample, promtool_check, scrape, value};
-use tests::{TestEnv, fake_llm::FakeLlm, is};
+use tests::{TestEnv, is};
 
 const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "scrape-token-0123456789";
@@ -18,8 +19,10 @@ fn v(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_worker_and_scheduler_each_export_what_they_did() -> anyhow::Result<()> {
     let fake = FakeLlm::start("Tell me more about that.").await?;
+    // The first call fails: the job's attempt is retried (no retry on the provider itself).
+    fake.then(Reply::Status { status: 503, retry_after: None, body: "overloaded".into() });
     let mut env = TestEnv::new().await?;
-    env.use_fake_llm(&fake).set("METRICS_TOKEN", TOKEN);
+    env.use_fake_llm(&fake).set("METRICS_TOKEN", TOKEN).set("OPENAI_COMPATIBLE_MAX_RETRIES", "0");
     let api = env.start_api().await?;
     let (worker_port, scheduler_port) = (tests::free_port()?, tests::free_port()?);
     let _worker = env.spawn_process("worker", &[("METRICS_PORT", &worker_port.to_string())])?;
@@ -55,13 +58,18 @@ async fn api_worker_and_scheduler_each_export_what_they_did() -> anyhow::Result<
     })
     .await?;
 
-    // The worker: its jobs and its provider calls.
-    assert_eq!(v(&worker, "ai_request_count", &[("provider", "openai_compatible"), ("status", "ok")]), 1.0);
-    let (prompt, completion) = (fake.received().len(), tests::fake_llm::usage_of("Tell me more about that.").1);
-    assert_eq!(prompt, 1, "one call");
+    // The worker: its jobs (a failed attempt, then the reply) and its provider calls.
+    assert_eq!(fake.received().len(), 2, "two calls");
+    let provider = ("provider", "openai_compatible");
+    assert_eq!(v(&worker, "ai_request_count", &[provider, ("status", "ok")]), 1.0);
+    assert_eq!(v(&worker, "ai_request_count", &[provider, ("status", "error")]), 1.0);
+    assert_eq!(v(&worker, "ai_error_count", &[provider]), 1.0);
+    assert_eq!(v(&worker, "jobs_total", &[("queue", "turns"), ("outcome", "retried")]), 1.0);
+    assert_eq!(v(&worker, "jobs_total", &[("queue", "turns"), ("outcome", "dead")]), 0.0);
+    let completion = tests::fake_llm::usage_of("Tell me more about that.").1;
     assert_eq!(v(&worker, "ai_token_usage_total", &[("type", "completion")]), f64::from(completion));
-    assert!(v(&worker, "ai_estimated_cost_usd", &[("provider", "openai_compatible")]) >= 0.0);
-    assert_eq!(v(&worker, "job_duration_seconds_count", &[("queue", "turns")]), 1.0);
+    assert!(v(&worker, "ai_estimated_cost_usd", &[provider]) >= 0.0);
+    assert_eq!(v(&worker, "job_duration_seconds_count", &[("queue", "turns")]), 2.0);
     assert_eq!(v(&worker, "ai_circuit_open", &[("provider", "openai_compatible")]), 0.0);
     assert!(worker.iter().any(|s| s.name == "ai_request_duration_ms_bucket"));
     // The scheduler: its ticks, and no job or HTTP series.

@@ -19,7 +19,7 @@ fn s<'a>(y: &'a Yaml, path: &[&str]) -> Option<&'a str> {
 /// Every metric family the processes export (api/src/metrics.rs,
 /// worker/src/metrics.rs, shared/src/metrics.rs, the scheduler's ticks),
 /// for the rules and the dashboard to use.
-const EXPORTED: [&str; 29] = [
+const EXPORTED: [&str; 28] = [
     "api_request_count",
     "api_request_duration_ms",
     "websocket_active_connections",
@@ -38,7 +38,6 @@ const EXPORTED: [&str; 29] = [
     "queue_oldest_pending_age_seconds",
     "queue_workers",
     "jobs_total",
-    "job_retries_total",
     "job_duration_seconds",
     "batch_runs_total",
     "scheduler_ticks_total",

@@ -225,11 +225,19 @@ async fn the_queue_cli_watches_and_retries_every_dead_job() -> anyhow::Result<()
     let worker = env.start_worker().await?;
     env.push_raw(
         QueueName::Batch,
-        &[json!({ "kind": "no_such_job", "n": 0 }), json!({ "kind": "no_such_job", "n": 1 })],
+        &[
+            json!({ "kind": "no_such_job", "n": 0, "api_key": "sk-live-secret" }),
+            json!({ "kind": "no_such_job", "n": 1 }),
+        ],
     )
     .await?;
     tests::eventually(WAIT, || async { Ok((held_by_redis(&env, "batch").await?[4] == 2).then_some(())) }).await?;
     worker.stop().await?;
+
+    // Listed with the payloads' secrets redacted, as the admin API lists them.
+    let listed = env.command("worker")?.args(["dead", "batch"]).output().await?;
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains(r#""api_key": "***""#) && !listed.contains("sk-live-secret"), "{listed}");
 
     // --watch redraws every 2 s until stopped.
     let mut watch = env.command("worker")?;

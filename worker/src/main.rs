@@ -116,7 +116,11 @@ async fn queues(config: &Config, watch: bool) -> anyhow::Result<ExitCode> {
 
 async fn dead(config: &Config, queue: QueueName) -> anyhow::Result<ExitCode> {
     let mut redis = shared::redis_conn::manager(&config.redis)?;
-    let jobs = queue_admin::dead_jobs(&mut redis, &config.redis.key_prefix, queue, 1_000).await?;
+    let mut jobs = queue_admin::dead_jobs(&mut redis, &config.redis.key_prefix, queue, 1_000).await?;
+    // As the admin API shows them: secrets in a payload are not for a terminal either.
+    for job in &mut jobs {
+        job.payload = shared::dead_job::redact(&job.payload);
+    }
     println!("{}", serde_json::to_string_pretty(&jobs)?);
     Ok(ExitCode::SUCCESS)
 }

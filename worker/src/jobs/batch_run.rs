@@ -15,16 +15,17 @@ use shared::queue::new_job_id;
 
 use tracing::Instrument;
 
+use super::Handled;
 use crate::batches::{self, BatchError, Context, Params};
 use crate::{Deps, retry};
 
 /// Runs the queued run `run_id` (a worker's job).
-pub async fn run(deps: &Deps, run_id: BatchRunId, request_id: &str) -> Result<(), BoxDynError> {
+pub async fn run(deps: &Deps, run_id: BatchRunId, request_id: &str) -> Result<Handled, BoxDynError> {
     let ctx = deps.batch_context();
     let jobs = &deps.config.jobs;
     let Some(run) = db::batch_runs::claim(&ctx.core.db, run_id, jobs.lease).await? else {
         // Finished already, or another worker holds it.
-        return Ok(());
+        return Ok(Handled::Done);
     };
     let attempt = run.attempts;
     let span = tracing::info_span!("batch", batch = %run.batch, run_id = %run.id, attempt, request_id);
@@ -39,19 +40,20 @@ pub async fn run(deps: &Deps, run_id: BatchRunId, request_id: &str) -> Result<()
                 db::batch_runs::finish(&ctx.core.db, run.id, attempt, Ok(&counts)).await?;
                 ctx.core.queues.metrics.batch_run(run.batch.as_str(), "succeeded");
                 tracing::info!(counts = %counts, "batch run succeeded");
-                Ok(())
+                Ok(Handled::Done)
             }
             // Bad parameters stay bad: no retry.
             Err(e) if retry::may_retry(jobs, attempt.max(0) as u32) && !e.0.starts_with("params:") => {
                 let delay = retry::delay(jobs, attempt.max(0) as u32, None);
                 let job_id = new_job_id();
-                if db::batch_runs::release(&ctx.core.db, run.id, attempt, &e.0, &job_id).await? {
-                    let job = BatchJob::Run { run_id: run.id, request_id: request_id.to_owned() };
-                    ctx.core.queues.push_batch(&job_id, job, Some(delay)).await?;
-                    ctx.core.queues.metrics.retry(shared::jobs::QueueName::Batch);
+                if !db::batch_runs::release(&ctx.core.db, run.id, attempt, &e.0, &job_id).await? {
+                    // Another worker took the run over meanwhile: its attempt stands.
+                    return Ok(Handled::Done);
                 }
+                let job = BatchJob::Run { run_id: run.id, request_id: request_id.to_owned() };
+                ctx.core.queues.push_batch(&job_id, job, Some(delay)).await?;
                 tracing::warn!(error = %e, delay_ms = delay.as_millis() as u64, "batch run failed; retrying");
-                Ok(())
+                Ok(Handled::Retried)
             }
             Err(e) => {
                 fail(&ctx, &run, attempt, &e).await?;

@@ -16,6 +16,7 @@ use shared::queue::new_job_id;
 use shared::rubric;
 use tracing::Instrument;
 
+use super::Handled;
 use crate::providers::{Chunk, FailureKind, ProviderError};
 use crate::{Deps, prompt, retry};
 
@@ -38,22 +39,21 @@ pub async fn handle(raw: serde_json::Value, deps: Data<Arc<Deps>>, attempt: Atte
         ),
         Err(e) => Err(e),
     };
-    super::record(&deps, QueueName::Batch, &result, start).await;
-    result
+    super::record(&deps, QueueName::Batch, result, start).await
 }
 
-async fn evaluate(deps: &Deps, session_id: SessionId, request_id: &str) -> Result<(), BoxDynError> {
+async fn evaluate(deps: &Deps, session_id: SessionId, request_id: &str) -> Result<Handled, BoxDynError> {
     let core = &deps.core;
     let db = &core.db;
     let Some(evaluation) = db::evaluations::find(db, session_id).await? else {
         tracing::warn!("evaluation job for a session without an evaluation; dropped");
-        return Ok(());
+        return Ok(Handled::Done);
     };
     if evaluation.status == EvaluationStatus::Completed || evaluation.status == EvaluationStatus::Failed {
-        return Ok(());
+        return Ok(Handled::Done);
     }
     let Some(attempt) = db::evaluations::claim(db, session_id, deps.config.jobs.lease).await? else {
-        return Ok(());
+        return Ok(Handled::Done);
     };
     let result = if attempt.max(0) as u32 > deps.config.jobs.max_attempts {
         // Re-runs after a crash count too: an evaluation that kills its worker stops here.
@@ -84,7 +84,7 @@ async fn evaluate(deps: &Deps, session_id: SessionId, request_id: &str) -> Resul
         }
         tx.commit().await?;
         tracing::info!(attempt, recommendation = %card.recommendation, "evaluation completed");
-        return Ok(());
+        return Ok(Handled::Done);
     }
     let error = error.unwrap_or_else(|| ProviderError::new("", FailureKind::Fault, "no result"));
     let attempt_no = attempt.max(0) as u32;
@@ -100,9 +100,8 @@ async fn evaluate(deps: &Deps, session_id: SessionId, request_id: &str) -> Resul
     core.queues
         .push_batch(&job_id, BatchJob::Evaluation { session_id, request_id: request_id.to_owned() }, Some(delay))
         .await?;
-    core.queues.metrics.retry(QueueName::Batch);
     tracing::warn!(attempt, error = %error, "evaluation attempt failed; retrying");
-    Ok(())
+    Ok(Handled::Retried)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -27,7 +27,7 @@ pub fn decode<J: DeserializeOwned>(queue: QueueName, raw: serde_json::Value) -> 
 /// or Redis unreachable): apalis retries it after 1 s, 2 s, 3 s, … and this
 /// stops it at `max_attempts`; the reconciler picks the row up again once
 /// the infrastructure is back.
-pub fn bound(result: Result<(), BoxDynError>, attempt: &Attempt, max_attempts: u32) -> Result<(), BoxDynError> {
+pub fn bound<T>(result: Result<T, BoxDynError>, attempt: &Attempt, max_attempts: u32) -> Result<T, BoxDynError> {
     match result {
         Err(e) if !e.is::<AbortError>() && attempt.current() >= max_attempts as usize => {
             tracing::error!(attempt = attempt.current(), error = %e, "job failed at its last attempt; moved to the dead set");
@@ -37,16 +37,34 @@ pub fn bound(result: Result<(), BoxDynError>, attempt: &Attempt, max_attempts: u
     }
 }
 
-/// Counts a handled job in this process's series (`jobs_total`): `ok`, `dead`
-/// (aborted into the dead set) or `error` (apalis retries it); and in the
-/// fleet's minute-by-minute history the admin page charts (a Redis failure
-/// there is logged, never the job's).
-pub async fn record(deps: &crate::Deps, queue: QueueName, result: &Result<(), BoxDynError>, start: std::time::Instant) {
-    let (outcome, counted) = match result {
-        Ok(()) => ("ok", JobOutcome::Completed),
+/// How a handler that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Its work is done (or was not its to do).
+    Done,
+    /// Its attempt failed and it pushed the next one, after a backoff.
+    Retried,
+}
+
+/// Counts a handled job in this process's series (`jobs_total`): `ok`,
+/// `retried` (its attempt failed; the next is queued with backoff), `error`
+/// (apalis runs it again) or `dead` (aborted into the dead set); and in the
+/// fleet's minute-by-minute history the admin page charts, where a retried
+/// attempt counts as failed (a Redis failure there is logged, never the
+/// job's). Returns what apalis is to see.
+pub async fn record(
+    deps: &crate::Deps,
+    queue: QueueName,
+    result: Result<Handled, BoxDynError>,
+    start: std::time::Instant,
+) -> Result<(), BoxDynError> {
+    let (outcome, counted) = match &result {
+        Ok(Handled::Done) => ("ok", JobOutcome::Completed),
+        Ok(Handled::Retried) => ("retried", JobOutcome::Failed),
         Err(e) if e.is::<AbortError>() => ("dead", JobOutcome::Dead),
         Err(_) => ("error", JobOutcome::Failed),
     };
+    let result = result.map(|_| ());
     deps.core.queues.metrics.job(queue, outcome, start.elapsed());
     let prefix = &deps.config.redis.key_prefix;
     if let Err(e) = history::count_job(&mut deps.core.queues.redis(), prefix, queue, counted).await {
@@ -55,7 +73,7 @@ pub async fn record(deps: &crate::Deps, queue: QueueName, result: &Result<(), Bo
             tracing::warn!(queue = queue.as_str(), error = %e, held_back, "job not counted in the history");
         }
     }
-    if let Err(e) = result
+    if let Err(e) = &result
         && outcome == "dead"
     {
         let alert = shared::alerts::Alert {
@@ -72,4 +90,5 @@ pub async fn record(deps: &crate::Deps, queue: QueueName, result: &Result<(), Bo
         };
         deps.alerter.send_in_background(alert);
     }
+    result
 }

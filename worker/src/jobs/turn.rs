@@ -19,6 +19,7 @@ use shared::queue::new_job_id;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::Handled;
 use crate::Deps;
 use crate::providers::{Answered, Chunk, FailureKind, ProviderError};
 use crate::{prompt, retry};
@@ -45,8 +46,7 @@ pub async fn handle(raw: serde_json::Value, deps: Data<Arc<Deps>>, attempt: Atte
         }
         Err(e) => Err(e),
     };
-    super::record(&deps, QueueName::Turns, &result, start).await;
-    result
+    super::record(&deps, QueueName::Turns, result, start).await
 }
 
 enum Outcome {
@@ -57,7 +57,7 @@ enum Outcome {
     HandedBack,
 }
 
-async fn run(deps: &Deps, job: &TurnJob) -> Result<(), BoxDynError> {
+async fn run(deps: &Deps, job: &TurnJob) -> Result<Handled, BoxDynError> {
     let db = &deps.core.db;
     let Some((turn, claim)) = db::turns::claim(db, job.turn_id, &deps.name, deps.config.jobs.lease).await? else {
         // Not claimable: unknown, finished, or held by another worker.
@@ -71,7 +71,7 @@ async fn run(deps: &Deps, job: &TurnJob) -> Result<(), BoxDynError> {
             }
             Some(_) => tracing::info!("turn held by another worker"),
         }
-        return Ok(());
+        return Ok(Handled::Done);
     };
     if claim.attempt.max(0) as u32 > deps.config.jobs.max_attempts {
         // Crashes and hand-backs count too (apalis does not count re-runs of
@@ -80,14 +80,14 @@ async fn run(deps: &Deps, job: &TurnJob) -> Result<(), BoxDynError> {
         return settle_failure(deps, job, &turn, claim, &reason, false, None).await;
     }
     match attempt(deps, job, &turn, claim).await {
-        Ok(Outcome::Completed) => Ok(()),
+        Ok(Outcome::Completed) => Ok(Handled::Done),
         Ok(Outcome::Superseded) => {
             tracing::warn!(attempt = claim.attempt, "lease lost; another worker finishes the turn");
-            Ok(())
+            Ok(Handled::Done)
         }
         Ok(Outcome::HandedBack) => {
             tracing::info!(attempt = claim.attempt, "turn handed back at shutdown");
-            Ok(())
+            Ok(Handled::Done)
         }
         Err(AttemptError::Provider(e)) => {
             settle_failure(deps, job, &turn, claim, &e.message, e.retryable(), e.retry_after).await
@@ -280,7 +280,7 @@ async fn settle_failure(
     message: &str,
     retryable: bool,
     retry_after: Option<std::time::Duration>,
-) -> Result<(), BoxDynError> {
+) -> Result<Handled, BoxDynError> {
     let core = &deps.core;
     let attempt = claim.attempt.max(0) as u32;
     if retryable && retry::may_retry(&deps.config.jobs, attempt) {
@@ -289,15 +289,16 @@ async fn settle_failure(
             let job_id = new_job_id();
             db::turns::set_job(&core.db, turn.id, &job_id).await?;
             core.queues.push_turn(&job_id, job.clone(), Some(delay)).await?;
-            core.queues.metrics.retry(QueueName::Turns);
             tracing::warn!(
                 attempt,
                 delay_ms = delay.as_millis() as u64,
                 error = message,
                 "turn attempt failed; retrying"
             );
+            return Ok(Handled::Retried);
         }
-        return Ok(());
+        // Another worker took the turn over meanwhile: its attempt stands.
+        return Ok(Handled::Done);
     }
     let mut tx = core.db.begin().await?;
     db::sessions::lock(&mut *tx, turn.session_id).await?;
