@@ -91,29 +91,30 @@ async fn request_context(State(state): State<AppState>, mut req: Request, next: 
     let path = req.uri().path().to_owned();
     // The route's template keeps the label set small (ids are not labels).
     let endpoint = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
-    let span = tracing::info_span!(
-        "request",
-        otel.name = format!("{method} {endpoint}"),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %method,
-        http.route = %endpoint,
-        http.response.status_code = tracing::field::Empty,
-        request_id = %request_id,
-        user_id = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-    );
-    // A caller's W3C `traceparent` header makes this request part of its trace.
-    let traceparent = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
-    shared::telemetry::traces::continue_trace(&span, traceparent);
+    let empty = tracing::field::Empty;
+    let span = tracing::info_span!("request", otel.name = empty, otel.kind = empty, otel.status_code = empty,
+        http.request.method = empty, http.route = empty, http.response.status_code = empty,
+        request_id = %request_id, user_id = empty, trace_id = empty);
+    let traced = shared::telemetry::traces::enabled();
+    if traced {
+        span.record("otel.name", format!("{method} {endpoint}"))
+            .record("otel.kind", "server")
+            .record("http.request.method", method.as_str())
+            .record("http.route", endpoint.as_str());
+        // A caller's W3C `traceparent` header makes this request part of its trace.
+        let traceparent = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
+        shared::telemetry::traces::continue_trace(&span, traceparent);
+    }
     let start = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
     let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
     let status = response.status().as_u16();
     state.metrics.request(method.as_str(), &endpoint, status, elapsed_ms);
-    span.record("http.response.status_code", i64::from(status));
-    if status >= 500 {
-        span.record("otel.status_code", "ERROR");
+    if traced {
+        span.record("http.response.status_code", i64::from(status));
+        if status >= 500 {
+            span.record("otel.status_code", "ERROR");
+        }
     }
     span.in_scope(|| {
         if status >= 500 {

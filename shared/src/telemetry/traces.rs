@@ -5,6 +5,7 @@
 //! share one trace. Off, the layer is absent and nothing is exported.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -18,6 +19,16 @@ use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::{ParentlessSampler, Sampler, TracesConfig};
+
+/// Whether this process exports traces: spans get their OpenTelemetry
+/// fields (names, kinds, GenAI attributes) only then, so that with tracing
+/// off no work is spent on them.
+static ON: AtomicBool = AtomicBool::new(false);
+
+/// Whether traces are exported.
+pub fn enabled() -> bool {
+    ON.load(Ordering::Relaxed)
+}
 
 /// The running exporter.
 pub struct Exporter {
@@ -50,6 +61,7 @@ impl Exporter {
             .with_sampler(sampler(config.sampler))
             .with_resource(resource)
             .build();
+        ON.store(true, Ordering::Relaxed);
         Some(Exporter { provider })
     }
 
@@ -103,6 +115,9 @@ pub fn current_traceparent() -> Option<String> {
 /// a job's field; a malformed one starts a new trace), and records its
 /// `trace_id` for the log lines inside it. Nothing when tracing is off.
 pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
+    if !enabled() {
+        return;
+    }
     if let Some(traceparent) = traceparent {
         let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
         let parent = TraceContextPropagator::new().extract(&carrier);

@@ -34,14 +34,16 @@ pub async fn handle(raw: serde_json::Value, deps: Data<Arc<Deps>>, attempt: Atte
         Ok(job) => {
             let span = tracing::info_span!(
                 "turn",
-                otel.name = "turn",
-                otel.kind = "consumer",
+                otel.kind = tracing::field::Empty,
                 request_id = %job.request_id,
                 turn_id = %job.turn_id,
                 session_id = %job.session_id,
                 trace_id = tracing::field::Empty,
             );
-            shared::telemetry::traces::continue_trace(&span, job.traceparent.as_deref());
+            if shared::telemetry::traces::enabled() {
+                span.record("otel.kind", "consumer");
+                shared::telemetry::traces::continue_trace(&span, job.traceparent.as_deref());
+            }
             super::bound(run(&deps, &job).instrument(span).await, &attempt, deps.config.jobs.max_attempts)
         }
         Err(e) => Err(e),

@@ -132,31 +132,32 @@ async fn run(links: Arc<[Link]>, backoff: JobsConfig, request: ChatRequest, tx: 
     }
 }
 
-/// The span of one provider call, with the OpenTelemetry GenAI semantic
-/// conventions' attributes (the usage is recorded when the reply ends).
+/// The span of one provider call; with tracing on, it carries the
+/// OpenTelemetry GenAI semantic conventions' attributes (the usage is
+/// recorded when the reply ends).
 fn call_span(provider: &dyn ChatProvider) -> tracing::Span {
-    // `gen_ai.provider.name` values of the conventions; `gen_ai.system` is its older name.
-    let system = match provider.name() {
-        "azure_openai" => "azure.ai.openai",
-        "gcp_vertex" => "gcp.vertex_ai",
-        "aws_bedrock" => "aws.bedrock",
-        "openai_compatible" => "openai",
-        other => other,
-    };
-    tracing::info_span!(
-        "provider call",
-        otel.name = format!("chat {}", provider.model()),
-        otel.kind = "client",
-        otel.status_code = tracing::field::Empty,
-        provider = provider.name(),
-        gen_ai.operation.name = "chat",
-        gen_ai.system = system,
-        gen_ai.provider.name = system,
-        gen_ai.request.model = provider.model(),
-        gen_ai.usage.input_tokens = tracing::field::Empty,
-        gen_ai.usage.output_tokens = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-    )
+    let empty = tracing::field::Empty;
+    let span = tracing::info_span!("provider call", provider = provider.name(), otel.name = empty,
+        otel.kind = empty, otel.status_code = empty, gen_ai.operation.name = empty, gen_ai.system = empty,
+        gen_ai.provider.name = empty, gen_ai.request.model = empty, gen_ai.usage.input_tokens = empty,
+        gen_ai.usage.output_tokens = empty, error.type = empty);
+    if shared::telemetry::traces::enabled() {
+        // `gen_ai.provider.name` values of the conventions; `gen_ai.system` is its older name.
+        let system = match provider.name() {
+            "azure_openai" => "azure.ai.openai",
+            "gcp_vertex" => "gcp.vertex_ai",
+            "aws_bedrock" => "aws.bedrock",
+            "openai_compatible" => "openai",
+            other => other,
+        };
+        span.record("otel.name", format!("chat {}", provider.model()))
+            .record("otel.kind", "client")
+            .record("gen_ai.operation.name", "chat")
+            .record("gen_ai.system", system)
+            .record("gen_ai.provider.name", system)
+            .record("gen_ai.request.model", provider.model());
+    }
+    span
 }
 
 /// One request to `link`'s provider, its chunks forwarded to `tx`. `Ok` once
