@@ -279,3 +279,25 @@ async fn oversized_websocket_frames_close_with_1009() -> anyhow::Result<()> {
     assert_eq!(ws.close_code(WAIT).await?, Some(1009));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frame_larger_than_a_socket_s_read_buffer_is_read_whole() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let anon = api.client();
+    let recruiter = anon.user("r@example.com", "recruiter").await?;
+    let candidate = anon.user("c@example.com", "candidate").await?;
+    let session = opened(&env, &candidate, &recruiter).await?;
+    let mut ws = candidate.ws(&session, None).await?;
+    // 7,000 characters of three bytes: a 21 KB frame against a 4 KiB read buffer.
+    let text = "あ".repeat(7_000);
+    ws.send(json!({ "type": "answer", "text": text, "client_msg_id": "big-1" })).await?;
+    let accepted = ws.until(WAIT, |e| is(e, "answer.accepted")).await?;
+    assert_eq!(accepted["client_msg_id"], "big-1", "{accepted}");
+    let db = env.db().await?;
+    let stored: String =
+        sqlx::query_scalar("SELECT candidate_message FROM turns WHERE number = 1").fetch_one(&db).await?;
+    assert_eq!(stored, text);
+    Ok(())
+}

@@ -90,11 +90,20 @@ async fn connect(
         // are cut off by the protocol layer without being buffered.
         .max_message_size(limit.saturating_mul(4))
         .max_frame_size(limit.saturating_mul(4))
+        // tungstenite's 128 KiB default read buffer, zero-filled up front,
+        // was most of a socket's memory; a client's frames are small (a
+        // larger one grows the buffer as it arrives), and every frame we
+        // send is flushed at once.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| async move {
             let span = tracing::info_span!("websocket", request_id = %request_id, user_id = %user.id, session_id = %session_id);
             tracing::Instrument::instrument(run(state, socket, user, session_id, query.after_seq.unwrap_or(0)), span).await
         })
 }
+
+/// The initial read buffer of a socket (see the upgrade).
+const READ_BUFFER: usize = 4 * 1024;
 
 /// A client frame.
 #[derive(Deserialize)]
