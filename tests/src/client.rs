@@ -95,6 +95,15 @@ impl Client {
         Reply::read(req.send().await?).await
     }
 
+    /// Waits up to `limit` for `/health/live` to answer 200 (an API process starting).
+    pub async fn until_live(&self, limit: std::time::Duration) -> anyhow::Result<()> {
+        crate::eventually(limit, || async {
+            Ok(self.get("/health/live").await.ok().filter(|r| r.status == 200).map(|_| ()))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("the api at {} did not come up: {e}", self.base))
+    }
+
     /// GET.
     pub async fn get(&self, path: &str) -> anyhow::Result<Reply> {
         self.send("GET", path, None, &[]).await

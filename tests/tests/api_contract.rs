@@ -285,11 +285,7 @@ async fn a_frame_larger_than_a_socket_s_read_buffer_is_read_whole() -> anyhow::R
     let env = TestEnv::new().await?;
     let api = env.start_api().await?;
     let _worker = env.start_worker().await?;
-    let anon = api.client();
-    let recruiter = anon.user("r@example.com", "recruiter").await?;
-    let candidate = anon.user("c@example.com", "candidate").await?;
-    let session = opened(&env, &candidate, &recruiter).await?;
-    let mut ws = candidate.ws(&session, None).await?;
+    let mut ws = api.opened_session(10).await?.ws;
     // 7,000 characters of three bytes: a 21 KB frame against a 4 KiB read buffer.
     let text = "あ".repeat(7_000);
     ws.send(json!({ "type": "answer", "text": text, "client_msg_id": "big-1" })).await?;

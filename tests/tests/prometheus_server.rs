@@ -22,13 +22,6 @@ fn keda_query() -> anyhow::Result<String> {
     Ok(line.to_owned())
 }
 
-async fn live(client: &Client) -> anyhow::Result<()> {
-    tests::eventually(WAIT, || async {
-        Ok(client.get("/health/live").await.ok().filter(|r| r.status == 200).map(|_| ()))
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prometheus_sums_two_replicas_of_each_process_and_the_alerts_fire() -> anyhow::Result<()> {
     if !installed() {
@@ -50,7 +43,7 @@ async fn prometheus_sums_two_replicas_of_each_process_and_the_alerts_fire() -> a
     }
     let apis = api_ports.map(|p| Client::new(&format!("http://127.0.0.1:{p}/api/v1")));
     for api in &apis {
-        live(api).await?;
+        api.until_live(WAIT).await?;
     }
     let target = |p: &u16| format!("127.0.0.1:{p}");
     let prometheus = Prometheus::start(

@@ -22,10 +22,7 @@ async fn processes(env: &TestEnv) -> anyhow::Result<(Vec<tokio::process::Child>,
     let api = env.spawn_process("api", &[("API_PORT", &port.to_string())])?;
     let worker = env.spawn_process("worker", &[("METRICS_PORT", &tests::free_port()?.to_string())])?;
     let client = Client::new(&format!("http://127.0.0.1:{port}/api/v1"));
-    tests::eventually(WAIT, || async {
-        Ok(client.get("/health/live").await.ok().filter(|r| r.status == 200).map(|_| ()))
-    })
-    .await?;
+    client.until_live(WAIT).await?;
     Ok((vec![api, worker], client))
 }
 

@@ -51,12 +51,7 @@ async fn main() -> anyhow::Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port().to_string();
     let mut api_process = env.spawn_process("api", &[("API_PORT", &port)])?;
     let anon = Client::new(&format!("http://127.0.0.1:{port}/api/v1"));
-    tests::eventually(Duration::from_secs(30), || {
-        let anon = anon.clone();
-        async move { Ok(anon.get("/health/live").await.ok().filter(|r| r.status == 200).map(|_| ())) }
-    })
-    .await
-    .context("the api did not come up")?;
+    anon.until_live(Duration::from_secs(30)).await?;
     let recruiter = anon.user("recruiter@example.com", "recruiter").await?;
     let candidate = anon.user("candidate@example.com", "candidate").await?;
     let interview = recruiter.interview("en", 100).await?;

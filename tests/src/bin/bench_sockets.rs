@@ -28,12 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let port = tests::free_port()?.to_string();
     let api = env.spawn_process("api", &[("API_PORT", &port)])?;
     let anon = Client::new(&format!("http://127.0.0.1:{port}/api/v1"));
-    tests::eventually(Duration::from_secs(30), || {
-        let anon = anon.clone();
-        async move { Ok(anon.get("/health/live").await.ok().filter(|r| r.status == 200).map(|_| ())) }
-    })
-    .await
-    .context("the api did not come up")?;
+    anon.until_live(Duration::from_secs(30)).await?;
     let interview = anon.user("recruiter@example.com", "recruiter").await?.interview("en", 100).await?;
     // (candidate token, session) for each socket.
     let mut targets = Vec::with_capacity(sockets);
