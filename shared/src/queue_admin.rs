@@ -203,19 +203,6 @@ pub async fn dead_job(
     Ok(dead.then(|| dead_job_of(id.to_owned(), payload, &meta)))
 }
 
-/// The payload of dead job `id`, if it is dead.
-pub async fn dead_payload(
-    conn: &mut ConnectionManager,
-    prefix: &str,
-    queue: QueueName,
-    id: &str,
-) -> redis::RedisResult<Option<Value>> {
-    let config = queue_config(prefix, queue);
-    let (dead, payload): (bool, Option<String>) =
-        redis::pipe().sismember(config.dead_jobs_set(), id).hget(config.job_data_hash(), id).query_async(conn).await?;
-    Ok(dead.then(|| as_json(payload)))
-}
-
 /// Moves a dead job back to the pending list with a fresh count.
 static RETRY: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
@@ -347,7 +334,7 @@ pub async fn retry(
     id: &str,
 ) -> Result<(), RetryError> {
     use crate::jobs::{BatchJob, TurnJob};
-    let payload = dead_payload(conn, prefix, queue, id).await?.ok_or_else(|| RetryError::NotDead(id.to_owned()))?;
+    let payload = dead_job(conn, prefix, queue, id).await?.ok_or_else(|| RetryError::NotDead(id.to_owned()))?.payload;
     let reset = match queue {
         QueueName::Turns => match serde_json::from_value::<TurnJob>(payload) {
             Ok(job) => Some(("turn", crate::db::turns::requeue_failed(db, job.turn_id, id).await?)),

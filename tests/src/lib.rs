@@ -384,3 +384,15 @@ pub fn terminate(child: &tokio::process::Child) -> anyhow::Result<()> {
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
+
+/// A memory figure of a child process (`VmRSS:`, `VmHWM:`), in KB.
+pub fn process_memory_kb(child: &tokio::process::Child, field: &str) -> anyhow::Result<u64> {
+    let pid = child.id().context("process already exited")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no {field}"))
+}

@@ -15,7 +15,6 @@ use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::{Fields, SpanFields};
 use crate::config::SentryConfig;
 
 /// The Sentry client; flushes what is queued when dropped.
@@ -44,9 +43,8 @@ pub fn layer<S>() -> impl Layer<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let ours = |target: &str| ["api", "worker", "scheduler", "shared"].iter().any(|c| target.starts_with(c));
-    ErrorReports.with_filter(filter_fn(move |meta| {
-        ours(meta.target()) && *meta.level() <= if meta.is_span() { Level::INFO } else { Level::ERROR }
+    ErrorReports.with_filter(filter_fn(|meta| {
+        super::ours(meta.target()) && *meta.level() <= if meta.is_span() { Level::INFO } else { Level::ERROR }
     }))
 }
 
@@ -63,18 +61,7 @@ where
             logger: Some(meta.target().to_owned()),
             ..Default::default()
         };
-        // The spans' fields from the outermost in, then the event's own.
-        let mut fields = serde_json::Map::new();
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope.from_root() {
-                if let Some(SpanFields(span_fields)) = span.extensions().get::<SpanFields>() {
-                    fields.extend(span_fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-                }
-            }
-        }
-        let mut own = Fields::default();
-        event.record(&mut own);
-        fields.extend(own.0);
+        let mut fields = super::event_fields(event, &ctx);
         report.message = fields.remove("message").map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_owned));
         for name in ["request_id", "user_id", "trace_id"] {
             if let Some(Value::String(value)) = fields.remove(name) {

@@ -99,28 +99,63 @@ pub(crate) struct SpanFields(pub(crate) Map<String, Value>);
 #[derive(Default)]
 pub(crate) struct Fields(pub(crate) Map<String, Value>);
 
+impl Fields {
+    /// Keeps `value` under the field's name; `otel.name`, `otel.kind` and
+    /// `otel.status_code` are for the trace only.
+    fn keep(&mut self, field: &Field, value: Value) {
+        if !field.name().starts_with("otel.") {
+            self.0.insert(field.name().to_owned(), value);
+        }
+    }
+}
+
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_owned(), Value::String(format!("{value:?}")));
+        self.keep(field, Value::String(format!("{value:?}")));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), Value::String(value.to_owned()));
+        self.keep(field, Value::String(value.to_owned()));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_owned(), value.into());
+        self.keep(field, value.into());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_owned(), value.into());
+        self.keep(field, value.into());
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().to_owned(), value.into());
+        self.keep(field, value.into());
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_owned(), value.into());
+        self.keep(field, value.into());
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.insert(field.name().to_owned(), Value::String(value.to_string()));
+        self.keep(field, Value::String(value.to_string()));
     }
+}
+
+/// The fields of `event` and of the spans around it, outermost first; the
+/// innermost value of a name wins, the event's own over all.
+pub(crate) fn event_fields<S>(event: &Event<'_>, ctx: &Context<'_, S>) -> Map<String, Value>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let mut all = Map::new();
+    if let Some(scope) = ctx.event_scope(event) {
+        for span in scope.from_root() {
+            if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
+                all.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+    }
+    let mut own = Fields::default();
+    event.record(&mut own);
+    all.extend(own.0);
+    all
+}
+
+/// Whether `target` is one of our crates (what traces and error reports cover).
+pub(crate) fn ours(target: &str) -> bool {
+    ["api", "worker", "scheduler", "shared"].iter().any(|c| target.starts_with(c))
 }
 
 impl<S> Layer<S> for JsonLayer
@@ -130,8 +165,6 @@ where
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let mut fields = Fields::default();
         attrs.record(&mut fields);
-        // `otel.name`, `otel.kind`, `otel.status_code`: for the trace only.
-        fields.0.retain(|k, _| !k.starts_with("otel."));
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(SpanFields(fields.0));
         }
@@ -141,7 +174,6 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut fields = Fields::default();
         values.record(&mut fields);
-        fields.0.retain(|k, _| !k.starts_with("otel."));
         let mut ext = span.extensions_mut();
         if let Some(SpanFields(existing)) = ext.get_mut::<SpanFields>() {
             existing.extend(fields.0);
@@ -149,20 +181,7 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        // Span fields from the outermost in, then the event's own: inner wins.
-        let mut all = Map::new();
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope.from_root() {
-                if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
-                    all.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-                }
-            }
-        }
-        let mut own = Fields::default();
-        event.record(&mut own);
-        all.extend(own.0);
-
-        let line = render(self.service, event.metadata(), all);
+        let line = render(self.service, event.metadata(), event_fields(event, &ctx));
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(line.as_bytes());
     }

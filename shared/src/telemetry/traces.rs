@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler as SdkSampler, SdkTracerProvider};
 use tracing::{Level, Subscriber};
@@ -43,7 +43,6 @@ impl Exporter {
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .with_endpoint(config.endpoint.clone())
-            .with_headers(HashMap::new())
             .build();
         let exporter = match exporter {
             Ok(e) => e,
@@ -71,9 +70,10 @@ impl Exporter {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let ours = |target: &str| ["api", "worker", "scheduler", "shared"].iter().any(|c| target.starts_with(c));
         tracing_opentelemetry::layer().with_tracer(self.provider.tracer("ai-interviewer")).with_filter(filter_fn(
-            move |meta| ours(meta.target()) && *meta.level() <= if meta.is_span() { Level::INFO } else { Level::WARN },
+            |meta| {
+                super::ours(meta.target()) && *meta.level() <= if meta.is_span() { Level::INFO } else { Level::WARN }
+            },
         ))
     }
 

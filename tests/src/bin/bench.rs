@@ -303,13 +303,5 @@ fn peak_rss_mb(child: &tokio::process::Child) -> anyhow::Result<f64> {
 
 /// A memory figure (`VmRSS:`, `VmHWM:`) of a child process, in MB.
 fn rss_mb(child: &tokio::process::Child, field: &str) -> anyhow::Result<f64> {
-    let pid = child.id().context("process already exited")?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no {field}"))?;
-    Ok(kb / 1024.0)
+    Ok(tests::process_memory_kb(child, field)? as f64 / 1024.0)
 }

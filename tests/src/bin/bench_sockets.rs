@@ -91,12 +91,5 @@ async fn connect(port: String, token: String, session: String) -> anyhow::Result
 
 /// The child's resident memory (VmRSS), in KB.
 fn rss_kb(child: &tokio::process::Child) -> anyhow::Result<u64> {
-    let pid = child.id().context("the api exited")?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS")
+    tests::process_memory_kb(child, "VmRSS:")
 }
