@@ -11,7 +11,7 @@ use chrono::Utc;
 use crate::db::{self, Db, DbError, Tx};
 use crate::domain::{Role, SessionStatus, TurnStatus};
 use crate::events::EventKind;
-use crate::ids::{SessionId, UserId};
+use crate::ids::{SessionId, TurnId, UserId};
 use crate::jobs::{BatchJob, TurnJob};
 use crate::queue::{Queues, new_job_id};
 use crate::stream::EventBus;
@@ -46,7 +46,11 @@ pub enum FlowError {
 #[derive(Debug, Clone)]
 pub struct Accepted {
     /// The turn.
-    pub turn: db::turns::Turn,
+    pub turn_id: TurnId,
+    /// Its number.
+    pub number: i32,
+    /// Its status.
+    pub status: TurnStatus,
     /// False when the idempotency key returned an earlier turn.
     pub created: bool,
 }
@@ -127,7 +131,7 @@ impl Core {
         self.bus.emit(&mut tx, id, EventKind::TurnQueued { turn_id: turn.id, number: 0 }).await?;
         let session = db::sessions::find(&mut *tx, id).await?.ok_or(FlowError::NotFound("session"))?;
         tx.commit().await.map_err(DbError::from)?;
-        self.push_turn(&job_id, &turn, request_id).await;
+        self.push_turn(&job_id, turn.id, id, request_id).await;
         Ok((session, turn))
     }
 
@@ -141,36 +145,45 @@ impl Core {
         key: Option<&str>,
         request_id: &str,
     ) -> Result<Accepted, FlowError> {
+        let (turn_id, job_id) = (TurnId::new(), new_job_id());
         let mut tx = self.db.begin().await.map_err(DbError::from)?;
-        // Locked and touched at once; a refused answer rolls the touch back.
-        let session = db::sessions::lock_touching(&mut *tx, session_id).await?.ok_or(FlowError::NotFound("session"))?;
-        if session.candidate_id != candidate {
-            return Err(FlowError::Forbidden);
+        let submitted =
+            db::turns::submit(&mut *tx, session_id, candidate, text, key, request_id, &job_id, turn_id).await?;
+        let accepted = |created| -> Result<Accepted, FlowError> {
+            let status = submitted.turn_status.as_deref().unwrap_or_default();
+            Ok(Accepted {
+                turn_id: submitted.turn_id.ok_or(FlowError::NotFound("turn"))?,
+                number: submitted.turn_number.unwrap_or_default(),
+                status: status.parse().map_err(|e: String| DbError::Sqlx(sqlx::Error::Decode(e.into())))?,
+                created,
+            })
+        };
+        // Anything but a new turn rolls back (the session's touch with it).
+        match submitted.outcome.as_str() {
+            "created" => {}
+            "replayed" => return accepted(false),
+            "not_found" => return Err(FlowError::NotFound("session")),
+            "forbidden" => return Err(FlowError::Forbidden),
+            "key_reused" => return Err(FlowError::KeyReused),
+            "not_active" => {
+                let status = submitted.session_status.as_deref().unwrap_or_default();
+                let status = status.parse().map_err(|e: String| DbError::Sqlx(sqlx::Error::Decode(e.into())))?;
+                return Err(FlowError::NotActive(status));
+            }
+            "end_requested" => return Err(FlowError::NotActive(SessionStatus::Completed)),
+            "expired" => return Err(FlowError::Expired),
+            "in_progress" => return Err(FlowError::TurnInProgress(submitted.turn_number.unwrap_or_default())),
+            other => {
+                let why = format!("submit_answer returned the unknown outcome {other:?}");
+                return Err(DbError::Sqlx(sqlx::Error::Protocol(why)).into());
+            }
         }
-        // Under the session lock, so a concurrent duplicate sees the first one.
-        if let Some(key) = key
-            && let Some(turn) = db::turns::find_by_key(&mut *tx, session_id, key).await?
-        {
-            return if turn.candidate_message.as_deref() == Some(text) {
-                Ok(Accepted { turn, created: false })
-            } else {
-                Err(FlowError::KeyReused)
-            };
+        if let Some(event) = &submitted.event {
+            self.bus.publish_json(session_id, event).await;
         }
-        check_open(&session)?;
-        let last = db::turns::last(&mut *tx, session_id).await?;
-        if let Some(last) = &last
-            && matches!(last.status, TurnStatus::Queued | TurnStatus::Running)
-        {
-            return Err(FlowError::TurnInProgress(last.number));
-        }
-        let number = last.map_or(0, |t| t.number + 1);
-        let job_id = new_job_id();
-        let turn = db::turns::insert(&mut *tx, session_id, number, Some(text), key, request_id, &job_id).await?;
-        self.bus.emit(&mut tx, session_id, EventKind::TurnQueued { turn_id: turn.id, number }).await?;
         tx.commit().await.map_err(DbError::from)?;
-        self.push_turn(&job_id, &turn, request_id).await;
-        Ok(Accepted { turn, created: true })
+        self.push_turn(&job_id, turn_id, session_id, request_id).await;
+        accepted(true)
     }
 
     /// Ends the session (candidate, interview owner or admin). With a turn in
@@ -217,25 +230,25 @@ impl Core {
         reason: &str,
         request_id: &str,
     ) -> Result<Option<(String, BatchJob)>, FlowError> {
-        if !db::sessions::finish(&mut **tx, session_id, status).await? {
-            return Ok(None);
-        }
-        self.bus.emit(tx, session_id, EventKind::SessionCompleted { status, reason: reason.to_owned() }).await?;
         let job_id = new_job_id();
-        db::evaluations::create(&mut **tx, session_id, request_id, &job_id).await?;
+        let Some(event) = db::sessions::finish(&mut **tx, session_id, status, reason, request_id, &job_id).await?
+        else {
+            return Ok(None);
+        };
+        self.bus.publish_json(session_id, &event).await;
         Ok(Some((job_id, BatchJob::Evaluation { session_id, request_id: request_id.to_owned() })))
     }
 
     /// Pushes a stored turn's job; a failure is left to the reconciler.
-    pub async fn push_turn(&self, job_id: &str, turn: &db::turns::Turn, request_id: &str) {
+    pub async fn push_turn(&self, job_id: &str, turn_id: TurnId, session_id: SessionId, request_id: &str) {
         let job = TurnJob {
-            turn_id: turn.id,
-            session_id: turn.session_id,
+            turn_id,
+            session_id,
             request_id: request_id.to_owned(),
             traceparent: crate::telemetry::traces::current_traceparent(),
         };
         if let Err(e) = self.queues.push_turn(job_id, job, None).await {
-            tracing::warn!(error = %e, turn_id = %turn.id, "turn stored but not enqueued; the reconciler will retry");
+            tracing::warn!(error = %e, %turn_id, "turn stored but not enqueued; the reconciler will retry");
         }
     }
 
@@ -276,17 +289,4 @@ impl Core {
             tracing::warn!(error = %e, "batch job stored but not enqueued; the reconciler will retry");
         }
     }
-}
-
-fn check_open(session: &db::sessions::Session) -> Result<(), FlowError> {
-    if session.status != SessionStatus::Active {
-        return Err(FlowError::NotActive(session.status));
-    }
-    if session.end_requested_at.is_some() {
-        return Err(FlowError::NotActive(SessionStatus::Completed));
-    }
-    if session.expires_at <= Utc::now() {
-        return Err(FlowError::Expired);
-    }
-    Ok(())
 }

@@ -51,17 +51,20 @@ impl EventBus {
     /// Publishes an event that already has its `seq` (a delta, or a stored
     /// event published again). Failures are logged.
     pub async fn publish(&self, event: &Event) {
-        let payload = match serde_json::to_string(event) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "event not serializable");
-                return;
-            }
-        };
-        let channel = session_channel(&self.key_prefix, event.session_id);
+        match serde_json::to_string(event) {
+            Ok(json) => self.publish_json(event.session_id, &json).await,
+            Err(e) => tracing::error!(error = %e, "event not serializable"),
+        }
+    }
+
+    /// Publishes an event as PostgreSQL stored it (the JSON of an
+    /// [`Event`], built by the statements of migration 0007). Failures are
+    /// logged: the event is stored, and sockets catch up from PostgreSQL.
+    pub async fn publish_json(&self, session: SessionId, json: &str) {
+        let channel = session_channel(&self.key_prefix, session);
         let mut conn = self.conn.clone();
-        if let Err(e) = redis::cmd("PUBLISH").arg(&channel).arg(payload).query_async::<i64>(&mut conn).await {
-            tracing::warn!(error = %e, session_id = %event.session_id, seq = event.seq, "event publish failed");
+        if let Err(e) = redis::cmd("PUBLISH").arg(&channel).arg(json).query_async::<i64>(&mut conn).await {
+            tracing::warn!(error = %e, session_id = %session, "event publish failed");
         }
     }
 }

@@ -201,9 +201,9 @@ async fn submit(
         StatusCode::ACCEPTED,
         [("idempotent-replayed", replayed)],
         axum::Json(json!({
-            "turn_id": accepted.turn.id,
-            "number": accepted.turn.number,
-            "status": accepted.turn.status,
+            "turn_id": accepted.turn_id,
+            "number": accepted.number,
+            "status": accepted.status,
         })),
     ))
 }

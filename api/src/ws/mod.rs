@@ -305,8 +305,8 @@ impl Socket {
         match result {
             Ok(accepted) => {
                 self.send_local(EventKind::AnswerAccepted {
-                    turn_id: accepted.turn.id,
-                    number: accepted.turn.number,
+                    turn_id: accepted.turn_id,
+                    number: accepted.number,
                     client_msg_id,
                     duplicate: !accepted.created,
                 })

@@ -9,19 +9,15 @@ use crate::ids::{SessionId, TurnId};
 
 /// Gives `event` the session's next `seq` (reserving `n` numbers: the rest
 /// are for the deltas that follow it), stores it, and returns the `seq`. One
-/// statement; the session row stays locked until the transaction ends.
+/// statement (`append_session_event`, migration 0007); the session row stays
+/// locked until the transaction ends.
 pub async fn append_next(db: impl PgExecutor<'_>, event: &Event, n: i64) -> Result<i64, DbError> {
-    Ok(sqlx::query_scalar(
-        "WITH s AS (UPDATE sessions SET last_seq = last_seq + $2 WHERE id = $1 RETURNING last_seq - $2 + 1 AS seq)
-         INSERT INTO session_events (session_id, seq, event)
-         SELECT $1, s.seq, jsonb_set($3, '{seq}', to_jsonb(s.seq)) FROM s
-         RETURNING seq",
-    )
-    .bind(event.session_id)
-    .bind(n)
-    .bind(Json(event))
-    .fetch_one(db)
-    .await?)
+    Ok(sqlx::query_scalar("SELECT (append_session_event($1, $2, $3 - 1)->>'seq')::bigint")
+        .bind(event.session_id)
+        .bind(Json(event))
+        .bind(n)
+        .fetch_one(db)
+        .await?)
 }
 
 /// Stored events with `seq > after`, oldest first.

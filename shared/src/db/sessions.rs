@@ -74,20 +74,6 @@ pub async fn lock(db: impl PgExecutor<'_>, id: SessionId) -> Result<Option<Sessi
     Ok(sqlx::query_as(concat!(select!(), " WHERE s.id = $1 FOR UPDATE OF s")).bind(id).fetch_optional(db).await?)
 }
 
-/// [`lock`], also recording activity (an answer or a reply): the session,
-/// its row locked until the transaction ends, with `last_activity_at` now.
-pub async fn lock_touching(db: impl PgExecutor<'_>, id: SessionId) -> Result<Option<Session>, DbError> {
-    Ok(sqlx::query_as(
-        "UPDATE sessions s SET last_activity_at = now() FROM interviews i
-         WHERE s.id = $1 AND i.id = s.interview_id
-         RETURNING s.id, s.interview_id, s.candidate_id, i.owner_id, s.status, s.started_at,
-             s.last_activity_at, s.expires_at, s.ended_at, s.end_requested_at, s.last_seq, i.max_turns",
-    )
-    .bind(id)
-    .fetch_optional(db)
-    .await?)
-}
-
 /// Waits for any transaction producing events for the session to finish, then
 /// returns its newest `seq`: after this, every published event is visible.
 pub async fn settled_seq(db: impl PgExecutor<'_>, id: SessionId) -> Result<Option<(SessionStatus, i64)>, DbError> {
@@ -107,17 +93,26 @@ pub async fn reserve_seqs(db: impl PgExecutor<'_>, id: SessionId, n: i64) -> Res
         .await?)
 }
 
-/// Ends an active session with `status`; false if it was not active.
-pub async fn finish(db: impl PgExecutor<'_>, id: SessionId, status: SessionStatus) -> Result<bool, DbError> {
-    Ok(sqlx::query(
-        "UPDATE sessions SET status = $2, ended_at = now(), last_activity_at = now() WHERE id = $1 AND status = 'active'",
-    )
-    .bind(id)
-    .bind(status.as_str())
-    .execute(db)
-    .await?
-    .rows_affected()
-        == 1)
+/// Ends an active session with `status` for `reason` (`finish_session`,
+/// migration 0007): `session.completed` stored and returned as JSON to
+/// publish, the pending evaluation created under job `job_id`. `None` if it
+/// was not active. The caller holds the session row.
+pub async fn finish(
+    db: impl PgExecutor<'_>,
+    id: SessionId,
+    status: SessionStatus,
+    reason: &str,
+    request_id: &str,
+    job_id: &str,
+) -> Result<Option<String>, DbError> {
+    Ok(sqlx::query_scalar("SELECT finish_session($1, $2, $3, $4, $5)::text")
+        .bind(id)
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(request_id)
+        .bind(job_id)
+        .fetch_one(db)
+        .await?)
 }
 
 /// Marks that the session should end once the turn in flight finishes.

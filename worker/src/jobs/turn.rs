@@ -12,9 +12,9 @@ use std::time::Instant;
 use apalis::prelude::{AbortError, Attempt, BoxDynError, Data};
 use futures::{FutureExt, StreamExt};
 use shared::db::{self, DbError, turns::Claim, turns::Reply, turns::Turn};
-use shared::domain::{SessionStatus, TurnStatus};
+use shared::domain::TurnStatus;
 use shared::events::{Event, EventKind, Usage};
-use shared::jobs::{QueueName, TurnJob};
+use shared::jobs::{BatchJob, QueueName, TurnJob};
 use shared::queue::new_job_id;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -60,14 +60,22 @@ enum Outcome {
 }
 
 async fn run(deps: &Deps, job: &TurnJob) -> Result<Handled, BoxDynError> {
-    let db = &deps.core.db;
-    let Some((turn, claim)) = db::turns::claim(db, job.turn_id, &deps.name, deps.config.jobs.lease).await? else {
+    let core = &deps.core;
+    let db = &core.db;
+    // Claimed, and its turn.reset / turn.started stored and published, in
+    // one statement and one transaction.
+    let mut tx = db.begin().await?;
+    let lease = deps.config.jobs.lease;
+    let Some(started) =
+        db::turns::start(&mut *tx, job.turn_id, &deps.name, lease, deps.config.jobs.max_attempts, DELTA_BLOCK).await?
+    else {
+        tx.rollback().await?;
         // Not claimable: unknown, finished, or held by another worker.
         match db::turns::find(db, job.turn_id).await? {
             None => tracing::warn!("turn job for an unknown turn; dropped"),
             Some(turn) if matches!(turn.status, TurnStatus::Completed | TurnStatus::Failed) => {
                 if let Some(event) = db::events::turn_outcome(db, turn.session_id, turn.id).await? {
-                    deps.core.bus.publish(&event).await;
+                    core.bus.publish(&event).await;
                 }
                 tracing::info!(status = %turn.status, "turn already finished; outcome published again");
             }
@@ -75,13 +83,22 @@ async fn run(deps: &Deps, job: &TurnJob) -> Result<Handled, BoxDynError> {
         }
         return Ok(Handled::Done);
     };
-    if claim.attempt.max(0) as u32 > deps.config.jobs.max_attempts {
+    for event in &started.events {
+        core.bus.publish_json(job.session_id, event).await;
+    }
+    tx.commit().await?;
+    let db::turns::Started { turn, claim, events } = started;
+    if events.is_empty() {
         // Crashes and hand-backs count too (apalis does not count re-runs of
         // a job whose worker died): a turn that kills its worker stops here.
         let reason = format!("{} earlier attempts never finished", claim.attempt - 1);
         return settle_failure(deps, job, &turn, claim, &reason, false, None).await;
     }
-    match attempt(deps, job, &turn, claim).await {
+    // The first delta's seq: the one after turn.started's.
+    let first_delta = started_seq(events.last().map(String::as_str))
+        .ok_or_else(|| DbError::Sqlx(sqlx::Error::Protocol("turn.started without a seq".into())))?
+        + 1;
+    match attempt(deps, job, &turn, claim, first_delta).await {
         Ok(Outcome::Completed) => Ok(Handled::Done),
         Ok(Outcome::Superseded) => {
             tracing::warn!(attempt = claim.attempt, "lease lost; another worker finishes the turn");
@@ -112,7 +129,13 @@ impl From<sqlx::Error> for AttemptError {
     }
 }
 
-async fn attempt(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Result<Outcome, AttemptError> {
+async fn attempt(
+    deps: &Deps,
+    job: &TurnJob,
+    turn: &Turn,
+    claim: Claim,
+    first_delta: i64,
+) -> Result<Outcome, AttemptError> {
     let core = &deps.core;
     let db = &core.db;
     let interview =
@@ -124,26 +147,8 @@ async fn attempt(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Resul
         .collect();
     let request = prompt::turn(&interview, &earlier, turn);
 
-    // turn.reset (after a dead attempt) and turn.started, with a block of
-    // sequence numbers for the deltas.
-    // The first event's seq update locks the session row (see EventBus::emit).
-    let mut tx = db.begin().await?;
-    if claim.restarted {
-        let reason = "the previous attempt did not finish; the reply restarts".to_owned();
-        core.bus.emit(&mut tx, turn.session_id, EventKind::TurnReset { turn_id: turn.id, reason }).await?;
-    }
-    let started = core
-        .bus
-        .emit_reserving(
-            &mut tx,
-            turn.session_id,
-            EventKind::TurnStarted { turn_id: turn.id, number: turn.number },
-            DELTA_BLOCK,
-        )
-        .await?;
-    tx.commit().await?;
-    let mut next_seq = started.seq + 1;
-    let mut block_end = started.seq + DELTA_BLOCK;
+    let mut next_seq = first_delta;
+    let mut block_end = first_delta + DELTA_BLOCK - 1;
 
     let lost = CancellationToken::new();
     let keeper = tokio::spawn(
@@ -227,39 +232,28 @@ async fn attempt(deps: &Deps, job: &TurnJob, turn: &Turn, claim: Claim) -> Resul
         latency_ms,
     };
 
+    let completed = Event {
+        seq: 0,
+        session_id: turn.session_id,
+        kind: EventKind::TurnCompleted { turn_id: turn.id, number: turn.number, message: message.clone(), usage },
+    };
+    // Stored with turn.completed, and the session ended when this was its
+    // last turn, in one statement; published before the commit.
+    let evaluation_job_id = new_job_id();
     let mut tx = db.begin().await?;
-    let session =
-        db::sessions::lock_touching(&mut *tx, turn.session_id).await?.ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?;
-    if !db::turns::complete(&mut *tx, turn.id, claim.attempt, &reply).await? {
+    let Some(events) =
+        db::turns::complete(&mut *tx, turn.id, claim.attempt, &reply, &completed, &job.request_id, &evaluation_job_id)
+            .await?
+    else {
         return Ok(Outcome::Superseded);
+    };
+    for event in &events {
+        core.bus.publish_json(turn.session_id, event).await;
     }
-    core.bus
-        .emit(
-            &mut tx,
-            turn.session_id,
-            EventKind::TurnCompleted { turn_id: turn.id, number: turn.number, message: message.clone(), usage },
-        )
-        .await?;
-    let reason = if turn.number >= session.max_turns {
-        Some("max_turns")
-    } else if session.end_requested_at.is_some() {
-        Some("ended")
-    } else {
-        None
-    };
-    let evaluation = match reason {
-        Some(reason) if session.status == SessionStatus::Active => core
-            .finish_session_in(&mut tx, turn.session_id, SessionStatus::Completed, reason, &job.request_id)
-            .await
-            .map_err(|e| match e {
-                shared::flow::FlowError::Db(e) => e,
-                other => DbError::Sqlx(sqlx::Error::Protocol(other.to_string())),
-            })?,
-        _ => None,
-    };
     tx.commit().await?;
-    if let Some((job_id, job)) = evaluation {
-        core.push_batch(&job_id, job).await;
+    if events.len() > 1 {
+        let evaluation = BatchJob::Evaluation { session_id: turn.session_id, request_id: job.request_id.clone() };
+        core.push_batch(&evaluation_job_id, evaluation).await;
     }
     tracing::info!(
         attempt = claim.attempt,
@@ -378,4 +372,13 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// The `seq` of an event as stored (JSON).
+fn started_seq(json: Option<&str>) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: i64,
+    }
+    serde_json::from_str::<Seq>(json?).ok().map(|s| s.seq)
 }

@@ -8,7 +8,6 @@ use sqlx::{FromRow, PgExecutor};
 
 use super::{DbError, conflict};
 use crate::domain::TurnStatus;
-use crate::events::Usage;
 use crate::ids::{SessionId, TurnId};
 
 /// A turn row.
@@ -63,6 +62,9 @@ macro_rules! columns {
     };
 }
 
+mod steps;
+pub use steps::{Claim, Reply, Started, Submitted, complete, start, submit};
+
 /// Inserts a queued turn; a repeated idempotency key is `Conflict("turns_session_id_idempotency_key_key")`.
 pub async fn insert(
     db: impl PgExecutor<'_>,
@@ -95,15 +97,6 @@ pub async fn find(db: impl PgExecutor<'_>, id: TurnId) -> Result<Option<Turn>, D
     Ok(sqlx::query_as(concat!("SELECT ", columns!(), " FROM turns WHERE id = $1")).bind(id).fetch_optional(db).await?)
 }
 
-/// The turn a session already created under this idempotency key.
-pub async fn find_by_key(db: impl PgExecutor<'_>, session: SessionId, key: &str) -> Result<Option<Turn>, DbError> {
-    Ok(sqlx::query_as(concat!("SELECT ", columns!(), " FROM turns WHERE session_id = $1 AND idempotency_key = $2"))
-        .bind(session)
-        .bind(key)
-        .fetch_optional(db)
-        .await?)
-}
-
 /// The newest turn of a session.
 pub async fn last(db: impl PgExecutor<'_>, session: SessionId) -> Result<Option<Turn>, DbError> {
     Ok(sqlx::query_as(concat!("SELECT ", columns!(), " FROM turns WHERE session_id = $1 ORDER BY number DESC LIMIT 1"))
@@ -126,43 +119,6 @@ pub async fn set_job(db: impl PgExecutor<'_>, id: TurnId, job_id: &str) -> Resul
     Ok(())
 }
 
-/// A turn a worker now holds.
-#[derive(Debug, Clone, Copy, FromRow)]
-pub struct Claim {
-    /// The attempt number: the fencing token every later write checks.
-    pub attempt: i32,
-    /// Whether an earlier attempt had started (and may have streamed text).
-    pub restarted: bool,
-}
-
-/// Takes the turn if it is queued, or running under an expired lease (its
-/// worker died). `None` if it is finished or another worker holds it.
-pub async fn claim(
-    db: impl PgExecutor<'_>,
-    id: TurnId,
-    worker: &str,
-    lease: Duration,
-) -> Result<Option<(Turn, Claim)>, DbError> {
-    let turn: Option<Turn> = sqlx::query_as(concat!(
-        "UPDATE turns SET status = 'running', attempts = attempts + 1, worker = $2,
-             lease_until = now() + make_interval(secs => $3), started_at = coalesce(started_at, now()), ",
-        attempt_taken_over!(),
-        "
-         WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND lease_until < now()))
-         RETURNING ",
-        columns!()
-    ))
-    .bind(id)
-    .bind(worker)
-    .bind(lease.as_secs_f64())
-    .fetch_optional(db)
-    .await?;
-    Ok(turn.map(|turn| {
-        let claim = Claim { attempt: turn.attempts, restarted: turn.attempts > 1 };
-        (turn, claim)
-    }))
-}
-
 /// Extends the lease of a held turn; false if the turn was taken over.
 pub async fn renew(db: impl PgExecutor<'_>, id: TurnId, attempt: i32, lease: Duration) -> Result<bool, DbError> {
     Ok(sqlx::query(
@@ -172,47 +128,6 @@ pub async fn renew(db: impl PgExecutor<'_>, id: TurnId, attempt: i32, lease: Dur
     .bind(id)
     .bind(attempt)
     .bind(lease.as_secs_f64())
-    .execute(db)
-    .await?
-    .rows_affected()
-        == 1)
-}
-
-/// What a finished provider call produced.
-#[derive(Debug, Clone)]
-pub struct Reply<'a> {
-    /// The whole message.
-    pub message: &'a str,
-    /// Tokens.
-    pub usage: Usage,
-    /// Provider name.
-    pub provider: &'a str,
-    /// Model.
-    pub model: &'a str,
-    /// Estimated cost.
-    pub cost_usd: f64,
-    /// Latency of the call.
-    pub latency_ms: i32,
-}
-
-/// Stores the reply if this attempt still holds the turn.
-pub async fn complete(db: impl PgExecutor<'_>, id: TurnId, attempt: i32, reply: &Reply<'_>) -> Result<bool, DbError> {
-    Ok(sqlx::query(
-        "UPDATE turns SET status = 'completed', interviewer_message = $3, prompt_tokens = $4,
-             completion_tokens = $5, provider = $6, model = $7, cost_usd = $8, latency_ms = $9, usage_estimated = $10,
-             error = NULL, lease_until = NULL, completed_at = now()
-         WHERE id = $1 AND attempts = $2 AND status = 'running'",
-    )
-    .bind(id)
-    .bind(attempt)
-    .bind(reply.message)
-    .bind(reply.usage.prompt_tokens)
-    .bind(reply.usage.completion_tokens)
-    .bind(reply.provider)
-    .bind(reply.model)
-    .bind(reply.cost_usd)
-    .bind(reply.latency_ms)
-    .bind(reply.usage.estimated)
     .execute(db)
     .await?
     .rows_affected()
