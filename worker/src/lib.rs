@@ -23,7 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use apalis::prelude::{BackendExt, Event, Monitor, ParallelizeExt, WorkerBuilder, WorkerBuilderExt};
+use apalis::prelude::{
+    Attempt, BackendExt, BoxDynError, Data, Event, Monitor, ParallelizeExt, WorkerBuilder, WorkerBuilderExt,
+};
 use apalis_redis::RedisStorage;
 use redis::aio::ConnectionManager;
 use shared::config::Config;
@@ -103,6 +105,21 @@ fn assemble(config: Config, core: Core, redis: ConnectionManager, provider: Arc<
 /// held jobs finish within `WORKER_SHUTDOWN_TIMEOUT_SECONDS` (handing back
 /// whatever is still running a second before the deadline).
 pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    run_with_turn_handler(deps, shutdown, jobs::turn::handle).await
+}
+
+/// [`run`] with `turn_handler` in place of [`jobs::turn::handle`]: the same
+/// pools, queues and settings (`bench_noop` measures the queue machinery
+/// alone with a handler that does nothing).
+pub async fn run_with_turn_handler<H, F>(
+    deps: Arc<Deps>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    turn_handler: H,
+) -> anyhow::Result<()>
+where
+    H: Fn(serde_json::Value, Data<Arc<Deps>>, Attempt) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<(), BoxDynError>> + Send + 'static,
+{
     let config = deps.config.clone();
     let prefix = config.redis.key_prefix.clone();
     let conn = shared::redis_conn::manager(&config.redis).context("REDIS_URL")?;
@@ -216,7 +233,7 @@ pub async fn run(deps: Arc<Deps>, shutdown: impl Future<Output = ()> + Send + 's
                 .data(d1.clone())
                 .concurrency(turn_concurrency)
                 .parallelize(tokio::spawn)
-                .build(jobs::turn::handle)
+                .build(turn_handler.clone())
         })
         .register(move |run: usize| {
             WorkerBuilder::new(format!("{name2}-{run}"))
