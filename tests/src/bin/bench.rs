@@ -25,9 +25,9 @@ use anyhow::Context;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use serde_json::json;
+use tests::load::{CONNECTIONS, percentile, submit_answers};
 use tests::{Client, TestEnv, is};
 
-const CONNECTIONS: usize = 50;
 const LIVE_SESSIONS: usize = 100;
 const LIVE_ROUNDS: usize = 20;
 const PICKUPS: usize = 100;
@@ -166,50 +166,6 @@ async fn start_sessions(candidate: &Client, interview: &str, n: usize) -> anyhow
     Ok(ids)
 }
 
-/// One answer to each session, spread over 50 connections.
-async fn submit_answers(candidate: &Client, ids: &[String]) -> anyhow::Result<(Vec<Duration>, Duration, usize)> {
-    let ids = Arc::new(ids.to_vec());
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = FuturesUnordered::new();
-    for _ in 0..CONNECTIONS {
-        let (candidate, ids, next) = (candidate.clone(), ids.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let (mut latencies, mut errors) = (Vec::new(), 0usize);
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(id) = ids.get(i) else { break };
-                let key = format!("bench-{i}");
-                let t0 = Instant::now();
-                let r = candidate
-                    .send(
-                        "POST",
-                        &format!("/sessions/{id}/turns"),
-                        Some(json!({ "text": "I would shard the queue by session." })),
-                        &[("Idempotency-Key", &key)],
-                    )
-                    .await?;
-                if r.status == 202 {
-                    latencies.push(t0.elapsed());
-                } else {
-                    errors += 1;
-                    if errors <= 3 {
-                        eprintln!("answer {i}: {} {}", r.status, r.body);
-                    }
-                }
-            }
-            anyhow::Ok((latencies, errors))
-        }));
-    }
-    let (mut latencies, mut errors) = (Vec::new(), 0);
-    while let Some(part) = tasks.next().await {
-        let (l, e) = part??;
-        latencies.extend(l);
-        errors += e;
-    }
-    Ok((latencies, started.elapsed(), errors))
-}
-
 /// 100 candidates (a user's sockets are limited) each answer over their
 /// session's WebSocket and wait for the reply, round after round; returns
 /// every answer → `turn.completed` time.
@@ -284,16 +240,6 @@ async fn idle_pickups(candidate: &Client, interview: &str, db: &sqlx::PgPool) ->
         waits.push(Duration::from_secs_f64(((started - enqueued) / 1000.0).max(0.0)));
     }
     Ok(waits)
-}
-
-fn percentile(samples: &[Duration], p: f64) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// Peak resident memory of a child process, in MB (VmHWM).
