@@ -1,82 +1,47 @@
 //! The password policy, and argon2id password hashes computed on a few
-//! threads of their own.
+//! threads of their own, each with a working memory it keeps.
 //!
-//! Each hash takes 19 MiB (argon2's default memory cost) and a core for tens
-//! of milliseconds. On tokio's blocking pool a burst of logins ran hundreds
-//! at once, and each blocking thread's malloc arena kept its 19 MiB: the
-//! benchmark saw 3.7 GB for 100 concurrent registrations and logins. Here one
-//! thread per core hashes, and the others wait their turn in a queue.
+//! A hash takes 19 MiB (argon2's default memory cost) and a core for tens of
+//! milliseconds. One thread per core (at most four) hashes; other hashes wait
+//! their turn in a queue. Each thread allocates its 19 MiB of argon2 blocks
+//! when it starts and reuses them for every hash and verification: hashing
+//! holds threads × 19 MiB, no more however long the burst, and no less after.
+//! The policy's guessability check runs on the same threads, so a burst of
+//! registrations starts no thread (and no malloc arena) per request.
+//!
+//! Why not let argon2 allocate per hash: glibc served the first 19 MiB with
+//! `mmap` and gave it back, which raised its mmap threshold above 19 MiB, so
+//! the later buffers came from malloc arenas, which kept them once freed:
+//! 100 registrations and logins took the API (debug build) from 36 MB to
+//! 265–437 MB, arena heaps holding three freed buffers each (52 MB with the
+//! threshold pinned by `MALLOC_MMAP_THRESHOLD_`). Now: 72 MB → 85 MB, and a
+//! second burst adds under 1 MB. Before the threads, tokio's blocking pool
+//! hashed hundreds at once: 3.7 GB for 100 logins.
 
-use std::sync::{LazyLock, Mutex, mpsc};
+mod hashers;
 
-use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
-use tokio::sync::oneshot;
+use std::sync::LazyLock;
 
-type Job = Box<dyn FnOnce() + Send>;
-
-static HASHERS: LazyLock<Mutex<mpsc::Sender<Job>>> = LazyLock::new(|| {
-    let (sender, receiver) = mpsc::channel::<Job>();
-    let receiver = std::sync::Arc::new(Mutex::new(receiver));
-    for i in 0..std::thread::available_parallelism().map_or(2, |n| n.get()) {
-        let receiver = receiver.clone();
-        let spawned = std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
-            loop {
-                let job = match receiver.lock() {
-                    Ok(queue) => queue.recv(),
-                    Err(poisoned) => poisoned.into_inner().recv(),
-                };
-                match job {
-                    Ok(job) => job(),
-                    Err(_) => return,
-                }
-            }
-        });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "could not start a password hashing thread");
-        }
-    }
-    Mutex::new(sender)
-});
-
-async fn on_hashers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
-    let (done, result) = oneshot::channel();
-    let job: Job = Box::new(move || {
-        let _ = done.send(work());
-    });
-    HASHERS
-        .lock()
-        .map_err(|_| "password hashing is unavailable".to_owned())?
-        .send(job)
-        .map_err(|_| "password hashing is unavailable".to_owned())?;
-    result.await.map_err(|_| "password hashing stopped".to_owned())
-}
-
-/// Hashes a password (argon2id, default parameters, random salt).
+/// Hashes a password (argon2id, default parameters, random salt) into a
+/// standard PHC string.
 pub async fn hash(password: String) -> Result<String, String> {
-    on_hashers(move || {
-        Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| e.to_string())
-    })
-    .await?
+    hashers::run(move |memory| memory.hash(password.as_bytes())).await?
 }
 
 /// Whether `password` matches the stored hash. A malformed hash never matches.
 pub async fn verify(password: String, stored: String) -> bool {
-    on_hashers(move || {
-        PasswordHash::new(&stored)
-            .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-            .unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false)
+    hashers::run(move |memory| memory.verify(password.as_bytes(), &stored)).await.unwrap_or(false)
 }
 
-/// A hash with the default parameters of a random password nobody knows:
-/// what a login with an unknown email is verified against, so that it takes
-/// as long as a wrong password.
+/// A hash with the default parameters whose output is random: no password
+/// matches it, and checking one costs a full argon2 run. What a login with an
+/// unknown email is verified against, so that it takes as long as a wrong
+/// password.
 pub fn unknown_user_hash() -> String {
     static HASH: LazyLock<String> = LazyLock::new(|| {
-        let secret: [u8; 32] = rand::random();
-        Argon2::default().hash_password(&secret).map(|h| h.to_string()).unwrap_or_default()
+        let (salt, output): ([u8; argon2::RECOMMENDED_SALT_LEN], [u8; argon2::Params::DEFAULT_OUTPUT_LEN]) =
+            rand::random();
+        hashers::phc_string(&salt, &output).unwrap_or_default()
     });
     HASH.clone()
 }
@@ -97,7 +62,9 @@ pub async fn check_policy(password: &str, email: &str) -> Result<(), String> {
         return Err(format!("must be {MIN_CHARS} to {MAX_CHARS} characters (got {chars})"));
     }
     let (password, email) = (password.to_owned(), email.to_owned());
-    let verdict = tokio::task::spawn_blocking(move || {
+    // On the hashing threads rather than tokio's blocking pool: a burst of
+    // registrations would start a thread (and a malloc arena) for each.
+    let verdict = hashers::run(move |_| {
         let local = email.split('@').next().unwrap_or_default().to_owned();
         let estimate = zxcvbn::zxcvbn(&password, &[email.as_str(), local.as_str()]);
         if estimate.score() >= zxcvbn::Score::Three {

@@ -13,7 +13,8 @@
 //! 4. Idle-queue pickup: answers submitted one at a time after 100 ms of
 //!    idleness; pickup = from the `202` (the turn committed and its job
 //!    pushed) to the worker's claim (`started_at`).
-//! 5. Peak RSS (VmHWM) of the api process and of the last worker process.
+//! 5. Peak RSS (VmHWM) of the api process and of the last worker process;
+//!    the api's RSS before the first registration and after the benchmark.
 //!
 //! The load generator shares the machine's cores with the system under test.
 //! `scripts/bench` builds everything in release mode and runs this.
@@ -52,6 +53,8 @@ async fn main() -> anyhow::Result<()> {
     let mut api_process = env.spawn_process("api", &[("API_PORT", &port)])?;
     let anon = Client::new(&format!("http://127.0.0.1:{port}/api/v1"));
     anon.until_live(Duration::from_secs(30)).await?;
+    // Before any registration or login: the argon2 bursts are measured against it.
+    let rss_before_logins = rss_mb(&api_process, "VmRSS:")?;
     let recruiter = anon.user("recruiter@example.com", "recruiter").await?;
     let candidate = anon.user("candidate@example.com", "candidate").await?;
     let interview = recruiter.interview("en", 100).await?;
@@ -113,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 5. Memory.
     let api_rss = peak_rss_mb(&api_process)?;
+    let rss_after = rss_mb(&api_process, "VmRSS:")?;
     let worker_rss = peak_rss_mb(&worker_process)?;
     let _ = api_process.start_kill();
     let _ = worker_process.start_kill();
@@ -142,6 +146,10 @@ async fn main() -> anyhow::Result<()> {
         "| worker turn jobs/s, 1 process | {jobs_per_sec:.0} jobs/s ({sessions} opening turns in {drained:.2?}) |"
     );
     println!("| peak RSS | api {api_rss:.1} MB, worker {worker_rss:.1} MB |");
+    println!(
+        "| api RSS, before the logins → after the benchmark | {rss_before_logins:.0} → {rss_after:.0} MB (ratio {:.2}, target ≤ 1.5) |",
+        rss_after / rss_before_logins
+    );
     Ok(())
 }
 
