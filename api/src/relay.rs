@@ -17,6 +17,13 @@ use tokio::sync::{Mutex, broadcast, mpsc};
 
 use crate::auth::revoke::Revocation;
 
+/// Events a session's sockets may fall behind by before they resync from
+/// PostgreSQL (losing deltas, not stored events). A socket's task forwards
+/// each event as it comes, so a turn's burst of deltas fits; the ring is
+/// allocated whole for every followed session (56 bytes a slot), and most
+/// sessions have one socket: 1,024 slots were most of a socket's memory.
+const SESSION_BACKLOG: usize = 64;
+
 /// The channel ended logins are announced on.
 pub fn revocation_channel(key_prefix: &str) -> String {
     format!("{key_prefix}:auth:revoked")
@@ -94,7 +101,7 @@ impl Relay {
         if *count == 0 {
             let mut conn = self.conn.clone();
             conn.subscribe(session_channel(&self.key_prefix, session)).await?;
-            let (sender, _) = broadcast::channel(1024);
+            let (sender, _) = broadcast::channel(SESSION_BACKLOG);
             self.write_senders().insert(session, sender);
         }
         *count += 1;

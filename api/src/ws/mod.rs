@@ -15,7 +15,6 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use shared::db;
 use shared::domain::Role;
 use shared::events::{Event, EventKind};
 use shared::flow::FlowError;
@@ -33,12 +32,12 @@ use crate::routes::RequestId;
 use crate::routes::sessions::{answer_text, idempotency_key, visible_session};
 use crate::state::AppState;
 
+mod catch_up;
 mod slots;
 mod tickets;
 use slots::{claim_connection_slot, refresh_connection_slot, release_connection_slot};
 use tickets::{authenticate, check_origin, login_ended};
 
-const REPLAY_PAGE: i64 = 500;
 /// Close code of a socket whose login was ended (logout, password change,
 /// account disabled): log in again. 4401 mirrors HTTP's 401.
 pub const REVOKED: u16 = 4401;
@@ -85,6 +84,7 @@ async fn connect(
         return ApiError::bad_request("invalid_query", "after_seq: must be 0 or more").into_response();
     }
     let limit = state.config.api.ws_max_message_bytes;
+    let accepted = Box::new(Accepted { state, user, session_id, after_seq: query.after_seq.unwrap_or(0), request_id });
     upgrade
         // Frames up to 4x the limit are read and refused with 1009; larger ones
         // are cut off by the protocol layer without being buffered.
@@ -96,14 +96,27 @@ async fn connect(
         // send is flushed at once.
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| async move {
+        // The closure is kept in the socket's task for its whole life: it
+        // holds a box, and hands what it holds to the socket.
+        .on_upgrade(move |ws| {
+            let Accepted { state, user, session_id, after_seq, request_id } = *accepted;
             let span = tracing::info_span!("websocket", request_id = %request_id, user_id = %user.id, session_id = %session_id);
-            tracing::Instrument::instrument(run(state, socket, user, session_id, query.after_seq.unwrap_or(0)), span).await
+            tracing::Instrument::instrument(run(Socket { state, ws, user, session_id, last_sent: after_seq }), span)
         })
 }
 
-/// The initial read buffer of a socket (see the upgrade).
-const READ_BUFFER: usize = 4 * 1024;
+/// A handshake that passed its checks, until the upgrade completes.
+struct Accepted {
+    state: AppState,
+    user: AuthUser,
+    session_id: SessionId,
+    after_seq: i64,
+    request_id: String,
+}
+
+/// The initial read buffer of a socket (see the upgrade): a client's pongs,
+/// pings and resumes fit, and so do most answers.
+const READ_BUFFER: usize = 1024;
 
 /// A client frame.
 #[derive(Deserialize)]
@@ -128,13 +141,16 @@ enum Flow {
     Close,
 }
 
-async fn run(state: AppState, ws: WebSocket, user: AuthUser, session_id: SessionId, after_seq: i64) {
+// A socket's task lives as long as the socket: what it awaits only now and
+// then (the database, Redis commands) is boxed, so the task holds the idle
+// loop's futures and no more.
+async fn run(mut socket: Socket) {
     let conn_id = uuid::Uuid::new_v4().to_string();
-    let mut socket = Socket { state: state.clone(), ws, user, session_id, last_sent: after_seq };
-    match claim_connection_slot(&state, user.id, &conn_id).await {
+    let (state, user) = (&socket.state, socket.user);
+    match Box::pin(claim_connection_slot(state, user.id, &conn_id)).await {
         Ok(true) => {}
         Ok(false) => {
-            let limit = state.config.api.ws_max_connections_per_user;
+            let limit = socket.state.config.api.ws_max_connections_per_user;
             socket.close(close_code::POLICY, &format!("too many connections for this user (limit {limit})")).await;
             return;
         }
@@ -149,18 +165,19 @@ async fn run(state: AppState, ws: WebSocket, user: AuthUser, session_id: Session
             return;
         }
     }
-    state.ws_active.fetch_add(1, Ordering::Relaxed);
+    socket.state.ws_active.fetch_add(1, Ordering::Relaxed);
     tracing::info!("websocket connected");
     socket.serve(&conn_id).await;
+    let state = &socket.state;
     state.ws_active.fetch_sub(1, Ordering::Relaxed);
     state.metrics.ws_disconnect();
-    release_connection_slot(&state, user.id, &conn_id).await;
+    Box::pin(release_connection_slot(state, user.id, &conn_id)).await;
     tracing::info!("websocket disconnected");
 }
 
 impl Socket {
     async fn serve(&mut self, conn_id: &str) {
-        let mut follow = match self.state.relay.follow(self.session_id).await {
+        let mut follow = match Box::pin(self.state.relay.follow(self.session_id)).await {
             Ok(f) => f,
             Err(e) => {
                 static UNAVAILABLE: shared::log_throttle::Throttle =
@@ -172,7 +189,7 @@ impl Socket {
                 return;
             }
         };
-        if self.send_state().await.is_err() || self.replay().await.is_err() {
+        if Box::pin(self.send_state()).await.is_err() || Box::pin(self.replay()).await.is_err() {
             return;
         }
         let heartbeat = self.state.config.api.ws_heartbeat;
@@ -187,7 +204,7 @@ impl Socket {
                     match frame {
                         Some(Ok(message)) => {
                             self.state.metrics.ws_message(true);
-                            if let Flow::Close = self.on_frame(message).await {
+                            if let Flow::Close = Box::pin(self.on_frame(message)).await {
                                 return;
                             }
                         }
@@ -202,14 +219,7 @@ impl Socket {
                 relayed = follow.receiver.recv() => {
                     let result = match relayed {
                         Ok(Relayed::Event { seq, json }) => self.forward(seq, &json).await,
-                        // Revocations may have been missed too.
-                        Ok(Relayed::Resync) | Err(RecvError::Lagged(_)) => match login_ended(&self.state, self.user).await {
-                            Some(reason) => {
-                                self.close(REVOKED, &format!("access revoked: {reason}")).await;
-                                Err(())
-                            }
-                            None => self.replay().await,
-                        },
+                        Ok(Relayed::Resync) | Err(RecvError::Lagged(_)) => Box::pin(self.resync()).await,
                         Err(RecvError::Closed) => Err(()),
                     };
                     if result.is_err() {
@@ -221,7 +231,7 @@ impl Socket {
                         Ok(revocation) => {
                             revocation.ends(self.user.id, self.user.session).then(|| revocation.reason.as_str().to_owned())
                         }
-                        Err(RecvError::Lagged(_)) => login_ended(&self.state, self.user).await,
+                        Err(RecvError::Lagged(_)) => Box::pin(login_ended(&self.state, self.user)).await,
                         Err(RecvError::Closed) => Some("server shutting down".to_owned()),
                     };
                     if let Some(reason) = ended {
@@ -238,7 +248,7 @@ impl Socket {
                     if self.ws.send(Message::Ping(Default::default())).await.is_err() {
                         return;
                     }
-                    refresh_connection_slot(&self.state, self.user.id, conn_id).await;
+                    Box::pin(refresh_connection_slot(&self.state, self.user.id, conn_id)).await;
                 }
                 _ = shutdown.cancelled() => {
                     self.close(close_code::AWAY, "server shutting down").await;
@@ -323,43 +333,6 @@ impl Socket {
         }
     }
 
-    async fn send_state(&mut self) -> Result<(), ()> {
-        let (status, last_seq) = match db::sessions::find(&self.state.db, self.session_id).await {
-            Ok(Some(s)) => (s.status, s.last_seq),
-            _ => return Err(()),
-        };
-        // A client cannot have seen more than was handed out.
-        self.last_sent = self.last_sent.min(last_seq);
-        match self.send_local(EventKind::SessionState { status, last_seq }).await {
-            Flow::Continue => Ok(()),
-            Flow::Close => Err(()),
-        }
-    }
-
-    /// Sends stored events after `last_sent`. The session row is share-locked
-    /// first, so an event published before this socket followed the channel
-    /// has been committed (or is seen live) by the time we read.
-    async fn replay(&mut self) -> Result<(), ()> {
-        loop {
-            let events = match stored_after(&self.state, self.session_id, self.last_sent).await {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(error = %e, "replay failed");
-                    self.close(close_code::AGAIN, "could not load missed events, reconnect").await;
-                    return Err(());
-                }
-            };
-            let page_full = events.len() as i64 == REPLAY_PAGE;
-            for event in events {
-                let json = serde_json::to_string(&event).map_err(|_| ())?;
-                self.forward(event.seq, &json).await?;
-            }
-            if !page_full {
-                return Ok(());
-            }
-        }
-    }
-
     async fn forward(&mut self, seq: i64, json: &str) -> Result<(), ()> {
         if seq <= self.last_sent {
             return Ok(());
@@ -390,14 +363,6 @@ impl Socket {
         let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
         let _ = self.ws.send(Message::Close(Some(frame))).await;
     }
-}
-
-async fn stored_after(state: &AppState, session: SessionId, after: i64) -> Result<Vec<Event>, db::DbError> {
-    let mut tx = state.db.begin().await?;
-    db::sessions::settled_seq(&mut *tx, session).await?;
-    let events = db::events::after(&mut *tx, session, after, REPLAY_PAGE).await?;
-    tx.commit().await?;
-    Ok(events)
 }
 
 #[cfg(test)]
