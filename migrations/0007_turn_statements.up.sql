@@ -14,13 +14,19 @@
 
 -- Gives `event` the session's next seq, reserving `reserve` more numbers
 -- (for the deltas that follow it), stores it, and returns it as published.
-CREATE FUNCTION append_session_event(p_session uuid, p_event jsonb, p_reserve bigint DEFAULT 0)
+-- `touch` records activity (an answer or a reply) in the same row version:
+-- `last_activity_at` is indexed, so each separate update of it would be a
+-- new tuple with new index entries rather than a HOT update.
+CREATE FUNCTION append_session_event(p_session uuid, p_event jsonb, p_reserve bigint DEFAULT 0,
+    p_touch boolean DEFAULT false)
 RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     v_seq bigint;
     v_event jsonb;
 BEGIN
-    UPDATE sessions SET last_seq = last_seq + 1 + p_reserve WHERE id = p_session
+    UPDATE sessions SET last_seq = last_seq + 1 + p_reserve,
+        last_activity_at = CASE WHEN p_touch THEN now() ELSE last_activity_at END
+    WHERE id = p_session
     RETURNING last_seq - p_reserve INTO v_seq;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'session % not found', p_session USING ERRCODE = 'no_data_found';
@@ -51,13 +57,13 @@ BEGIN
     RETURN v_event;
 END $$;
 
--- The candidate's answer: locks and touches the session, then refuses it
+-- The candidate's answer: locks the session, then refuses it
 -- (outcome `not_found`, `forbidden`, `not_active` with the session's
 -- status, `end_requested`, `expired`, `in_progress` with the turn in
 -- flight's number, `key_reused`), returns the turn an earlier answer with
 -- the same idempotency key created (`replayed`), or stores the turn
 -- `p_turn_id` under job `p_job_id` with its `turn.queued` event
--- (`created`). The caller commits only `created`.
+-- (`created`), touching the session. The caller commits only `created`.
 CREATE FUNCTION submit_answer(
     p_session uuid, p_candidate uuid, p_text text, p_key text, p_request_id text, p_job_id text, p_turn_id uuid,
     OUT outcome text, OUT session_status text, OUT turn_id uuid, OUT turn_number integer, OUT turn_status text,
@@ -67,8 +73,8 @@ DECLARE
     v_session record;
     v_turn record;
 BEGIN
-    UPDATE sessions s SET last_activity_at = now() WHERE s.id = p_session
-    RETURNING s.candidate_id, s.status, s.expires_at, s.end_requested_at INTO v_session;
+    SELECT s.candidate_id, s.status, s.expires_at, s.end_requested_at INTO v_session
+    FROM sessions s WHERE s.id = p_session FOR UPDATE;
     IF NOT FOUND THEN
         outcome := 'not_found';
         RETURN;
@@ -113,7 +119,7 @@ BEGIN
     turn_id := p_turn_id;
     turn_status := 'queued';
     event := append_session_event(p_session,
-        jsonb_build_object('type', 'turn.queued', 'turn_id', p_turn_id, 'number', turn_number));
+        jsonb_build_object('type', 'turn.queued', 'turn_id', p_turn_id, 'number', turn_number), 0, true);
     outcome := 'created';
 END $$;
 
@@ -156,9 +162,8 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    UPDATE sessions s SET last_activity_at = now() FROM interviews i
-    WHERE s.id = v_session AND i.id = s.interview_id
-    RETURNING s.status, s.end_requested_at, i.max_turns INTO v_state;
+    SELECT s.status, s.end_requested_at, i.max_turns INTO v_state
+    FROM sessions s JOIN interviews i ON i.id = s.interview_id WHERE s.id = v_session FOR UPDATE OF s;
     UPDATE turns t SET status = 'completed', interviewer_message = p_message, prompt_tokens = p_prompt_tokens,
         completion_tokens = p_completion_tokens, provider = p_provider, model = p_model, cost_usd = p_cost_usd,
         latency_ms = p_latency_ms, usage_estimated = p_usage_estimated, error = NULL, lease_until = NULL,
@@ -168,7 +173,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    v_events := ARRAY[append_session_event(v_session, p_event)::text];
+    v_events := ARRAY[append_session_event(v_session, p_event, 0, true)::text];
     v_reason := CASE WHEN v_number >= v_state.max_turns THEN 'max_turns'
                      WHEN v_state.end_requested_at IS NOT NULL THEN 'ended' END;
     IF v_reason IS NOT NULL AND v_state.status = 'active' THEN
