@@ -22,6 +22,8 @@ async fn every_event_the_statements_store_is_an_event_of_the_spec() -> anyhow::R
     ws.send(json!({ "type": "answer", "text": "I would shard it.", "client_msg_id": "a1" })).await?;
     let completed = ws.until(WAIT, |e| is(e, "session.completed")).await?;
     assert_eq!((completed["status"].as_str(), completed["reason"].as_str()), (Some("completed"), Some("max_turns")));
+    // The stream's last event: nothing is stored after it.
+    ws.until(WAIT, |e| is(e, "evaluation.completed")).await?;
 
     let db = env.db().await?;
     let stored: Vec<Value> =
@@ -40,7 +42,8 @@ async fn every_event_the_statements_store_is_an_event_of_the_spec() -> anyhow::R
             "turn.queued",
             "turn.started",
             "turn.completed",
-            "session.completed"
+            "session.completed",
+            "evaluation.completed"
         ]
     );
     assert!(events.windows(2).all(|w| w[0].seq < w[1].seq), "seq rises: {stored:?}");
