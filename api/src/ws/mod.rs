@@ -143,36 +143,40 @@ enum Flow {
 
 // A socket's task lives as long as the socket: what it awaits only now and
 // then (the database, Redis commands) is boxed, so the task holds the idle
-// loop's futures and no more.
-async fn run(mut socket: Socket) {
-    let conn_id = uuid::Uuid::new_v4().to_string();
-    let (state, user) = (&socket.state, socket.user);
-    match Box::pin(claim_connection_slot(state, user.id, &conn_id)).await {
-        Ok(true) => {}
-        Ok(false) => {
-            let limit = socket.state.config.api.ws_max_connections_per_user;
-            socket.close(close_code::POLICY, &format!("too many connections for this user (limit {limit})")).await;
-            return;
-        }
-        Err(e) => {
-            // Every client retries while Redis is away: one line per period.
-            static UNAVAILABLE: shared::log_throttle::Throttle =
-                shared::log_throttle::Throttle::new(std::time::Duration::from_secs(30));
-            if let Some(held_back) = UNAVAILABLE.allow() {
-                tracing::warn!(error = %e, held_back, "connection limit unavailable; refusing WebSockets until Redis answers");
+// loop's futures and no more. The socket is used where the future captured
+// it (an `async fn` would move its argument again, holding it twice).
+#[expect(clippy::manual_async_fn, reason = "an async fn would hold the socket twice")]
+fn run(mut socket: Socket) -> impl Future<Output = ()> + Send {
+    async move {
+        let conn_id = uuid::Uuid::new_v4().to_string();
+        let (state, user) = (&socket.state, socket.user);
+        match Box::pin(claim_connection_slot(state, user.id, &conn_id)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let limit = socket.state.config.api.ws_max_connections_per_user;
+                socket.close(close_code::POLICY, &format!("too many connections for this user (limit {limit})")).await;
+                return;
             }
-            socket.close(close_code::AGAIN, "try again later").await;
-            return;
+            Err(e) => {
+                // Every client retries while Redis is away: one line per period.
+                static UNAVAILABLE: shared::log_throttle::Throttle =
+                    shared::log_throttle::Throttle::new(std::time::Duration::from_secs(30));
+                if let Some(held_back) = UNAVAILABLE.allow() {
+                    tracing::warn!(error = %e, held_back, "connection limit unavailable; refusing WebSockets until Redis answers");
+                }
+                socket.close(close_code::AGAIN, "try again later").await;
+                return;
+            }
         }
+        socket.state.ws_active.fetch_add(1, Ordering::Relaxed);
+        tracing::info!("websocket connected");
+        socket.serve(&conn_id).await;
+        let state = &socket.state;
+        state.ws_active.fetch_sub(1, Ordering::Relaxed);
+        state.metrics.ws_disconnect();
+        Box::pin(release_connection_slot(state, user.id, &conn_id)).await;
+        tracing::info!("websocket disconnected");
     }
-    socket.state.ws_active.fetch_add(1, Ordering::Relaxed);
-    tracing::info!("websocket connected");
-    socket.serve(&conn_id).await;
-    let state = &socket.state;
-    state.ws_active.fetch_sub(1, Ordering::Relaxed);
-    state.metrics.ws_disconnect();
-    Box::pin(release_connection_slot(state, user.id, &conn_id)).await;
-    tracing::info!("websocket disconnected");
 }
 
 impl Socket {
