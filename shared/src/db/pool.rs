@@ -25,6 +25,9 @@ use sqlx::{Describe, Either, Execute, Executor, PgPool, Postgres, SqlStr};
 use super::{MIGRATOR, Tx, failover};
 use crate::config::DatabaseConfig;
 
+/// How long a pooled connection may sit idle before it is pinged when handed out.
+const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The pool of connections to PostgreSQL; pass `&db` wherever SQL runs.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -42,10 +45,23 @@ impl Db {
         if config.transaction_pooling {
             options = options.statement_cache_capacity(0);
         }
+        // sqlx pings every connection it hands out: a round trip per
+        // statement outside a transaction, half of the worker's round trips
+        // per turn (docs/capacity.md). Only a connection idle for a while is
+        // pinged now; a busy one that broke fails its statement, which is
+        // then answered 503 or retried like any lost connection.
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
-            .before_acquire(|conn, _| Box::pin(async move { Ok(failover::still_writable(conn).await) }))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_AFTER_IDLE && sqlx::Connection::ping(&mut *conn).await.is_err() {
+                        return Ok(false);
+                    }
+                    Ok(failover::still_writable(conn).await)
+                })
+            })
             .connect_lazy_with(options);
         Ok(Self { pool, transaction_pooling: config.transaction_pooling })
     }
