@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
 /// One run: its table row.
 async fn run(sockets: usize, processes: usize, seconds: usize) -> anyhow::Result<String> {
     let sessions = sockets / processes;
+    anyhow::ensure!(sessions > 0, "BENCH_SOCKETS: at least one socket per api process");
     eprintln!("{processes} api process(es): starting {sessions} sessions");
     let fleet = Fleet::start(processes, sessions).await?;
     let targets: Vec<(u16, String, uuid::Uuid)> = fleet
