@@ -8,6 +8,8 @@
 -- reads them back into that type).
 --
 -- Locks are taken as everywhere else: the session row first, then the turn.
+-- A turn taken by id has its status tested inside a CASE, which the planner
+-- cannot match to the partial index turns_unfinished (shared/src/db/turns).
 -- These functions are VOLATILE: under READ COMMITTED each statement in them
 -- sees what committed before it ran, so a check made after the session lock
 -- sees every answer that held the lock before.
@@ -168,7 +170,7 @@ BEGIN
         completion_tokens = p_completion_tokens, provider = p_provider, model = p_model, cost_usd = p_cost_usd,
         latency_ms = p_latency_ms, usage_estimated = p_usage_estimated, error = NULL, lease_until = NULL,
         completed_at = now()
-    WHERE t.id = p_turn AND t.attempts = p_attempt AND t.status = 'running'
+    WHERE t.id = p_turn AND t.attempts = p_attempt AND CASE t.status WHEN 'running' THEN true ELSE false END
     RETURNING t.number INTO v_number;
     IF NOT FOUND THEN
         RETURN NULL;

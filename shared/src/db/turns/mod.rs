@@ -1,5 +1,11 @@
 //! Turns: stored `queued` before their job is pushed, claimed by one worker
 //! at a time under a lease, finished with a fencing check on the attempt.
+//!
+//! A statement that takes a turn by id tests its status inside a `CASE`:
+//! a plain `status = 'running'` lets the planner prove the predicate of the
+//! partial index `turns_unfinished` and, when the statistics predate a
+//! backlog, scan that index (every queued turn) instead of the primary key:
+//! each claim then cost O(backlog), 40 ms with 10,000 queued turns.
 
 use std::time::Duration;
 
@@ -123,7 +129,7 @@ pub async fn set_job(db: impl PgExecutor<'_>, id: TurnId, job_id: &str) -> Resul
 pub async fn renew(db: impl PgExecutor<'_>, id: TurnId, attempt: i32, lease: Duration) -> Result<bool, DbError> {
     Ok(sqlx::query(
         "UPDATE turns SET lease_until = now() + make_interval(secs => $3)
-         WHERE id = $1 AND attempts = $2 AND status = 'running'",
+         WHERE id = $1 AND attempts = $2 AND CASE status WHEN 'running' THEN true ELSE false END",
     )
     .bind(id)
     .bind(attempt)
@@ -139,7 +145,7 @@ pub async fn release(db: impl PgExecutor<'_>, id: TurnId, attempt: i32, error: &
     Ok(sqlx::query(concat!(
         "UPDATE turns SET status = 'queued', error = $3, lease_until = NULL, enqueued_at = now(), attempt_errors = ",
         attempt_error!("$2", "$3"),
-        " WHERE id = $1 AND attempts = $2 AND status = 'running'"
+        " WHERE id = $1 AND attempts = $2 AND CASE status WHEN 'running' THEN true ELSE false END"
     ))
     .bind(id)
     .bind(attempt)
@@ -155,7 +161,7 @@ pub async fn fail(db: impl PgExecutor<'_>, id: TurnId, attempt: i32, error: &str
     Ok(sqlx::query(concat!(
         "UPDATE turns SET status = 'failed', error = $3, lease_until = NULL, completed_at = now(), attempt_errors = ",
         attempt_error!("$2", "$3"),
-        " WHERE id = $1 AND attempts = $2 AND status IN ('running', 'queued')"
+        " WHERE id = $1 AND attempts = $2 AND CASE status WHEN 'running' THEN true WHEN 'queued' THEN true ELSE false END"
     ))
     .bind(id)
     .bind(attempt)

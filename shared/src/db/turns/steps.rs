@@ -110,7 +110,7 @@ pub async fn start(
                  lease_until = now() + make_interval(secs => $3), started_at = coalesce(started_at, now()), ",
         attempt_taken_over!(),
         "
-             WHERE id = $1 AND (status = 'queued' OR (status = 'running' AND lease_until < now()))
+             WHERE id = $1 AND CASE status WHEN 'queued' THEN true WHEN 'running' THEN lease_until < now() ELSE false END
              RETURNING *)
          SELECT ",
         columns!(),
