@@ -240,7 +240,7 @@ where
                 .data(d1.clone())
                 .concurrency(turn_concurrency)
                 .parallelize(tokio::spawn)
-                .build(turn_handler.clone())
+                .build(looking_again(turn_handler.clone(), turns_strategy.clone()))
         })
         .register(move |run: usize| {
             WorkerBuilder::new(format!("{name2}-{run}"))
@@ -253,7 +253,7 @@ where
                 .data(d2.clone())
                 .concurrency(batch_concurrency)
                 .parallelize(tokio::spawn)
-                .build(jobs::evaluation::handle)
+                .build(looking_again(jobs::evaluation::handle, batch_strategy.clone()))
         })
         // `Event::Error` is one job's error (the handlers log those); a pool
         // that dies ends its worker future, which is what `should_restart` sees.
@@ -296,6 +296,30 @@ where
     result.context("worker pools")?;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// `handler`, the pool looking again shortly after each job it finishes,
+/// so that its acknowledgement goes out ([`Wake::look_soon`]).
+fn looking_again<H, F>(
+    handler: H,
+    wake: Wake,
+) -> impl Fn(serde_json::Value, Data<Arc<Deps>>, Attempt) -> futures::future::BoxFuture<'static, Result<(), BoxDynError>>
++ Clone
++ Send
++ Sync
++ 'static
+where
+    H: Fn(serde_json::Value, Data<Arc<Deps>>, Attempt) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<(), BoxDynError>> + Send + 'static,
+{
+    move |raw, deps, attempt| {
+        let (job, wake) = (handler(raw, deps, attempt), wake.clone());
+        Box::pin(async move {
+            let result = job.await;
+            wake.look_soon();
+            result
+        })
+    }
 }
 
 /// How often an idle pool fetches without a notification.

@@ -7,6 +7,11 @@
 //! sleep until the fallback poll (seen as 100–300 ms pickups in CI). The
 //! fallback poll covers delayed retries, which send no notification, and
 //! notifications lost in a reconnect.
+//!
+//! A finished job looks again too ([`Wake::look_soon`]): apalis sends its
+//! acknowledgement with the next fetch, and when the queue has just run dry
+//! nothing else would fetch before the fallback poll, so a burst's last
+//! acknowledgements waited up to a second.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -25,6 +30,8 @@ pub struct Wake(Arc<Mutex<Inner>>);
 
 struct Inner {
     notified: UnboundedReceiver<()>,
+    /// The pool's task, to wake when a look is asked for from outside.
+    waker: Option<std::task::Waker>,
     second_look: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     fallback: tokio::time::Interval,
 }
@@ -34,13 +41,26 @@ impl Wake {
     pub fn new(notified: UnboundedReceiver<()>, fallback: Duration) -> Self {
         let mut fallback = tokio::time::interval(fallback);
         fallback.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Self(Arc::new(Mutex::new(Inner { notified, second_look: None, fallback })))
+        Self(Arc::new(Mutex::new(Inner { notified, waker: None, second_look: None, fallback })))
+    }
+
+    /// Has the pool fetch again shortly (a job finished): one look for all
+    /// the jobs that finish within [`SECOND_LOOK`] of each other.
+    pub fn look_soon(&self) {
+        let mut inner = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if inner.second_look.is_none() {
+            inner.second_look = Some(Box::pin(tokio::time::sleep(SECOND_LOOK)));
+            if let Some(waker) = inner.waker.take() {
+                waker.wake();
+            }
+        }
     }
 }
 
 impl PollStrategy for Wake {
     fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
         let mut inner = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inner.waker = Some(cx.waker().clone());
         let mut wake = false;
         // Several notifications at once are one fetch (and one second look).
         while let Poll::Ready(Some(())) = inner.notified.poll_next_unpin(cx) {

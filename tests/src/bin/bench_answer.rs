@@ -11,7 +11,9 @@
 //! against ours, the peer, ours, the peer, after a warm-up of each; then,
 //! both servers stopped, pgbench runs what ours runs in PostgreSQL per
 //! answer (the token's access check and the answer's transaction), and the
-//! transaction alone. No worker runs: the turns wait in the queue, as in
+//! transaction alone, then the statements our worker runs per turn
+//! (`turn.sql`) over the turns the last run queued: the worker's PostgreSQL
+//! ceiling (`bench` measures the worker). No worker runs: the turns wait in the queue, as in
 //! `bench`. `BENCH_ANSWERS` sets the answers per run (10,000);
 //! `BENCH_FASTAPI_VENV` the peer's virtualenv; `BENCH_DRAIN=1` has a
 //! worker run the turns afterwards (a check that the peer's jobs are ours).
@@ -124,9 +126,17 @@ async fn main() -> anyhow::Result<()> {
         let errors = answers - run.transactions;
         runs.push(Run { name: name.into(), rate: run.tps, latencies: run.latencies, errors, cpu_per_answer: None });
     }
+    // The worker's statements per turn, over the turns transaction.sql queued.
+    let name = "pgbench: the worker's statements per turn";
+    eprintln!("{name}: {answers} turns over {CONNECTIONS} clients");
+    let vars = [("base", (next - 1 - answers as u64).to_string()), ("per_client", per_client.to_string())];
+    let run = pgbench(&env.direct_database_url, "turn.sql", CONNECTIONS, per_client, &vars).await?;
+    eprintln!("  {:.0} tps, p99 {:.2?}", run.tps, percentile(&run.latencies, 99.0));
+    let errors = answers - run.transactions;
+    runs.push(Run { name: name.into(), rate: run.tps, latencies: run.latencies, errors, cpu_per_answer: None });
     let mut checked = check(&env, &db, http_accepted, 2 * answers).await?;
     if std::env::var("BENCH_DRAIN").is_ok_and(|v| v == "1") {
-        checked += &drain(&env, &db, http_accepted).await?;
+        checked += &drain(&env, &db, http_accepted, answers).await?;
     }
     report(&runs, workers, &checked);
     Ok(())
@@ -196,14 +206,15 @@ async fn check(env: &TestEnv, db: &sqlx::PgPool, http: usize, pgbench: usize) ->
 
 /// `BENCH_DRAIN=1`: a worker runs the queued jobs, ours and the peer's
 /// alike, until as many answer turns as were accepted over HTTP completed.
-async fn drain(env: &TestEnv, db: &sqlx::PgPool, http: usize) -> anyhow::Result<String> {
+async fn drain(env: &TestEnv, db: &sqlx::PgPool, http: usize, pgbench_completed: usize) -> anyhow::Result<String> {
     let worker = env.spawn_process("worker", &[("SCRIPTED_DELTA_DELAY_MS", "0")])?;
     let started = std::time::Instant::now();
     tests::eventually(Duration::from_secs(600), || async {
         let done: i64 = sqlx::query_scalar("SELECT count(*) FROM turns WHERE number = 1 AND status = 'completed'")
             .fetch_one(db)
             .await?;
-        Ok((done as usize >= http).then_some(()))
+        // pgbench's turn.sql completed the turns of one run already.
+        Ok((done as usize >= http + pgbench_completed).then_some(()))
     })
     .await?;
     tests::terminate(&worker)?;
