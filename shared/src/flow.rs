@@ -150,11 +150,10 @@ impl Core {
         let submitted =
             db::turns::submit(&mut *tx, session_id, candidate, text, key, request_id, &job_id, turn_id).await?;
         let accepted = |created| -> Result<Accepted, FlowError> {
-            let status = submitted.turn_status.as_deref().unwrap_or_default();
             Ok(Accepted {
                 turn_id: submitted.turn_id.ok_or(FlowError::NotFound("turn"))?,
                 number: submitted.turn_number.unwrap_or_default(),
-                status: status.parse().map_err(|e: String| DbError::Sqlx(sqlx::Error::Decode(e.into())))?,
+                status: submitted.turn_status.unwrap_or(TurnStatus::Queued),
                 created,
             })
         };
@@ -166,9 +165,7 @@ impl Core {
             "forbidden" => return Err(FlowError::Forbidden),
             "key_reused" => return Err(FlowError::KeyReused),
             "not_active" => {
-                let status = submitted.session_status.as_deref().unwrap_or_default();
-                let status = status.parse().map_err(|e: String| DbError::Sqlx(sqlx::Error::Decode(e.into())))?;
-                return Err(FlowError::NotActive(status));
+                return Err(FlowError::NotActive(submitted.session_status.unwrap_or(SessionStatus::Completed)));
             }
             "end_requested" => return Err(FlowError::NotActive(SessionStatus::Completed)),
             "expired" => return Err(FlowError::Expired),

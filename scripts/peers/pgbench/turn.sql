@@ -20,9 +20,9 @@ WITH claimed AS (
     RETURNING *)
 SELECT id, session_id, number, candidate_message, interviewer_message, status, idempotency_key, request_id, provider,
        model, prompt_tokens, completion_tokens, usage_estimated, cost_usd, latency_ms, attempts, error, created_at,
-       completed_at,
-       CASE WHEN attempts <= 5 THEN start_turn_events(session_id, id, number, attempts > 1, 256) ELSE '{}' END AS events
-FROM claimed;
+       completed_at, events, (events[cardinality(events)]::jsonb->>'seq')::bigint + 1 AS first_delta
+FROM claimed, LATERAL (SELECT CASE WHEN attempts <= 5
+    THEN start_turn_events(session_id, id, number, attempts > 1, 256) ELSE '{}' END AS events) started;
 COMMIT;
 SELECT id, owner_id, title, position, language, topics, max_turns, duration_minutes, criteria, created_at
 FROM interviews WHERE id = (SELECT interview_id FROM sessions WHERE id = lpad(to_hex(:k::bigint), 32, '0')::uuid);

@@ -87,17 +87,13 @@ async fn run(deps: &Deps, job: &TurnJob) -> Result<Handled, BoxDynError> {
         core.bus.publish_json(job.session_id, event).await;
     }
     tx.commit().await?;
-    let db::turns::Started { turn, claim, events } = started;
-    if events.is_empty() {
+    let db::turns::Started { turn, claim, first_delta, .. } = started;
+    let Some(first_delta) = first_delta else {
         // Crashes and hand-backs count too (apalis does not count re-runs of
         // a job whose worker died): a turn that kills its worker stops here.
         let reason = format!("{} earlier attempts never finished", claim.attempt - 1);
         return settle_failure(deps, job, &turn, claim, &reason, false, None).await;
-    }
-    // The first delta's seq: the one after turn.started's.
-    let first_delta = started_seq(events.last().map(String::as_str))
-        .ok_or_else(|| DbError::Sqlx(sqlx::Error::Protocol("turn.started without a seq".into())))?
-        + 1;
+    };
     match attempt(deps, job, &turn, claim, first_delta).await {
         Ok(Outcome::Completed) => Ok(Handled::Done),
         Ok(Outcome::Superseded) => {
@@ -372,13 +368,4 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// The `seq` of an event as stored (JSON).
-fn started_seq(json: Option<&str>) -> Option<i64> {
-    #[derive(serde::Deserialize)]
-    struct Seq {
-        seq: i64,
-    }
-    serde_json::from_str::<Seq>(json?).ok().map(|s| s.seq)
 }

@@ -9,24 +9,25 @@ use sqlx::{FromRow, PgExecutor};
 
 use super::Turn;
 use crate::db::DbError;
+use crate::domain::{SessionStatus, TurnStatus};
 use crate::events::Usage;
 use crate::ids::{SessionId, TurnId};
 
 /// What [`submit`] did with an answer.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct Submitted {
     /// `created`, `replayed`, or why it was refused: `not_found`,
     /// `forbidden`, `not_active`, `end_requested`, `expired`,
     /// `in_progress`, `key_reused` (migration 0007, `submit_answer`).
     pub outcome: String,
     /// The session's status (absent when not found).
-    pub session_status: Option<String>,
+    pub session_status: Option<SessionStatus>,
     /// The turn created or replayed.
     pub turn_id: Option<TurnId>,
     /// Its number; for `in_progress`, the number of the turn in flight.
     pub turn_number: Option<i32>,
     /// Its status.
-    pub turn_status: Option<String>,
+    pub turn_status: Option<TurnStatus>,
     /// `turn.queued` as stored, to publish before the commit (`created` only).
     pub event: Option<String>,
 }
@@ -47,7 +48,16 @@ pub async fn submit(
     job_id: &str,
     turn_id: TurnId,
 ) -> Result<Submitted, DbError> {
-    Ok(sqlx::query_as(
+    #[derive(FromRow)]
+    struct Row {
+        outcome: String,
+        session_status: Option<String>,
+        turn_id: Option<TurnId>,
+        turn_number: Option<i32>,
+        turn_status: Option<String>,
+        event: Option<String>,
+    }
+    let row: Row = sqlx::query_as(
         "SELECT outcome, session_status, turn_id, turn_number, turn_status, event::text AS event
          FROM submit_answer($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -59,7 +69,20 @@ pub async fn submit(
     .bind(job_id)
     .bind(turn_id)
     .fetch_one(db)
-    .await?)
+    .await?;
+    Ok(Submitted {
+        outcome: row.outcome,
+        session_status: decode(row.session_status)?,
+        turn_id: row.turn_id,
+        turn_number: row.turn_number,
+        turn_status: decode(row.turn_status)?,
+        event: row.event,
+    })
+}
+
+/// A status column read as text.
+fn decode<T: std::str::FromStr<Err = String>>(text: Option<String>) -> Result<Option<T>, DbError> {
+    text.map(|t| t.parse().map_err(|e: String| DbError::Sqlx(sqlx::Error::Decode(e.into())))).transpose()
 }
 
 /// A turn a worker now holds.
@@ -82,6 +105,9 @@ pub struct Started {
     /// after a dead attempt, then `turn.started`), as JSON; none when the
     /// turn has used up `max_attempts` and only its failure remains.
     pub events: Vec<String>,
+    /// The first of the sequence numbers reserved for the deltas (the one
+    /// after `turn.started`'s); `None` with no events.
+    pub first_delta: Option<i64>,
 }
 
 /// One statement: takes the turn if it is queued, or running under an
@@ -103,6 +129,7 @@ pub async fn start(
         #[sqlx(flatten)]
         turn: Turn,
         events: Vec<String>,
+        first_delta: Option<i64>,
     }
     let row: Option<Row> = sqlx::query_as(concat!(
         "WITH claimed AS (
@@ -114,9 +141,9 @@ pub async fn start(
              RETURNING *)
          SELECT ",
         columns!(),
-        ", CASE WHEN attempts <= $4
-                THEN start_turn_events(session_id, id, number, attempts > 1, $5) ELSE '{}' END AS events
-         FROM claimed"
+        ", events, (events[cardinality(events)]::jsonb->>'seq')::bigint + 1 AS first_delta
+         FROM claimed, LATERAL (SELECT CASE WHEN attempts <= $4
+                THEN start_turn_events(session_id, id, number, attempts > 1, $5) ELSE '{}' END AS events) started"
     ))
     .bind(id)
     .bind(worker)
@@ -125,9 +152,9 @@ pub async fn start(
     .bind(block)
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|Row { turn, events }| {
+    Ok(row.map(|Row { turn, events, first_delta }| {
         let claim = Claim { attempt: turn.attempts, restarted: turn.attempts > 1 };
-        Started { turn, claim, events }
+        Started { turn, claim, events, first_delta }
     }))
 }
 
