@@ -1,6 +1,6 @@
 //! The whole system behind Debian's PgBouncer (1.18) in either pooling
 //! mode: a whole interview with its evaluation and every batch through the
-//! pooler. (`scripts/test` also runs the batch suite, `batches.rs`, behind
+//! pooler. (`scripts/test` also runs the batch suite, `batches/`, behind
 //! one in transaction mode.)
 
 use std::time::Duration;
