@@ -175,3 +175,35 @@ async fn required_roles_enrol_first_and_mfa_off_turns_the_endpoints_off() -> any
     assert_eq!((r.status, r.body["error"]["code"].as_str()), (404, Some("mfa_disabled")));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_role_that_must_enrol_opens_no_websocket_until_it_has() -> anyhow::Result<()> {
+    let mut env = TestEnv::new().await?;
+    env.set("MFA_REQUIRED_ROLES", "recruiter");
+    let api = env.start_api().await?;
+    let recruiter = api.client().user("r@example.com", "recruiter").await?;
+    // The recruiter may not create it before enrolling: the admin does, and hands it over.
+    let interview = api.admin().await?.interview("en", 5).await?;
+    sqlx::query("UPDATE interviews SET owner_id = (SELECT id FROM users WHERE email = 'r@example.com')")
+        .execute(&env.db().await?)
+        .await?;
+    let candidate = api.client().user("c@example.com", "candidate").await?;
+    let session = candidate.start_session(&interview).await?;
+    candidate.ws(&session, None).await.context("the candidate's own socket")?;
+
+    // The owner may watch the session, but not before enrolling: neither with
+    // the bearer token on the handshake nor through a ticket.
+    let refused = recruiter.ws(&session, None).await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("403"), "the handshake must be refused with 403: {refused:?}");
+    let ticket = recruiter.post("/ws/tickets", json!({ "session_id": session })).await?;
+    assert_eq!((ticket.status, ticket.body["error"]["code"].as_str()), (403, Some("mfa_enrolment_required")));
+
+    let setup = recruiter.post("/auth/mfa/setup", json!({ "password": USER_PASSWORD })).await?;
+    let secret = base32(setup.body["secret"].as_str().context("a secret")?);
+    let confirmed = recruiter.post("/auth/mfa/verify", json!({ "code": code_at(&secret, step_now()) })).await?;
+    assert_eq!(confirmed.status, 200, "{confirmed:?}");
+    recruiter.ws(&session, None).await.context("the enrolled recruiter's socket")?;
+    let ticket = recruiter.post("/ws/tickets", json!({ "session_id": session })).await?;
+    assert_eq!(ticket.status, 200, "{ticket:?}");
+    Ok(())
+}

@@ -70,14 +70,14 @@ async fn check_access(state: &AppState, claims: jwt::Claims) -> Result<AuthUser,
 
 /// `MFA_REQUIRED_ROLES`: a user of those roles who has not enrolled may
 /// only enrol (and log out) until they do: 403 `mfa_enrolment_required`.
-fn enrolment_required(state: &AppState, user: &AuthUser, path: &str) -> Result<(), ApiError> {
+pub(crate) fn enrolment_required(state: &AppState, user: &AuthUser, path: &str) -> Result<(), ApiError> {
     let mfa = &state.config.api.mfa;
     let enrolling = ["/auth/mfa/setup", "/auth/mfa/verify", "/auth/logout"].iter().any(|p| path.ends_with(p));
     if mfa.enabled && !user.mfa_enabled && mfa.required_roles.contains(&user.role) && !enrolling {
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "mfa_enrolment_required",
-            format!("a {} must enrol in MFA first (POST /auth/mfa/setup, then /auth/mfa/verify)", user.role),
+            format!("role {}: enrol in MFA first (POST /auth/mfa/setup, then /auth/mfa/verify)", user.role),
         ));
     }
     Ok(())
