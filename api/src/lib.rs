@@ -46,7 +46,7 @@ impl Api {
         };
         let metrics = Arc::new(crate::metrics::ApiMetrics::new(&core.registry));
         let state = AppState {
-            jwt: Jwt::new(&config.api.jwt)?,
+            jwt: Arc::new(Jwt::new(&config.api.jwt)?),
             sealer,
             core,
             config: Arc::new(config),

@@ -23,8 +23,8 @@ pub struct AppState {
     pub core: Core,
     /// Redis pub/sub → local WebSockets.
     pub relay: Relay,
-    /// Token signing.
-    pub jwt: Jwt,
+    /// Token signing; shared, since every request and socket clones the state.
+    pub jwt: Arc<Jwt>,
     /// TOTP secrets at rest; none when MFA is off.
     pub sealer: Option<Arc<crate::auth::mfa::Sealer>>,
     /// Cancelled at shutdown: WebSockets close with "going away".
