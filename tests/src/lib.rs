@@ -11,6 +11,7 @@ pub mod fake_sentry;
 mod handles;
 pub mod load;
 pub mod netns;
+pub mod openapi;
 pub mod otlp;
 pub mod peers;
 pub mod pgbouncer;

@@ -6,7 +6,8 @@ use anyhow::Context;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha1::Sha1;
-use tests::{Client, TestEnv, USER_PASSWORD};
+use tests::openapi::conforms;
+use tests::{Client, Reply, TestEnv, USER_PASSWORD};
 
 /// RFC 4226 HOTP of `step`, six digits.
 fn code_at(secret: &[u8], step: u64) -> String {
@@ -54,6 +55,11 @@ async fn login(anon: &Client) -> anyhow::Result<Value> {
     Ok(r.body)
 }
 
+/// `reply` is `POST /api/v1{path}`'s 200 as the API's document describes it.
+fn documented(document: &Value, path: &str, reply: &Reply) -> Result<(), String> {
+    conforms(document, &format!("/api/v1{path}"), "post", reply.status, &reply.body)
+}
+
 async fn mfa_token(anon: &Client) -> anyhow::Result<String> {
     let body = login(anon).await?;
     anyhow::ensure!(body["mfa_required"] == true, "{body}");
@@ -66,11 +72,13 @@ async fn enrol_log_in_with_a_code_once_void_after_five_wrong_recover_and_disable
     let api = env.start_api().await?;
     let anon = api.client();
     let user = anon.user("c@example.com", "candidate").await?;
+    let document = anon.get("/openapi.json").await?.body;
 
     let wrong = user.post("/auth/mfa/setup", json!({ "password": "not-it-at-all" })).await?;
     assert_eq!(wrong.status, 403, "{wrong:?}");
     let setup = user.post("/auth/mfa/setup", json!({ "password": USER_PASSWORD })).await?;
     assert_eq!(setup.status, 200, "{setup:?}");
+    documented(&document, "/auth/mfa/setup", &setup).map_err(anyhow::Error::msg)?;
     let uri = setup.body["otpauth_uri"].as_str().unwrap_or_default();
     assert!(uri.starts_with("otpauth://totp/AI%20Interview%20System:c%40example.com?"), "{uri}");
     let secret_b32 = setup.body["secret"].as_str().context("secret")?;
@@ -87,10 +95,13 @@ async fn enrol_log_in_with_a_code_once_void_after_five_wrong_recover_and_disable
     assert_eq!(bad.status, 403, "{bad:?}");
     let confirmed = user.post("/auth/mfa/verify", json!({ "code": code_at(&secret, step) })).await?;
     assert_eq!((confirmed.status, &confirmed.body["mfa_enabled"]), (200, &json!(true)), "{confirmed:?}");
+    documented(&document, "/auth/mfa/verify", &confirmed).map_err(anyhow::Error::msg)?;
     assert_eq!(user.post("/auth/mfa/setup", json!({ "password": USER_PASSWORD })).await?.status, 409);
     assert_eq!(user.send("POST", "/auth/logout", None, &[]).await?.status, 204);
 
     // Log in: the second step. The MFA token is no access token.
+    let challenge = anon.post("/auth/login", json!({ "email": "c@example.com", "password": USER_PASSWORD })).await?;
+    documented(&document, "/auth/login", &challenge).map_err(anyhow::Error::msg)?;
     let token = mfa_token(&anon).await?;
     assert_eq!(anon.with_token(&token).get("/interviews").await?.status, 401);
     // The enrolment's code cannot be the first login code.
@@ -101,6 +112,7 @@ async fn enrol_log_in_with_a_code_once_void_after_five_wrong_recover_and_disable
     let done = anon.post("/auth/mfa/verify", json!({ "mfa_token": token, "code": next })).await?;
     assert_eq!(done.status, 200, "{done:?}");
     assert_eq!(done.body["token_type"], "Bearer");
+    documented(&document, "/auth/mfa/verify", &done).map_err(anyhow::Error::msg)?;
     let signed_in = anon.with_token(done.body["access_token"].as_str().unwrap_or_default());
     assert_eq!(signed_in.get("/interviews").await?.status, 403, "a candidate, authenticated");
     // The spent token cannot be used again, and the same code not on another.

@@ -2,8 +2,14 @@
 //! every route the router has and nothing else, with the statuses each can
 //! answer; Swagger UI is served from our own assets.
 
-use serde_json::Value;
-use tests::TestEnv;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tests::fake_llm::FakeLlm;
+use tests::openapi::conforms;
+use tests::{Reply, TestEnv, USER_PASSWORD, is};
+
+const WAIT: Duration = Duration::from_secs(20);
 
 /// The document's operations: (path, method).
 fn operations(document: &Value) -> Vec<(String, String)> {
@@ -136,5 +142,48 @@ async fn the_docs_page_renders_in_chromium_without_the_network() -> anyhow::Resu
     assert!(operations >= 30, "{operations} operations rendered");
     assert_eq!(external, 0, "the page asked for something outside the API");
     assert!(screenshot.exists());
+    Ok(())
+}
+
+/// What a client reads on its way through an interview is what the document
+/// says it reads: each answer held to its schema, field by field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_answers_a_client_reads_fit_their_documented_schemas() -> anyhow::Result<()> {
+    let fake = FakeLlm::start("Tell me about a queue you built.").await?;
+    let mut env = TestEnv::new().await?;
+    env.use_fake_llm(&fake);
+    let api = env.start_api().await?;
+    let _worker = env.start_worker().await?;
+    let anon = api.client();
+    let document = anon.get("/openapi.json").await?.body;
+    let documented = |method: &str, path: &str, reply: &Reply| {
+        conforms(&document, &format!("/api/v1{path}"), method, reply.status, &reply.body).map_err(anyhow::Error::msg)
+    };
+
+    documented("get", "/health/live", &anon.get("/health/live").await?)?;
+    let credentials = json!({ "email": "c@example.com", "password": USER_PASSWORD });
+    let registered = anon.post("/auth/register", credentials.clone()).await?;
+    assert_eq!(registered.status, 201, "{registered:?}");
+    documented("post", "/auth/register", &registered)?;
+    let tokens = anon.post("/auth/login", credentials).await?;
+    assert_eq!(tokens.status, 200, "{tokens:?}");
+    documented("post", "/auth/login", &tokens)?;
+    let candidate = anon.with_token(tokens.body["access_token"].as_str().unwrap_or_default());
+
+    let interview = anon.user("r@example.com", "recruiter").await?.interview("en", 5).await?;
+    let session = candidate.start_session(&interview).await?;
+    let mut ws = candidate.ws(&session, None).await?;
+    ws.until(WAIT, |e| is(e, "turn.completed")).await?;
+    let ticket = candidate.post("/ws/tickets", json!({ "session_id": session })).await?;
+    assert_eq!(ticket.status, 200, "{ticket:?}");
+    documented("post", "/ws/tickets", &ticket)?;
+    let answer = candidate.post(&format!("/sessions/{session}/turns"), json!({ "text": "A Redis list." })).await?;
+    assert_eq!(answer.status, 202, "{answer:?}");
+    documented("post", "/sessions/{id}/turns", &answer)?;
+    let ended = candidate.post(&format!("/sessions/{session}/end"), json!({})).await?;
+    assert_eq!(ended.status, 202, "{ended:?}");
+    documented("post", "/sessions/{id}/end", &ended)?;
+    let read = candidate.get(&format!("/sessions/{session}")).await?;
+    documented("get", "/sessions/{id}", &read)?;
     Ok(())
 }

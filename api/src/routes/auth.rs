@@ -6,15 +6,14 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use shared::db::{self, DbError};
 use shared::domain::{Email, Role};
-use shared::ids::TokenFamilyId;
+use shared::ids::{TokenFamilyId, UserId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::mfa::CHALLENGE_TTL_SECS;
+use crate::auth::mfa::{CHALLENGE_TTL_SECS, MfaChallenge};
 use crate::auth::revoke::{self, Reason, Revocation};
 use crate::auth::{AuthUser, password, refresh};
 use crate::error::{ApiError, ApiResult};
@@ -44,7 +43,7 @@ struct RegisterIn {
 }
 
 #[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterIn, responses(
-        (status = 201, description = "Created: `{\"id\", \"email\", \"role\"}`", body = serde_json::Value),
+        (status = 201, description = "Created", body = UserOut),
         BadRequest, TooLarge, NotJson, Invalid, Unauthorized, Forbidden, Conflict, RateLimited, Unavailable))]
 async fn register(
     State(state): State<AppState>,
@@ -60,7 +59,16 @@ async fn register(
         .await
         .map_err(|e| ApiError::invalid(format!("password: {e}")))?;
     let user = create_user(&state, &email, body.password, role).await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({ "id": user.id, "email": user.email, "role": user.role }))))
+    Ok((StatusCode::CREATED, axum::Json(UserOut { id: user.id, email: user.email, role: user.role })))
+}
+
+/// A registered user.
+#[derive(Serialize, utoipa::ToSchema)]
+struct UserOut {
+    id: UserId,
+    /// As registered.
+    email: String,
+    role: Role,
 }
 
 /// Creates a user; a taken email is a 409.
@@ -80,7 +88,7 @@ struct LoginIn {
 }
 
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginIn, responses(
-        (status = 200, description = "The token pair, or `{\"mfa_required\": true, \"mfa_token\", \"expires_in\"}`", body = serde_json::Value),
+        (status = 200, description = "The token pair, or with MFA on the challenge for `POST /auth/mfa/verify`", body = LoginOut),
         BadRequest, TooLarge, NotJson, Invalid, Unauthorized, Forbidden, RateLimited, Unavailable))]
 async fn login(
     State(state): State<AppState>,
@@ -117,12 +125,20 @@ async fn login(
         let token = state.jwt.issue_mfa(user.id, challenge, chrono::Utc::now().timestamp(), CHALLENGE_TTL_SECS);
         tracing::info!(outcome = "mfa_required", user_id = %user.id, "login waits for its second factor");
         state.metrics.login("mfa_required");
-        return Ok(axum::Json(json!({ "mfa_required": true, "mfa_token": token, "expires_in": CHALLENGE_TTL_SECS })));
+        return Ok(axum::Json(LoginOut::Challenge(MfaChallenge::new(token))));
     }
     let pair = refresh::issue(&state, &state.db, &user, TokenFamilyId::new()).await?;
     tracing::info!(outcome = "success", user_id = %user.id, "login");
     state.metrics.login("success");
-    Ok(axum::Json(serde_json::to_value(pair).map_err(ApiError::internal)?))
+    Ok(axum::Json(LoginOut::Tokens(pair)))
+}
+
+/// What a login answers: the tokens, or the second step's challenge.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+enum LoginOut {
+    Tokens(refresh::TokenPair),
+    Challenge(MfaChallenge),
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

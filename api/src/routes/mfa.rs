@@ -8,8 +8,7 @@ use axum::Json as AxumJson;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use shared::db::{self, DbError};
 use shared::ids::{TokenFamilyId, UserId};
 use utoipa_axum::router::OpenApiRouter;
@@ -42,7 +41,7 @@ struct SetupIn {
 /// A new secret (replacing an unconfirmed one), its `otpauth://` URI and ten
 /// recovery codes; MFA is on once `verify` gets a code from it.
 #[utoipa::path(post, path = "/auth/mfa/setup", operation_id = "mfa_setup", tag = "auth", request_body = SetupIn, responses(
-        (status = 200, description = "`{\"otpauth_uri\", \"secret\", \"recovery_codes\"}`; on once a code confirms it", body = serde_json::Value),
+        (status = 200, description = "The secret to enrol; MFA is on once a code from it is verified", body = SetupOut),
         BadRequest, TooLarge, NotJson, Invalid, Unauthorized, Mismatch, NotFound, Conflict, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn setup(State(state): State<AppState>, user: AuthUser, Json(body): Json<SetupIn>) -> ApiResult<Response> {
     let sealer = sealer(&state)?;
@@ -65,7 +64,35 @@ async fn setup(State(state): State<AppState>, user: AuthUser, Json(body): Json<S
     db::mfa::replace_recovery_codes(&mut tx, user.id, &hashes).await?;
     tx.commit().await.map_err(DbError::from)?;
     tracing::info!(user_id = %user.id, "MFA setup started");
-    Ok(AxumJson(json!({ "otpauth_uri": uri, "secret": base32, "recovery_codes": codes })).into_response())
+    Ok(AxumJson(SetupOut { otpauth_uri: uri, secret: base32, recovery_codes: codes }).into_response())
+}
+
+/// What an authenticator app needs, and the codes for when it is lost.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SetupOut {
+    /// `otpauth://totp/...`, for a QR code.
+    otpauth_uri: String,
+    /// The secret in base32, for typing in.
+    secret: String,
+    /// Single-use codes that stand in for a TOTP code.
+    recovery_codes: Vec<String>,
+}
+
+/// What a verified code gives.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+enum VerifyOut {
+    /// With `mfa_token`: the login's tokens.
+    Tokens(refresh::TokenPair),
+    /// With an access token: the enrolment is confirmed.
+    Enrolled(Enrolled),
+}
+
+/// MFA is on.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Enrolled {
+    /// Always true.
+    mfa_enabled: bool,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -78,7 +105,7 @@ struct VerifyIn {
 /// With `mfa_token`: completes a login (answers like login). Without, with
 /// an access token: confirms the enrolment.
 #[utoipa::path(post, path = "/auth/mfa/verify", operation_id = "mfa_verify", tag = "auth", request_body = VerifyIn, responses(
-        (status = 200, description = "With `mfa_token`: the login's token pair; with an access token: `{\"mfa_enabled\": true}`", body = serde_json::Value),
+        (status = 200, description = "With `mfa_token`: the login's token pair; with an access token: `{\"mfa_enabled\": true}`", body = VerifyOut),
         BadRequest, TooLarge, NotJson, Invalid, Unauthorized, Mismatch, NotFound, Conflict, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn verify(
     State(state): State<AppState>,
@@ -86,14 +113,15 @@ async fn verify(
     Json(body): Json<VerifyIn>,
 ) -> ApiResult<Response> {
     sealer(&state)?;
-    match (body.mfa_token, user) {
-        (Some(token), _) => complete_login(&state, &token, &body.code).await,
-        (None, Some(user)) => confirm(&state, user, &body.code).await,
-        (None, None) => Err(ApiError::unauthorized("mfa_token or an access token is required")),
-    }
+    let verified = match (body.mfa_token, user) {
+        (Some(token), _) => complete_login(&state, &token, &body.code).await?,
+        (None, Some(user)) => confirm(&state, user, &body.code).await?,
+        (None, None) => return Err(ApiError::unauthorized("mfa_token or an access token is required")),
+    };
+    Ok(AxumJson(verified).into_response())
 }
 
-async fn confirm(state: &AppState, user: AuthUser, code: &str) -> ApiResult<Response> {
+async fn confirm(state: &AppState, user: AuthUser, code: &str) -> ApiResult<VerifyOut> {
     let totp = db::mfa::totp(&state.db, user.id).await?.ok_or_else(|| ApiError::unauthorized("no such user"))?;
     if totp.enabled {
         return Err(ApiError::conflict("mfa_already_enabled", "MFA is already on"));
@@ -111,10 +139,10 @@ async fn confirm(state: &AppState, user: AuthUser, code: &str) -> ApiResult<Resp
     }
     state.metrics.mfa("enrolled");
     tracing::info!(user_id = %user.id, "MFA enabled");
-    Ok(AxumJson(json!({ "mfa_enabled": true })).into_response())
+    Ok(VerifyOut::Enrolled(Enrolled { mfa_enabled: true }))
 }
 
-async fn complete_login(state: &AppState, token: &str, code: &str) -> ApiResult<Response> {
+async fn complete_login(state: &AppState, token: &str, code: &str) -> ApiResult<VerifyOut> {
     let claims =
         state.jwt.verify_mfa(token, now_secs()).map_err(|e| ApiError::unauthorized(format!("mfa_token: {e}")))?;
     let challenge = db::mfa::challenge(&state.db, claims.jti).await?;
@@ -143,7 +171,7 @@ async fn complete_login(state: &AppState, token: &str, code: &str) -> ApiResult<
             state.metrics.login("success");
             tracing::info!(outcome = "success", user_id = %user.id, second_factor = how, "login");
             let pair = refresh::issue(state, &state.db, &user, TokenFamilyId::new()).await?;
-            Ok(AxumJson(pair).into_response())
+            Ok(VerifyOut::Tokens(pair))
         }
         Checked::Refused(why) => {
             let failures = db::mfa::fail_challenge(&state.db, claims.jti).await?;

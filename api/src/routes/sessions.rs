@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use shared::db::{self, sessions::Session, turns::Turn};
 use shared::domain::{EvaluationStatus, Role, SessionStatus, TurnStatus};
 use shared::events::Usage;
@@ -167,7 +166,7 @@ pub fn idempotency_key(key: &str) -> Result<(), String> {
 }
 
 #[utoipa::path(post, path = "/sessions/{id}/turns", tag = "sessions", request_body = AnswerIn, params(("id" = uuid::Uuid, Path, description = "The session's id"), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,200}$", description = "1 to 200 visible ASCII characters; the same key answers with the same turn")), responses(
-        (status = 202, description = "Accepted: `{\"turn_id\", \"number\", \"status\"}`; `Idempotent-Replayed: true` when the key was seen", body = serde_json::Value),
+        (status = 202, description = "Accepted; `Idempotent-Replayed: true` when the key was seen", body = AnswerAccepted),
         BadRequest, TooLarge, NotJson, Invalid, Unauthorized, Forbidden, NotFound, Conflict, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn submit(
     State(state): State<AppState>,
@@ -200,16 +199,20 @@ async fn submit(
     Ok((
         StatusCode::ACCEPTED,
         [("idempotent-replayed", replayed)],
-        axum::Json(json!({
-            "turn_id": accepted.turn_id,
-            "number": accepted.number,
-            "status": accepted.status,
-        })),
+        axum::Json(AnswerAccepted { turn_id: accepted.turn_id, number: accepted.number, status: accepted.status }),
     ))
 }
 
+/// The turn an answer started (or, for a key seen before, started then).
+#[derive(Serialize, utoipa::ToSchema)]
+struct AnswerAccepted {
+    turn_id: TurnId,
+    number: i32,
+    status: TurnStatus,
+}
+
 #[utoipa::path(post, path = "/sessions/{id}/end", tag = "sessions", params(("id" = uuid::Uuid, Path, description = "The session's id")), responses(
-        (status = 202, description = "`{\"session_id\", \"status\", \"detail\"}`", body = serde_json::Value),
+        (status = 202, description = "Ended, or ending once the turn in flight completes", body = SessionEnding),
         BadRequest, Unauthorized, NotFound, Conflict, RateLimited, Unavailable), security(("bearer" = [])))]
 async fn end(
     State(state): State<AppState>,
@@ -227,7 +230,16 @@ async fn end(
         Ended::AfterTurn => (SessionStatus::Active, "ends when the turn in flight completes"),
         Ended::Already(status) => (status, "had already ended"),
     };
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "session_id": id, "status": status, "detail": note }))))
+    Ok((StatusCode::ACCEPTED, axum::Json(SessionEnding { session_id: id, status, detail: note })))
+}
+
+/// Where ending a session left it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SessionEnding {
+    session_id: SessionId,
+    status: SessionStatus,
+    /// In words: ended, ends after the turn in flight, or had ended already.
+    detail: &'static str,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -7,8 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use base64::Engine;
 use rand::RngExt;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use shared::db;
 use shared::ids::SessionId;
 
@@ -30,7 +29,7 @@ pub(super) struct TicketIn {
 
 /// A short-lived single-use ticket for browsers, which cannot set headers on a WebSocket.
 #[utoipa::path(post, path = "/ws/tickets", tag = "sessions", request_body = TicketIn, responses(
-        (status = 200, description = "`{\"ticket\", \"expires_in\": 30}`: single use, for `?ticket=` on the WebSocket", body = serde_json::Value),
+        (status = 200, description = "Single use, for `?ticket=` on the WebSocket", body = TicketOut),
         BadRequest, TooLarge, NotJson, Invalid, Unauthorized, NotFound, RateLimited, Unavailable), security(("bearer" = [])))]
 pub(super) async fn ticket(
     State(state): State<AppState>,
@@ -49,7 +48,15 @@ pub(super) async fn ticket(
         .query_async::<()>(&mut conn)
         .await
         .map_err(|e| ApiError::unavailable(format!("could not store the ticket: {e}")))?;
-    Ok(axum::Json(json!({ "ticket": ticket, "expires_in": TICKET_TTL_SECS })))
+    Ok(axum::Json(TicketOut { ticket, expires_in: TICKET_TTL_SECS }))
+}
+
+/// A ticket for one session's WebSocket.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct TicketOut {
+    ticket: String,
+    /// Seconds it is good for (once).
+    expires_in: u64,
 }
 
 fn ticket_key(state: &AppState, ticket: &str) -> String {
