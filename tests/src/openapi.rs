@@ -6,8 +6,10 @@
 
 use serde_json::Value;
 
+use crate::Reply;
+
 /// The schema of `method path`'s `status` answer (`application/json`).
-pub fn response_schema<'a>(document: &'a Value, path: &str, method: &str, status: u16) -> Result<&'a Value, String> {
+fn response_schema<'a>(document: &'a Value, path: &str, method: &str, status: u16) -> Result<&'a Value, String> {
     let schema =
         &document["paths"][path][method]["responses"][status.to_string()]["content"]["application/json"]["schema"];
     if schema.is_null() {
@@ -25,6 +27,11 @@ pub fn conforms(document: &Value, path: &str, method: &str, status: u16, value: 
         return Err(format!("{method} {path} {status}: documented as any JSON: {schema}"));
     }
     fits(document, schema, value, "$").map_err(|e| format!("{method} {path} {status}: {e}"))
+}
+
+/// `Ok` when `reply` to `method /api/v1{path}` is what the document says.
+pub fn documented(document: &Value, method: &str, path: &str, reply: &Reply) -> anyhow::Result<()> {
+    conforms(document, &format!("/api/v1{path}"), method, reply.status, &reply.body).map_err(anyhow::Error::msg)
 }
 
 /// Follows a local `$ref` (`#/components/schemas/Name`).

@@ -6,8 +6,8 @@ use anyhow::Context;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha1::Sha1;
-use tests::openapi::conforms;
-use tests::{Client, Reply, TestEnv, USER_PASSWORD};
+use tests::openapi::documented;
+use tests::{Client, TestEnv, USER_PASSWORD};
 
 /// RFC 4226 HOTP of `step`, six digits.
 fn code_at(secret: &[u8], step: u64) -> String {
@@ -55,9 +55,14 @@ async fn login(anon: &Client) -> anyhow::Result<Value> {
     Ok(r.body)
 }
 
-/// `reply` is `POST /api/v1{path}`'s 200 as the API's document describes it.
-fn documented(document: &Value, path: &str, reply: &Reply) -> Result<(), String> {
-    conforms(document, &format!("/api/v1{path}"), "post", reply.status, &reply.body)
+/// Enrols `user` in MFA (setup, then the authenticator's current code).
+async fn enrol(user: &Client) -> anyhow::Result<()> {
+    let setup = user.post("/auth/mfa/setup", json!({ "password": USER_PASSWORD })).await?;
+    anyhow::ensure!(setup.status == 200, "{setup:?}");
+    let secret = base32(setup.body["secret"].as_str().context("a secret")?);
+    let confirmed = user.post("/auth/mfa/verify", json!({ "code": code_at(&secret, step_now()) })).await?;
+    anyhow::ensure!(confirmed.status == 200, "{confirmed:?}");
+    Ok(())
 }
 
 async fn mfa_token(anon: &Client) -> anyhow::Result<String> {
@@ -78,7 +83,7 @@ async fn enrol_log_in_with_a_code_once_void_after_five_wrong_recover_and_disable
     assert_eq!(wrong.status, 403, "{wrong:?}");
     let setup = user.post("/auth/mfa/setup", json!({ "password": USER_PASSWORD })).await?;
     assert_eq!(setup.status, 200, "{setup:?}");
-    documented(&document, "/auth/mfa/setup", &setup).map_err(anyhow::Error::msg)?;
+    documented(&document, "post", "/auth/mfa/setup", &setup)?;
     let uri = setup.body["otpauth_uri"].as_str().unwrap_or_default();
     assert!(uri.starts_with("otpauth://totp/AI%20Interview%20System:c%40example.com?"), "{uri}");
     let secret_b32 = setup.body["secret"].as_str().context("secret")?;
@@ -95,13 +100,13 @@ async fn enrol_log_in_with_a_code_once_void_after_five_wrong_recover_and_disable
     assert_eq!(bad.status, 403, "{bad:?}");
     let confirmed = user.post("/auth/mfa/verify", json!({ "code": code_at(&secret, step) })).await?;
     assert_eq!((confirmed.status, &confirmed.body["mfa_enabled"]), (200, &json!(true)), "{confirmed:?}");
-    documented(&document, "/auth/mfa/verify", &confirmed).map_err(anyhow::Error::msg)?;
+    documented(&document, "post", "/auth/mfa/verify", &confirmed)?;
     assert_eq!(user.post("/auth/mfa/setup", json!({ "password": USER_PASSWORD })).await?.status, 409);
     assert_eq!(user.send("POST", "/auth/logout", None, &[]).await?.status, 204);
 
     // Log in: the second step. The MFA token is no access token.
     let challenge = anon.post("/auth/login", json!({ "email": "c@example.com", "password": USER_PASSWORD })).await?;
-    documented(&document, "/auth/login", &challenge).map_err(anyhow::Error::msg)?;
+    documented(&document, "post", "/auth/login", &challenge)?;
     let token = mfa_token(&anon).await?;
     assert_eq!(anon.with_token(&token).get("/interviews").await?.status, 401);
     // The enrolment's code cannot be the first login code.
@@ -112,7 +117,7 @@ async fn enrol_log_in_with_a_code_once_void_after_five_wrong_recover_and_disable
     let done = anon.post("/auth/mfa/verify", json!({ "mfa_token": token, "code": next })).await?;
     assert_eq!(done.status, 200, "{done:?}");
     assert_eq!(done.body["token_type"], "Bearer");
-    documented(&document, "/auth/mfa/verify", &done).map_err(anyhow::Error::msg)?;
+    documented(&document, "post", "/auth/mfa/verify", &done)?;
     let signed_in = anon.with_token(done.body["access_token"].as_str().unwrap_or_default());
     assert_eq!(signed_in.get("/interviews").await?.status, 403, "a candidate, authenticated");
     // The spent token cannot be used again, and the same code not on another.
@@ -169,11 +174,7 @@ async fn required_roles_enrol_first_and_mfa_off_turns_the_endpoints_off() -> any
     let recruiter = api.client().user("r@example.com", "recruiter").await?;
     let blocked = recruiter.get("/interviews").await?;
     assert_eq!((blocked.status, blocked.body["error"]["code"].as_str()), (403, Some("mfa_enrolment_required")));
-    let setup = recruiter.post("/auth/mfa/setup", json!({ "password": USER_PASSWORD })).await?;
-    assert_eq!(setup.status, 200, "{setup:?}");
-    let secret = base32(setup.body["secret"].as_str().unwrap_or_default());
-    let confirmed = recruiter.post("/auth/mfa/verify", json!({ "code": code_at(&secret, step_now()) })).await?;
-    assert_eq!(confirmed.status, 200, "{confirmed:?}");
+    enrol(&recruiter).await?;
     assert_eq!(recruiter.get("/interviews").await?.status, 200);
     // Other roles are not held back.
     let candidate = api.client().user("c@example.com", "candidate").await?;
@@ -210,10 +211,7 @@ async fn a_role_that_must_enrol_opens_no_websocket_until_it_has() -> anyhow::Res
     let ticket = recruiter.post("/ws/tickets", json!({ "session_id": session })).await?;
     assert_eq!((ticket.status, ticket.body["error"]["code"].as_str()), (403, Some("mfa_enrolment_required")));
 
-    let setup = recruiter.post("/auth/mfa/setup", json!({ "password": USER_PASSWORD })).await?;
-    let secret = base32(setup.body["secret"].as_str().context("a secret")?);
-    let confirmed = recruiter.post("/auth/mfa/verify", json!({ "code": code_at(&secret, step_now()) })).await?;
-    assert_eq!(confirmed.status, 200, "{confirmed:?}");
+    enrol(&recruiter).await?;
     recruiter.ws(&session, None).await.context("the enrolled recruiter's socket")?;
     let ticket = recruiter.post("/ws/tickets", json!({ "session_id": session })).await?;
     assert_eq!(ticket.status, 200, "{ticket:?}");

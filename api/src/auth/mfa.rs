@@ -14,24 +14,6 @@ use totp_rs::{Algorithm, Builder, Secret, Totp};
 pub const CHALLENGE_TTL_SECS: i64 = 300;
 /// Wrong codes per MFA token; it is void after them.
 pub const MAX_FAILURES: i32 = 5;
-/// A login's first step when MFA is on: the token to verify a code with
-/// (`POST /auth/mfa/verify`).
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct MfaChallenge {
-    /// Always true.
-    mfa_required: bool,
-    mfa_token: String,
-    /// Seconds the token is good for.
-    expires_in: i64,
-}
-
-impl MfaChallenge {
-    /// The challenge of `mfa_token`.
-    pub fn new(mfa_token: String) -> Self {
-        Self { mfa_required: true, mfa_token, expires_in: CHALLENGE_TTL_SECS }
-    }
-}
-
 /// Recovery codes handed out at setup.
 pub const RECOVERY_CODES: usize = 10;
 /// The format of a sealed secret (leading byte), so the key can be rotated.

@@ -68,12 +68,14 @@ async fn check_access(state: &AppState, claims: jwt::Claims) -> Result<AuthUser,
     }
 }
 
-/// `MFA_REQUIRED_ROLES`: a user of those roles who has not enrolled may
-/// only enrol (and log out) until they do: 403 `mfa_enrolment_required`.
-pub(crate) fn enrolment_required(state: &AppState, user: &AuthUser, path: &str) -> Result<(), ApiError> {
+/// What a user who must enrol in MFA may still call: enrolling, and logging out.
+const ENROLMENT_PATHS: [&str; 3] = ["/auth/mfa/setup", "/auth/mfa/verify", "/auth/logout"];
+
+/// `MFA_REQUIRED_ROLES`: a user of those roles who has not enrolled gets
+/// 403 `mfa_enrolment_required` (everywhere but [`ENROLMENT_PATHS`]).
+pub(crate) fn enrolment_required(state: &AppState, user: &AuthUser) -> Result<(), ApiError> {
     let mfa = &state.config.api.mfa;
-    let enrolling = ["/auth/mfa/setup", "/auth/mfa/verify", "/auth/logout"].iter().any(|p| path.ends_with(p));
-    if mfa.enabled && !user.mfa_enabled && mfa.required_roles.contains(&user.role) && !enrolling {
+    if mfa.enabled && !user.mfa_enabled && mfa.required_roles.contains(&user.role) {
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "mfa_enrolment_required",
@@ -90,7 +92,9 @@ async fn caller(parts: &Parts, state: &AppState, token: &str) -> Result<AuthUser
         Some(claims) => check_access(state, claims.clone()).await?,
         None => verify_bearer(state, token).await?,
     };
-    enrolment_required(state, &user, parts.uri.path())?;
+    if !ENROLMENT_PATHS.iter().any(|p| parts.uri.path().ends_with(p)) {
+        enrolment_required(state, &user)?;
+    }
     Ok(user)
 }
 

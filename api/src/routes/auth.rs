@@ -13,7 +13,7 @@ use shared::ids::{TokenFamilyId, UserId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::mfa::{CHALLENGE_TTL_SECS, MfaChallenge};
+use crate::auth::mfa::CHALLENGE_TTL_SECS;
 use crate::auth::revoke::{self, Reason, Revocation};
 use crate::auth::{AuthUser, password, refresh};
 use crate::error::{ApiError, ApiResult};
@@ -125,7 +125,8 @@ async fn login(
         let token = state.jwt.issue_mfa(user.id, challenge, chrono::Utc::now().timestamp(), CHALLENGE_TTL_SECS);
         tracing::info!(outcome = "mfa_required", user_id = %user.id, "login waits for its second factor");
         state.metrics.login("mfa_required");
-        return Ok(axum::Json(LoginOut::Challenge(MfaChallenge::new(token))));
+        let challenge = MfaChallenge { mfa_required: true, mfa_token: token, expires_in: CHALLENGE_TTL_SECS };
+        return Ok(axum::Json(LoginOut::Challenge(challenge)));
     }
     let pair = refresh::issue(&state, &state.db, &user, TokenFamilyId::new()).await?;
     tracing::info!(outcome = "success", user_id = %user.id, "login");
@@ -139,6 +140,17 @@ async fn login(
 enum LoginOut {
     Tokens(refresh::TokenPair),
     Challenge(MfaChallenge),
+}
+
+/// A login's first step when MFA is on: the token to verify a code with
+/// (`POST /auth/mfa/verify`).
+#[derive(Serialize, utoipa::ToSchema)]
+struct MfaChallenge {
+    /// Always true.
+    mfa_required: bool,
+    mfa_token: String,
+    /// Seconds the token is good for.
+    expires_in: i64,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -7,7 +7,6 @@
 use axum::Json as AxumJson;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use shared::db::{self, DbError};
 use shared::ids::{TokenFamilyId, UserId};
@@ -43,7 +42,11 @@ struct SetupIn {
 #[utoipa::path(post, path = "/auth/mfa/setup", operation_id = "mfa_setup", tag = "auth", request_body = SetupIn, responses(
         (status = 200, description = "The secret to enrol; MFA is on once a code from it is verified", body = SetupOut),
         BadRequest, TooLarge, NotJson, Invalid, Unauthorized, Mismatch, NotFound, Conflict, RateLimited, Unavailable), security(("bearer" = [])))]
-async fn setup(State(state): State<AppState>, user: AuthUser, Json(body): Json<SetupIn>) -> ApiResult<Response> {
+async fn setup(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Json(body): Json<SetupIn>,
+) -> ApiResult<AxumJson<SetupOut>> {
     let sealer = sealer(&state)?;
     let stored = db::users::find(&state.db, user.id).await?.ok_or_else(|| ApiError::unauthorized("no such user"))?;
     if stored.mfa_enabled {
@@ -64,7 +67,7 @@ async fn setup(State(state): State<AppState>, user: AuthUser, Json(body): Json<S
     db::mfa::replace_recovery_codes(&mut tx, user.id, &hashes).await?;
     tx.commit().await.map_err(DbError::from)?;
     tracing::info!(user_id = %user.id, "MFA setup started");
-    Ok(AxumJson(SetupOut { otpauth_uri: uri, secret: base32, recovery_codes: codes }).into_response())
+    Ok(AxumJson(SetupOut { otpauth_uri: uri, secret: base32, recovery_codes: codes }))
 }
 
 /// What an authenticator app needs, and the codes for when it is lost.
@@ -111,14 +114,14 @@ async fn verify(
     State(state): State<AppState>,
     user: Option<AuthUser>,
     Json(body): Json<VerifyIn>,
-) -> ApiResult<Response> {
+) -> ApiResult<AxumJson<VerifyOut>> {
     sealer(&state)?;
     let verified = match (body.mfa_token, user) {
         (Some(token), _) => complete_login(&state, &token, &body.code).await?,
         (None, Some(user)) => confirm(&state, user, &body.code).await?,
         (None, None) => return Err(ApiError::unauthorized("mfa_token or an access token is required")),
     };
-    Ok(AxumJson(verified).into_response())
+    Ok(AxumJson(verified))
 }
 
 async fn confirm(state: &AppState, user: AuthUser, code: &str) -> ApiResult<VerifyOut> {

@@ -12,7 +12,7 @@ use shared::db;
 use shared::ids::SessionId;
 
 use crate::auth::revoke::Reason;
-use crate::auth::{AuthUser, bearer, verify_bearer};
+use crate::auth::{AuthUser, bearer, enrolment_required, verify_bearer};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Json;
 use crate::openapi::{BadRequest, Invalid, NotFound, NotJson, RateLimited, TooLarge, Unauthorized, Unavailable};
@@ -63,15 +63,24 @@ fn ticket_key(state: &AppState, ticket: &str) -> String {
     format!("{}:ws-ticket:{ticket}", state.config.redis.key_prefix)
 }
 
+/// The socket's user, by its bearer token or else its ticket.
 pub(super) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     ticket: Option<&str>,
     session: SessionId,
 ) -> ApiResult<AuthUser> {
-    if let Some(token) = bearer(headers) {
-        return verify_bearer(state, token).await;
-    }
+    let user = match bearer(headers) {
+        Some(token) => verify_bearer(state, token).await?,
+        None => redeem(state, ticket, session).await?,
+    };
+    // As on every route: a role that must enrol in MFA watches nothing until it has.
+    enrolment_required(state, &user)?;
+    Ok(user)
+}
+
+/// The user of a single-use `ticket` for `session`.
+async fn redeem(state: &AppState, ticket: Option<&str>, session: SessionId) -> ApiResult<AuthUser> {
     let Some(ticket) = ticket else {
         return Err(ApiError::unauthorized("missing bearer token or ticket"));
     };
